@@ -1,0 +1,256 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""CPU checks: hardware virtualization extensions and 64-bit capability."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from kvmcheck.context import Context
+from kvmcheck.model import Outcome
+from kvmcheck.parsers.cpuinfo import riscv_extensions
+from kvmcheck.registry import check
+
+# The firmware setup option that switches VT on, as vendors label it.
+FIRMWARE_SETTING = {
+    "GenuineIntel": "Intel Virtualization Technology (VT-x)",
+    "AuthenticAMD": "SVM Mode (AMD-V)",
+    "HygonGenuine": "SVM Mode",
+}
+X86_EXTENSION = {"vmx": "VT-x (vmx)", "svm": "AMD-V (svm)"}
+
+
+def _nested_fix(hypervisor: Optional[str], vendor: str) -> str:
+    flag = "svm" if vendor in ("AuthenticAMD", "HygonGenuine") else "vmx"
+    mod = "kvm_amd" if flag == "svm" else "kvm_intel"
+    common = (
+        f"Ask the outer hypervisor to expose {flag} to this VM (nested virtualization), then reboot the VM. "
+    )
+    per_vendor = {
+        "KVM": f"On a KVM/libvirt host: set {mod} nested=1 (echo 'options {mod} nested=1' > /etc/modprobe.d/kvm-nested.conf, "
+               "reload the module) and give this VM <cpu mode='host-passthrough'/>. On a public cloud, pick an "
+               "instance type that supports nested virtualization (for example GCE with --enable-nested-virtualization, "
+               "Azure Dv3/Ev3 and newer), or a bare-metal instance.",
+        "Microsoft": "On Hyper-V: Set-VMProcessor -VMName <vm> -ExposeVirtualizationExtensions $true (VM powered off).",
+        "VMware": "On VMware: enable 'Expose hardware assisted virtualization to the guest OS' (vhv.enable = \"TRUE\").",
+        "Xen": "On Xen: set nestedhvm=1 in the guest configuration.",
+        "Oracle": "On VirtualBox: VBoxManage modifyvm <vm> --nested-hw-virt on.",
+    }
+    return common + per_vendor.get(hypervisor or "", per_vendor["KVM"])
+
+
+def _x86(ctx: Context) -> Outcome:
+    cpu = ctx.cpuinfo()
+    flag_sets = cpu.x86_flags if cpu else []
+    vendor = (cpu.first("vendor_id") if cpu else None) or "unknown"
+    found = [X86_EXTENSION[f] for f in ("vmx", "svm") if any(f in s for s in flag_sets)]
+    evidence = {"cpus": len(flag_sets), "vendor_id": vendor}
+    if found:
+        name = found[0].split(" ")[0]
+        short = [f for f in ("vmx", "svm") if any(f in s for s in flag_sets)]
+        missing_on = [i for i, s in enumerate(flag_sets) if not any(f in s for f in short)]
+        evidence.update(extension=short[0], cpus_without=missing_on)
+        if missing_on:
+            return Outcome.warned(
+                f"{name} on some CPUs only ({len(missing_on)} of {len(flag_sets)} lack it)",
+                "The flags differ between CPUs, which happens when firmware enables VT on some sockets only "
+                "or after a partial microcode or BIOS update.",
+                f"Enable {FIRMWARE_SETTING.get(vendor, 'virtualization')} in the firmware setup for every socket and "
+                "update the BIOS, then reboot.", **evidence,
+            )
+        return Outcome.passed(f"{name} present on all {len(flag_sets)} CPUs", **evidence)
+
+    virt = ctx.virt()
+    pvm = "kvm_pvm" in ctx.modules()
+    evidence.update(hypervisor=virt.vendor, in_guest=virt.in_guest, kvm_pvm=pvm)
+    if pvm:
+        where = f"this {virt.vendor} virtual machine" if virt.in_guest else "this host"
+        return Outcome.failed(
+            "no VT-x/AMD-V; /dev/kvm comes from the software provider PVM (kvm_pvm)",
+            f"The CPU flags list neither vmx nor svm: {where} has no hardware virtualization"
+            + (" because the outer hypervisor does not expose it (nested virtualization is off)" if virt.in_guest else "")
+            + ". KVM is still available through kvm_pvm, the Pagetable-based Virtual Machine: a software KVM "
+            "provider that runs guests with shadow paging in ring 3. Only PVM-enabled guest kernels run well on it "
+            "(Kata/Cloud Hypervisor-style sandboxes with a PVM guest kernel); standard guests (stock distribution "
+            "kernels, Windows, SeaBIOS/OVMF) are emulated instruction by instruction and run orders of magnitude slower.",
+            "For general-purpose KVM guests, run on bare metal or on an instance type with nested virtualization "
+            "exposed. " + _nested_fix(virt.vendor, vendor) + " If this host only serves PVM sandboxes, this "
+            "failure is expected.", **evidence,
+        )
+    if virt.in_guest:
+        return Outcome.failed(
+            f"no VT-x/AMD-V: this is a {virt.vendor or 'virtual'} guest without nested virtualization",
+            f"The CPU flags list neither vmx nor svm, and this system runs under a hypervisor ({virt.vendor}, "
+            f"found by {virt.source}). The physical CPU very likely has the extensions, but the outer hypervisor "
+            "does not pass them to this VM, so KVM cannot use hardware acceleration here.",
+            _nested_fix(virt.vendor, vendor), **evidence,
+        )
+    setting = FIRMWARE_SETTING.get(vendor, "the CPU virtualization option")
+    return Outcome.failed(
+        "no VT-x/AMD-V in the CPU flags",
+        "The CPU flags list neither vmx nor svm and no hypervisor was detected, so this looks like bare metal. "
+        "Almost every x86 server CPU since 2006 has the extensions; when they are missing, firmware has usually "
+        "disabled them (Linux >= 5.6 removes vmx from the flags when firmware locked VT off). "
+        "See firmware.vt-enabled for the firmware's own answer.",
+        f"Reboot into the BIOS/UEFI setup and enable '{setting}' (often under Advanced > CPU Configuration), "
+        "save, and power-cycle. If the option does not exist, the CPU does not support hardware virtualization.",
+        **evidence,
+    )
+
+
+def _flag_check(ctx: Context, words: List[str], keys: tuple, name: str, guest_note: str) -> Outcome:
+    cpu = ctx.cpuinfo()
+    word = words[0]
+    has = cpu.any_has(word, *keys) if cpu else False
+    virt = ctx.virt()
+    evidence = {"feature": word, "hypervisor": virt.vendor, "in_guest": virt.in_guest}
+    if has:
+        return Outcome.passed(f"{name} ({word}) present", **evidence)
+    if virt.in_guest:
+        return Outcome.failed(
+            f"no {name} ({word}): this is a {virt.vendor} guest without nested virtualization",
+            f"The CPU features lack '{word}'. This system runs under {virt.vendor} ({virt.source}), which does not "
+            "pass the extension to this guest.", guest_note, **evidence,
+        )
+    return Outcome.failed(
+        f"no {name} ({word}) in the CPU features",
+        f"The CPU features lack '{word}', so the kernel cannot run KVM guests with hardware support.",
+        guest_note, **evidence,
+    )
+
+
+@check("cpu.virt-flags", "Hardware virtualization extensions", reads=(
+    "/proc/cpuinfo", "/proc/sysinfo", "/proc/bus/pci/devices", "/proc/device-tree", "/sys/class/dmi/id",
+    "/sys/module/kvm_pvm", "/dev/kvm", "/dev/cpu/0/cpuid",
+))
+def virt_flags(ctx: Context) -> Outcome:
+    """The CPU offers hardware virtualization to this kernel.
+
+    What: x86 vmx (Intel VT-x) or svm (AMD-V) on every CPU's flags line; s390
+    'sie'; LoongArch 'lvz'; RISC-V the 'h' extension in the ISA string; POWER
+    bare-metal PowerNV (KVM-HV).  arm64 does not show EL2 in cpuinfo, so there
+    /dev/kvm decides.  32-bit ARM, 32-bit PowerPC and sparc are not KVM hosts.
+
+    Why: without the extensions KVM either does not load or (with a software
+    provider such as PVM) emulates standard guests far too slowly.
+
+    Fix: on bare metal, enable VT in the firmware setup; in a VM, have the outer
+    hypervisor expose nested virtualization.
+    """
+    family = ctx.family()
+    arch = ctx.arch()[0]
+    if ctx.cpuinfo() is None:
+        return Outcome.skipped("no /proc/cpuinfo in this root", "Without cpuinfo the CPU cannot be judged.")
+    if family == "x86":
+        return _x86(ctx)
+    if family == "s390":
+        return _flag_check(ctx, ["sie"], ("features",), "SIE interpretive execution",
+                           "Run Linux directly in an LPAR (or under z/VM or KVM with nested SIE enabled: "
+                           "kvm.nested=1 on the host) to get 'sie'.")
+    if family == "loongarch":
+        return _flag_check(ctx, ["lvz"], ("features",), "LoongArch Virtualization (LVZ)",
+                           "Use a CPU with LVZ (for example the Loongson 3A5000-HV or 3C5000) on bare metal.")
+    if family == "riscv":
+        isas = ctx.cpuinfo().values("isa") or ctx.cpuinfo().values("hart isa")  # type: ignore[union-attr]
+        has_h = bool(isas) and all("h" in riscv_extensions(i) for i in isas)
+        if has_h:
+            return Outcome.passed("RISC-V hypervisor extension (H) present", isa=isas[0])
+        return Outcome.failed(
+            "no RISC-V hypervisor extension (H) in the ISA string",
+            f"The ISA string ({isas[0] if isas else 'absent'}) has no 'h' among its single-letter extensions, "
+            "so KVM for RISC-V (which needs H, ratified 2021) cannot run guests.",
+            "Use a RISC-V CPU that implements the H extension (and a kernel >= 5.16 with CONFIG_KVM).",
+            isa=isas[0] if isas else None,
+        )
+    if family == "ppc64":
+        platform = ctx.cpuinfo().first("platform")  # type: ignore[union-attr]
+        virt = ctx.virt()
+        if platform == "PowerNV":
+            return Outcome.passed("POWER bare metal (PowerNV): KVM-HV possible", platform=platform)
+        if platform == "pSeries" or virt.in_guest:
+            return Outcome.failed(
+                f"POWER logical partition or guest ({virt.vendor or platform}): no hypervisor mode",
+                "KVM-HV needs the CPU's hypervisor mode, which only a bare-metal (PowerNV/OPAL) host has. In an "
+                "LPAR or KVM guest only KVM-PR (problem-state emulation) is possible, which is slow and unmaintained.",
+                "Run the host on bare-metal POWER8/9 firmware (OPAL, PowerNV) rather than in a PowerVM LPAR.",
+                platform=platform, hypervisor=virt.vendor,
+            )
+        return Outcome.skipped("POWER platform not recorded in cpuinfo",
+                               "cpuinfo has no 'platform' line, so bare metal (PowerNV) cannot be told from an LPAR.")
+    if family == "arm64":
+        st = ctx.host.stat("/dev/kvm")
+        if st is not None:
+            return Outcome.passed(
+                "arm64: /dev/kvm present (EL2 is not visible in cpuinfo)",
+                "arm64 CPUs do not list virtualization support in cpuinfo; the kernel created /dev/kvm, so it "
+                "booted at EL2 with KVM.", dev_kvm=True,
+            )
+        return Outcome.skipped(
+            "arm64: virtualization support cannot be read from cpuinfo",
+            "arm64 does not show EL2 in cpuinfo and /dev/kvm is absent in this root; see kvm.device and kvm.modules. "
+            "Firmware must boot the kernel at EL2 for KVM (many phones and some boards boot at EL1).",
+            dev_kvm=False,
+        )
+    return Outcome.failed(
+        f"{arch or 'this architecture'} is not a KVM host architecture",
+        {"arm": "KVM for 32-bit ARM was removed in Linux 5.7.", "ppc": "32-bit PowerPC KVM (Book E) is unmaintained "
+         "and has no hardware-assisted mode on these CPUs.", "sparc": "Linux has no KVM for sparc."}.get(
+            family, "Linux KVM supports x86, arm64, s390, POWER (64-bit), RISC-V and LoongArch."),
+        "Use an x86-64, arm64, s390x, ppc64le, riscv64 or loongarch64 machine for KVM.", arch=arch,
+    )
+
+
+@check("cpu.64bit", "64-bit CPU and kernel", reads=("/proc/cpuinfo", "/proc/sys/kernel/osrelease",
+                                                     "/proc/sys/kernel/arch", "/boot/config-*"))
+def cpu_64bit(ctx: Context) -> Outcome:
+    """The CPU can run 64-bit guests and the kernel itself is 64-bit.
+
+    What: x86 'lm' (long mode) in the flags; the kernel's bitness from uname,
+    /proc/sys/kernel/arch, the release suffix (.x86_64, .i686, PAE) or
+    CONFIG_64BIT in /boot/config-<release>.
+
+    Why: a 32-bit kernel cannot run 64-bit guests, and current KVM, QEMU and
+    libvirt releases are 64-bit only.
+
+    Fix: install a 64-bit distribution (x86_64, aarch64, ...).
+    """
+    cpu = ctx.cpuinfo()
+    family = ctx.family()
+    arch, arch_source = ctx.arch()
+    if cpu is None:
+        return Outcome.skipped("no /proc/cpuinfo in this root")
+    if family == "x86":
+        cpu_64 = cpu.all_have("lm", "flags")
+    else:
+        cpu_64 = arch in ("aarch64", "s390x", "ppc64", "ppc64le", "riscv64", "loongarch64", "sparc64") or None
+    kernel_bits, how = _kernel_bits(ctx, arch, arch_source)
+    evidence = {"cpu_64bit": cpu_64, "kernel_bits": kernel_bits, "kernel_bits_from": how}
+    if cpu_64 is False:
+        return Outcome.failed("the CPU is 32-bit only (no long mode)",
+                              "Without long mode ('lm') the CPU cannot run 64-bit guests or a 64-bit host kernel.",
+                              "Use a 64-bit (x86-64) CPU for a KVM host.", **evidence)
+    if kernel_bits == 32:
+        return Outcome.failed(
+            "32-bit kernel on a 64-bit CPU",
+            f"The kernel is 32-bit ({how}). It can run only 32-bit guests, and current QEMU and libvirt no longer "
+            "support 32-bit hosts.",
+            "Reinstall with the 64-bit edition of the distribution (x86_64/amd64); a 32-bit userland cannot be "
+            "upgraded in place.", **evidence)
+    if kernel_bits == 64:
+        return Outcome.passed(f"64-bit CPU and 64-bit kernel ({how})", **evidence)
+    return Outcome.skipped(
+        "the CPU is 64-bit; the kernel's bitness is not recorded in this root",
+        "Neither /proc/sys/kernel/arch, a release suffix nor /boot/config-<release> says how the kernel was built.",
+        **evidence)
+
+
+def _kernel_bits(ctx: Context, arch: Optional[str], arch_source: str):  # type: ignore[no-untyped-def]
+    if arch and arch_source != "inferred from /proc/cpuinfo":
+        bits = 64 if arch.endswith("64") or arch in ("s390x",) else 32
+        return bits, f"{arch_source}: {arch}"
+    kv = ctx.kernel_version()
+    if kv and kv.arch_hint:
+        return kv.arch_hint[1], f"release {kv.release}"
+    if kv:
+        config = ctx.host.read_optional(f"/boot/config-{kv.release}")
+        if config is not None:
+            return (64 if "CONFIG_64BIT=y" in config else 32), f"/boot/config-{kv.release}"
+    return None, "unknown"

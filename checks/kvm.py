@@ -1,0 +1,231 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""KVM kernel modules and the /dev/kvm device node."""
+from __future__ import annotations
+
+import errno
+from typing import Dict, List, Optional
+
+from kvmcheck.context import Context
+from kvmcheck.model import Outcome
+from kvmcheck.parsers.accounts import parse_group, parse_passwd
+from kvmcheck.host import Node
+from kvmcheck.parsers.modprobe import parse_modprobe_conf
+from kvmcheck.registry import check
+
+MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/usr/lib/modprobe.d",
+                 "/lib/modprobe.d")
+# Users that QEMU runs as under libvirt (qemu.conf "user"): Debian/Ubuntu, Fedora/RHEL, SUSE/Arch.
+QEMU_USERS = ("libvirt-qemu", "qemu")
+UDEV_FIX = ("Give /dev/kvm to the kvm group: the udev rule KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\" "
+            "(shipped by systemd/udev and qemu packages; add it as /etc/udev/rules.d/65-kvm.rules if missing), "
+            "then 'udevadm trigger -c add /dev/kvm' (or 'chgrp kvm /dev/kvm && chmod 0660 /dev/kvm' until the next "
+            "boot), and 'usermod -aG kvm USER' for each user who runs VMs.")
+
+
+def _expected_vendor_modules(ctx: Context) -> List[str]:
+    family = ctx.family()
+    if family == "x86":
+        cpu = ctx.cpuinfo()
+        vendor = (cpu.first("vendor_id") if cpu else None) or ""
+        return ["kvm_amd"] if vendor in ("AuthenticAMD", "HygonGenuine") else ["kvm_intel"]
+    if family == "ppc64":
+        return ["kvm_hv"]
+    return []  # arm64, s390, riscv, loongarch: KVM is one module (often built in)
+
+
+def _blocks(ctx: Context, names: List[str]) -> List[str]:
+    found = []
+    for d in MODPROBE_DIRS:
+        for fname in ctx.host.listdir(d):
+            if not fname.endswith(".conf"):
+                continue
+            path = f"{d}/{fname}"
+            try:
+                text = ctx.host.read_optional(path, limit=1 << 20)
+            except OSError:
+                continue
+            for b in parse_modprobe_conf(text or ""):
+                if b.module in names:
+                    found.append(f"{path}:{b.line}: {b.how.split()[0]} {b.module}"
+                                 + ("" if b.how == "blacklist" else " " + b.how.split(" ", 1)[1]))
+    return found
+
+
+def _available_modules(ctx: Context) -> Dict[str, str]:
+    """kvm*.ko files installed under /lib/modules (a Kickstart target has these, not /sys/module)."""
+    found = {}
+    for path in ctx.host.glob("/lib/modules/*/kernel/arch/*/kvm/*.ko*"):
+        name = path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
+        found.setdefault(name, path)
+    return found
+
+
+@check("kvm.modules", "KVM kernel modules", reads=(
+    "/sys/module/kvm*", "/proc/modules", "/lib/modules/*/kernel/arch/*/kvm", "/etc/modprobe.d/*.conf",
+    "/usr/lib/modprobe.d/*.conf", "/run/modprobe.d/*.conf",
+))
+def kvm_modules(ctx: Context) -> Outcome:
+    """The KVM core and the vendor part for this CPU are in the running kernel.
+
+    What: kvm plus kvm_intel or kvm_amd (x86), kvm_hv (POWER), or KVM built in
+    (arm64, s390, RISC-V, LoongArch), or a software provider (kvm_pvm), read
+    from /sys/module, which shows built-in modules too (/proc/modules does not,
+    and some kernels have no /proc/modules at all).  Blacklists and
+    'install ... /bin/false' lines in modprobe.d are reported.
+
+    Why: without the vendor module there is no /dev/kvm.
+
+    Fix: 'modprobe kvm_intel' (or kvm_amd), and remove any blacklist line.
+    """
+    mods = ctx.modules()
+    wanted = _expected_vendor_modules(ctx)
+    family = ctx.family()
+    evidence: Dict[str, object] = {"present": mods, "expected": ["kvm"] + wanted}
+    if not ctx.host.is_dir("/sys/module"):
+        available = _available_modules(ctx)
+        evidence["installed"] = sorted(available)
+        if not available:
+            return Outcome.skipped("no /sys/module in this root and no KVM modules under /lib/modules",
+                                   "The root holds no record of loaded or installed modules.", **evidence)
+        missing = [m for m in ["kvm"] + wanted if m not in available]
+        if missing:
+            return Outcome.failed(f"installed kernel lacks {', '.join(missing)}",
+                                  "These modules are not under /lib/modules/*/kernel/arch/*/kvm/.",
+                                  "Install the distribution's full kernel package (for example kernel-modules or "
+                                  "linux-modules-extra).", **evidence)
+        return Outcome.passed(f"installed as modules: {', '.join(['kvm'] + wanted)} (udev loads them at boot)",
+                              **evidence)
+
+    blocked = _blocks(ctx, ["kvm", "kvm_intel", "kvm_amd", "kvm_hv"])
+    evidence["blocked_by"] = blocked
+    provider = next((m for m in wanted + ["kvm_pvm", "kvm_pr"] if m in mods), None)
+    how = ", ".join(f"{m} ({state})" for m, state in mods.items())
+    if "kvm" in mods and (provider or not wanted):
+        if provider == "kvm_pvm":
+            return Outcome.passed(
+                f"{how}: KVM through the software provider PVM",
+                "kvm_pvm is a software KVM vendor module (Pagetable-based Virtual Machine) that cannot coexist with "
+                "kvm_intel/kvm_amd; /dev/kvm works without VT, but only PVM guest kernels run fast (see "
+                "cpu.virt-flags and kvm.acceleration).", **evidence)
+        if provider == "kvm_pr":
+            return Outcome.warned(f"{how}: KVM-PR only", "kvm_pr emulates privileged instructions; it is slow and "
+                                  "unmaintained. KVM-HV needs a bare-metal PowerNV host.",
+                                  "On bare-metal POWER, 'modprobe kvm_hv'.", **evidence)
+        return Outcome.passed(how, **evidence)
+    missing = [m for m in ["kvm"] + wanted if m not in mods]
+    detail = f"Not in /sys/module: {', '.join(missing)}."
+    fix = f"Load it now with 'modprobe {missing[-1]}' (it pulls in kvm) and check 'dmesg | tail' for the reason if it refuses."
+    if blocked:
+        detail += " Module loading is blocked by: " + "; ".join(blocked) + "."
+        fix = "Remove these lines: " + "; ".join(blocked) + f", then 'modprobe {missing[-1]}'."
+    elif family == "x86" and ctx.cpuinfo() and not any(
+            f in s for s in ctx.cpuinfo().x86_flags for f in ("vmx", "svm")):  # type: ignore[union-attr]
+        detail += " The CPU flags show no vmx/svm, so the vendor module would refuse to load (see cpu.virt-flags)."
+        fix = "Enable virtualization first (see cpu.virt-flags and firmware.vt-enabled), then 'modprobe " + missing[-1] + "'."
+    return Outcome.failed(f"missing: {', '.join(missing)}", detail, fix, **evidence)
+
+
+def _group_access(ctx: Context, st: Node) -> Dict[str, object]:
+    """Who can open /dev/kvm: the owning group, its members, and who is locked out."""
+    info: Dict[str, object] = {}
+    try:
+        groups = parse_group(ctx.host.read_optional("/etc/group") or "")
+        users = parse_passwd(ctx.host.read_optional("/etc/passwd") or "")
+    except OSError:
+        return info
+    grp = groups.get(st.gid)
+    info["group"] = grp.name if grp else str(st.gid)
+    mode = st.mode
+    group_rw = mode & 0o060 == 0o060
+    world_rw = mode & 0o006 == 0o006
+    info["group_rw"] = group_rw
+    members = set(grp.members) if grp else set()
+    members |= {u.name for u in users if u.gid == st.gid}
+    info["group_members"] = sorted(members)
+    # Who would want KVM: QEMU's run users and ordinary login users (uid >= 1000, a real shell).
+    interested = [u for u in users if u.name in QEMU_USERS or
+                  (u.uid >= 1000 and u.uid != 65534 and not u.shell.endswith(("nologin", "false")))]
+    if world_rw:
+        locked = []
+    else:
+        locked = sorted(u.name for u in interested if u.uid != st.uid and not (group_rw and u.name in members))
+    info["locked_out"] = locked
+    return info
+
+
+@check("kvm.device", "/dev/kvm device node", reads=("/dev/kvm", "/etc/group", "/etc/passwd"))
+def kvm_device(ctx: Context) -> Outcome:
+    """/dev/kvm exists, is a character device, and the invoking user can open it.
+
+    What: the node's type, owner and mode; read/write access for the user
+    running kvmcheck; when run as root, whether its group can use it and which
+    QEMU and login users would be locked out.  The device is opened once (no
+    ioctl) to prove a driver stands behind it.
+
+    Why: QEMU (and libvirt's qemu user) open /dev/kvm; a node they cannot open
+    means software emulation or a failed start.
+
+    Fix: load the KVM modules (see kvm.modules); give the node to the kvm group
+    with mode 0660 and add users to that group.
+    """
+    host = ctx.host
+    st = host.node("/dev/kvm")
+    if st is None:
+        if not host.live:
+            return Outcome.skipped("/dev/kvm is not in this root",
+                                   "Offline roots rarely hold /dev (udev creates /dev/kvm at boot); see kvm.modules.")
+        return Outcome.failed(
+            "/dev/kvm does not exist",
+            "The KVM driver did not create its device node: the modules are not loaded, or firmware has VT "
+            "disabled so they refused to load.",
+            "See kvm.modules and firmware.vt-enabled; usually 'modprobe kvm_intel' or 'modprobe kvm_amd'.")
+    if st.kind == "link":
+        return Outcome.failed("/dev/kvm is a dangling symlink", "The link points nowhere.",
+                              "Remove the link and reload the KVM modules so udev recreates the node.")
+    mode = st.mode
+    evidence: Dict[str, object] = {"mode": f"{mode:04o}", "uid": st.uid, "gid": st.gid, "kind": st.kind}
+    if st.kind != "char":
+        return Outcome.failed("/dev/kvm is not a character device",
+                              "Something other than the KVM driver's node sits at /dev/kvm.",
+                              "Remove it ('rm /dev/kvm') and reload the KVM modules so udev recreates it.", **evidence)
+    evidence["rdev"] = f"{st.major}:{st.minor}"
+    euid, _ = host.invoking_user()
+    access = _group_access(ctx, st)
+    evidence.update(access)
+    if not host.live:
+        if access.get("locked_out"):
+            return Outcome.warned(f"/dev/kvm {evidence['mode']} group {access.get('group')}: users locked out",
+                                  f"Locked out: {', '.join(access['locked_out'])}.", UDEV_FIX, **evidence)  # type: ignore[arg-type]
+        return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}", **evidence)
+
+    can_use = host.access("/dev/kvm", "rw")
+    evidence["invoking_uid"] = euid
+    evidence["accessible"] = can_use
+    if not can_use:
+        return Outcome.failed(
+            "the invoking user cannot open /dev/kvm",
+            f"/dev/kvm is mode {evidence['mode']}, group {access.get('group')}, and uid {euid} is neither the owner "
+            "nor in a group with read/write access.",
+            "Add the user to that group ('usermod -aG " + str(access.get("group", "kvm")) + " $USER', then log in "
+            "again); " + UDEV_FIX, **evidence)
+    err = host.device_open_error("/dev/kvm")
+    if err is not None:
+        evidence["open_errno"] = errno.errorcode.get(err, str(err))
+        return Outcome.failed(
+            f"/dev/kvm exists but cannot be opened ({errno.errorcode.get(err, err)})",
+            "The node is there but no driver answers (ENXIO/ENODEV: a stale node with the module unloaded).",
+            "Reload the KVM modules (see kvm.modules) so the driver backs the node again.", **evidence)
+    if euid == 0 and access.get("locked_out"):
+        locked = ", ".join(access["locked_out"])  # type: ignore[arg-type]
+        return Outcome.warned(
+            f"usable by root only; locked out: {locked}",
+            f"/dev/kvm is mode {evidence['mode']}, group {access.get('group')}. Root can open it, but QEMU under "
+            f"libvirt runs as its own user, and these users cannot open it: {locked}.", UDEV_FIX, **evidence)
+    if euid == 0 and not access.get("group_rw") and not mode & 0o006:
+        return Outcome.warned(
+            f"usable by root only (mode {evidence['mode']}, group {access.get('group')})",
+            "No group or other user can open /dev/kvm, so QEMU must run as root; libvirt's qemu user and "
+            "unprivileged users (for example with GNOME Boxes or podman machine) fall back to emulation.",
+            UDEV_FIX, **evidence)
+    return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}, "
+                          f"group {access.get('group')}, usable by uid {euid}", **evidence)

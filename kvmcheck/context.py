@@ -1,0 +1,285 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""What a check is handed: the Host, the settings, and host facts parsed once per run.
+
+Facts are memoized without locks on purpose: functools.cached_property (before
+Python 3.12) takes a class-wide lock, so one check stuck on a hung mount would
+stall every later check that asks for any fact.  Computing a fact twice is
+harmless; hanging the run is not.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+
+from .host import Host
+from .parsers import ParseError
+from .parsers.cpuinfo import CpuInfo, parse_cpuinfo
+from .parsers.hypervisor import VirtFacts, VirtInputs, detect_hypervisor
+from .parsers.kernel_log import KernelLogFacts, parse_kernel_log
+from .parsers.kernel_version import KernelVersion, parse_kernel_release
+
+# Log files a captured or Kickstart root may hold, newest information first.
+OFFLINE_LOGS = ("/var/log/dmesg", "/var/log/kern.log", "/var/log/messages", "/var/log/syslog", "/var/log/boot.log")
+DMI_FIELDS = ("sys_vendor", "product_name", "bios_vendor", "board_vendor")
+KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd", "kvm_pvm", "kvm_hv", "kvm_pr")
+
+# uname -m -> the family kvmcheck reasons about
+_FAMILIES = (
+    (("x86_64", "i386", "i486", "i586", "i686", "x86"), "x86"),
+    (("aarch64", "arm64"), "arm64"),
+    (("s390", "s390x"), "s390"),
+    (("ppc64", "ppc64le"), "ppc64"),
+    (("riscv64", "riscv32"), "riscv"),
+    (("loongarch64", "loongarch32"), "loongarch"),
+)
+
+
+def arch_family(arch: Optional[str]) -> str:
+    if not arch:
+        return "unknown"
+    for names, family in _FAMILIES:
+        if arch in names:
+            return family
+    if arch.startswith("arm"):
+        return "arm"
+    if arch.startswith("sparc"):
+        return "sparc"
+    if arch.startswith("ppc"):
+        return "ppc"
+    return arch
+
+
+def arch_from_cpuinfo(cpu: CpuInfo) -> Optional[str]:
+    """Infer uname -m from cpuinfo alone (an offline root with no kernel/arch file)."""
+    vendor = cpu.first("vendor_id") or ""
+    if vendor.startswith("IBM/S390"):
+        return "s390x" if cpu.any_has("zarch", "features") else "s390"
+    isa = cpu.first("isa") or ""
+    if isa.startswith("rv64"):
+        return "riscv64"
+    if isa.startswith("rv32"):
+        return "riscv32"
+    if "loongarch64" in isa.split() or (cpu.first("cpu family") or "").startswith("Loongson-64"):
+        return "loongarch64"
+    if cpu.first("cpu architecture") == "8":
+        return "aarch64"
+    if cpu.first("cpu architecture") is not None or (cpu.first("processor") or "").startswith("ARMv"):
+        return "armv7l"
+    cpu_line = cpu.first("cpu") or ""
+    if cpu_line.startswith("POWER") or cpu.first("platform") in ("pSeries", "PowerNV"):
+        return "ppc64"
+    if cpu.first("platform") or cpu.first("pvr") or "pvr" in (cpu.first("revision") or ""):
+        return "ppc"
+    if "sparc" in cpu_line.lower() or (cpu.first("type") or "").startswith("sun4"):
+        return "sparc64"
+    if cpu.x86_flags:
+        return "x86_64" if cpu.all_have("lm", "flags") else "i686"
+    return None
+
+
+@dataclass
+class Settings:
+    min_kernel: str = "2.6.20"  # the first release with KVM (February 2007)
+    check_timeout: float = 5.0
+
+
+class Context:
+    def __init__(self, host: Host, settings: Optional[Settings] = None) -> None:
+        self.host = host
+        self.settings = settings or Settings()
+        self._memo: Dict[str, Any] = {}
+
+    def _get(self, key: str, compute):  # type: ignore[no-untyped-def]
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    # -- CPU -------------------------------------------------------------------
+    def cpuinfo(self) -> Optional[CpuInfo]:
+        """Parsed /proc/cpuinfo, or None when the root has none (PermissionError propagates)."""
+        def load() -> Optional[CpuInfo]:
+            text = self.host.read_optional("/proc/cpuinfo")
+            return None if text is None else parse_cpuinfo(text)
+        return self._get("cpuinfo", load)
+
+    def arch(self) -> Tuple[Optional[str], str]:
+        """(uname -m, how it was found)."""
+        def load() -> Tuple[Optional[str], str]:
+            if self.host.live:
+                return self.host.machine(), "uname"
+            arch = self.host.first_line("/proc/sys/kernel/arch")  # Linux >= 6.1
+            if arch:
+                return arch, "/proc/sys/kernel/arch"
+            cpu = self.cpuinfo()
+            guess = arch_from_cpuinfo(cpu) if cpu else None
+            return guess, "inferred from /proc/cpuinfo" if guess else "unknown"
+        return self._get("arch", load)
+
+    def family(self) -> str:
+        return arch_family(self.arch()[0])
+
+    def x86_flags_first_cpu(self) -> FrozenSet[str]:
+        cpu = self.cpuinfo()
+        sets = cpu.x86_flags if cpu else []
+        return sets[0] if sets else frozenset()
+
+    def in_guest(self) -> bool:
+        return self.virt().in_guest
+
+    # -- kernel ------------------------------------------------------------------
+    def osrelease(self) -> Optional[str]:
+        return self._get("osrelease", lambda: self.host.first_line("/proc/sys/kernel/osrelease"))
+
+    def kernel_version(self) -> Optional[KernelVersion]:
+        def load() -> Optional[KernelVersion]:
+            rel = self.osrelease()
+            try:
+                return parse_kernel_release(rel) if rel else None
+            except ParseError:
+                return None
+        return self._get("kernel_version", load)
+
+    def kernel_log(self) -> Tuple[KernelLogFacts, List[str]]:
+        """Facts from the kernel log, and where they came from ([] when no log could be read)."""
+        def load() -> Tuple[KernelLogFacts, List[str]]:
+            texts, sources = [], []
+            if self.host.live:
+                try:
+                    texts.append(self.host.kernel_log())
+                    sources.append("/dev/kmsg")
+                except OSError:
+                    pass  # dmesg_restrict or no /dev/kmsg: fall back to the log files
+            if not sources:
+                for path in OFFLINE_LOGS:
+                    try:
+                        text = self.host.read_optional(path)
+                    except OSError:
+                        continue
+                    if text is not None:
+                        texts.append(text)
+                        sources.append(path)
+            return parse_kernel_log("\n".join(texts)), sources
+        return self._get("kernel_log", load)
+
+    def modules(self) -> Dict[str, str]:
+        """KVM-related modules present: name -> "loaded" (a .ko) or "built-in"."""
+        def load() -> Dict[str, str]:
+            found = {}
+            for name in KVM_MODULES:
+                if self.host.is_dir(f"/sys/module/{name}"):
+                    # Only loadable modules have initstate (kernel/module/sysfs.c).
+                    loadable = self.host.exists(f"/sys/module/{name}/initstate")
+                    found[name] = "loaded" if loadable else "built-in"
+            return found
+        return self._get("modules", load)
+
+    # -- virtualization context --------------------------------------------------------
+    def cpuid(self, leaf: int, subleaf: int = 0) -> Optional[Tuple[int, int, int, int]]:
+        """Raw CPUID (eax, ebx, ecx, edx) of CPU 0 through /dev/cpu/0/cpuid; None when not available."""
+        if not self.host.live or self.family() != "x86":
+            return None
+        try:
+            raw = self.host.read_device_at("/dev/cpu/0/cpuid", leaf | (subleaf << 32), 16)
+        except OSError:
+            return None  # the cpuid driver is not loaded, or we are not root
+        if len(raw) != 16:
+            return None
+        return struct.unpack("<4I", raw)  # type: ignore[return-value]
+
+    def virt(self) -> VirtFacts:
+        return self._get("virt", self._detect_virt)
+
+    def _detect_virt(self) -> VirtFacts:
+        host = self.host
+        signature = None
+        leaf1 = self.cpuid(1)
+        if leaf1 and leaf1[2] & (1 << 31):  # CPUID.1:ECX[31], the hypervisor-present bit
+            regs = self.cpuid(0x40000000)
+            if regs:
+                signature = struct.pack("<3I", *regs[1:]).decode("latin-1")
+        dt = {}
+        for name in ("compatible", "ibm,partition-name", "hmc-managed?"):
+            try:
+                text = host.read_optional(f"/proc/device-tree/{name}", limit=4096)
+            except OSError:
+                text = None
+            if text is not None:
+                dt[name] = text
+        dmi = {}
+        for name in DMI_FIELDS:
+            value = host.first_line(f"/sys/class/dmi/id/{name}")
+            if value:
+                dmi[name] = value
+        try:
+            boot_hv = self.kernel_log()[0].hypervisor
+        except OSError:
+            boot_hv = None
+        inputs = VirtInputs(
+            x86_flags=self.x86_flags_first_cpu(),
+            cpuid_signature=signature,
+            dmi=dmi,
+            sysinfo=host.read_optional("/proc/sysinfo"),
+            pci_devices=host.read_optional("/proc/bus/pci/devices"),
+            xen_capabilities=host.read_optional("/proc/xen/capabilities"),
+            has_proc_xen=host.exists("/proc/xen"),
+            has_iseries=host.exists("/proc/iSeries"),
+            device_tree=dt,
+            clocksources=host.first_line("/sys/devices/system/clocksource/clocksource0/available_clocksource"),
+            boot_log_hypervisor=boot_hv,
+            osrelease=self.osrelease(),
+        )
+        return detect_hypervisor(inputs)
+
+    # -- the report's host block -----------------------------------------------------------
+    def os_name(self) -> Optional[Dict[str, str]]:
+        def load() -> Optional[Dict[str, str]]:
+            # distro reads the files itself; only let it when os-release is a regular file
+            # inside the root (Host.read_text refuses FIFOs and links out of the root).
+            for path in ("/etc/os-release", "/usr/lib/os-release"):
+                try:
+                    if self.host.read_optional(path, limit=65536) is not None:
+                        break
+                except OSError:
+                    continue
+            else:
+                return None
+            import distro  # 20 ms; only for the report header
+
+            dist = distro.LinuxDistribution(
+                root_dir=self.host.root, include_lsb=False, include_uname=False, include_oslevel=False
+            )
+            return {"id": dist.id(), "name": dist.name(), "version": dist.version(), "like": dist.like()}
+        return self._get("os", load)
+
+    def cpu_model(self) -> Tuple[Optional[str], Optional[str]]:
+        cpu = self.cpuinfo()
+        if cpu is None:
+            return None, None
+        vendor = cpu.first("vendor_id") or cpu.first("cpu implementer") or cpu.first("mvendorid")
+        model = (
+            cpu.first("model name") or cpu.first("cpu model") or cpu.first("uarch") or cpu.first("cpu")
+            or (cpu.first("processor") if not (cpu.first("processor") or "0").isdigit() else None)
+        )
+        return vendor, model
+
+    def host_facts(self) -> Dict[str, Any]:
+        host = self.host
+        arch, arch_source = self.arch()
+        vendor, model = self.cpu_model()
+        virt = self.virt()
+        hostname = host.first_line("/proc/sys/kernel/hostname") or host.first_line("/etc/hostname")
+        return {
+            "hostname": hostname,
+            "root": host.root,
+            "live": host.live,
+            "arch": arch,
+            "arch_source": arch_source,
+            "kernel": self.osrelease(),
+            "os": self.os_name(),
+            "cpu_vendor": vendor,
+            "cpu_model": model,
+            "hypervisor": virt.vendor if virt.in_guest else None,
+            "hypervisor_source": virt.source,
+            "kvm_modules": self.modules(),
+        }

@@ -1,0 +1,306 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The one seam between kvmcheck and the machine it inspects.
+
+Every file read, directory listing, device probe and command goes through a
+:class:`Host`, rooted at ``/`` (the live host) or at ``--root`` (a Kickstart
+target, a captured tree, a test fixture).  Paths are resolved component by
+component inside the root, absolute symlinks included, so nothing can lead a
+read out of the root.  Missing, permission denied and "not a regular file" stay
+distinct exceptions, because they call for different advice.
+
+Nothing here writes to the host.  Probes that only make sense against the
+running kernel (device ioctls, CPUID, the kernel ring buffer, commands) raise
+:class:`OfflineError` when the root is not ``/``.
+"""
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+MAX_SYMLINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
+DEFAULT_READ_LIMIT = 8 << 20  # /proc/cpuinfo of a 1,000-CPU host is about 1.5 MiB
+
+
+class OfflineError(RuntimeError):
+    """A live-kernel probe was asked for while inspecting an offline root."""
+
+
+class NotRegularFileError(OSError):
+    """A FIFO, socket or device sits where a text file was expected."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """What sits at a path: kind is file, dir, char, block, fifo, socket, link or other."""
+
+    kind: str
+    mode: int  # permission bits only
+    uid: int
+    gid: int
+    major: int = 0
+    minor: int = 0
+
+
+_KINDS = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "dir"), (stat.S_ISCHR, "char"), (stat.S_ISBLK, "block"),
+          (stat.S_ISFIFO, "fifo"), (stat.S_ISSOCK, "socket"), (stat.S_ISLNK, "link"))
+
+
+def _node(st: os.stat_result) -> Node:
+    kind = next((name for test, name in _KINDS if test(st.st_mode)), "other")
+    return Node(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, os.major(st.st_rdev), os.minor(st.st_rdev))
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: Tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Host:
+    def __init__(self, root: str = "/") -> None:
+        real = os.path.realpath(root)
+        if not os.path.isdir(real):
+            raise FileNotFoundError(errno.ENOENT, "root directory does not exist", root)
+        self.root = real
+        self.live = real == "/"
+        self.reads: List[str] = []  # every path asked for, in order: the run's evidence trail
+        self._memo: Dict[str, object] = {}
+
+    # -- path resolution -------------------------------------------------
+    def resolve(self, path: str) -> str:
+        """Map a host path to a real path under the root, never outside it.
+
+        Symlinks are followed by hand: an absolute target restarts at the
+        root, and ``..`` stops at the root, the way chroot(2) would see it.
+        """
+        pending = [c for c in reversed(path.split("/")) if c]
+        parts: List[str] = []
+        hops = 0
+        while pending:
+            name = pending.pop()
+            if name == ".":
+                continue
+            if name == "..":
+                if parts:
+                    parts.pop()
+                continue
+            candidate = os.path.join(self.root, *parts, name)
+            try:
+                st = os.lstat(candidate)
+            except (FileNotFoundError, NotADirectoryError):
+                # The rest cannot exist; keep the literal path for the error.
+                parts.append(name)
+                parts.extend(reversed(pending))
+                break
+            if stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    parts = []
+                pending.extend(c for c in reversed(target.split("/")) if c)
+                continue
+            parts.append(name)
+        return os.path.join(self.root, *parts)
+
+    def _note(self, path: str) -> None:
+        if path not in self.reads:
+            self.reads.append(path)
+
+    # -- files -------------------------------------------------------------
+    def read_text(self, path: str, limit: int = DEFAULT_READ_LIMIT) -> str:
+        """Read a regular file as text (undecodable bytes replaced).
+
+        Raises FileNotFoundError, PermissionError, IsADirectoryError,
+        NotRegularFileError or another OSError; never blocks on a FIFO.
+        """
+        self._note(path)
+        real = self.resolve(path)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(real, flags)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+            if not stat.S_ISREG(mode):
+                raise NotRegularFileError(errno.EINVAL, "not a regular file", path)
+            chunks = []
+            size = 0
+            while size < limit:
+                chunk = os.read(fd, min(1 << 16, limit - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode("utf-8", errors="replace")
+
+    def read_optional(self, path: str, limit: int = DEFAULT_READ_LIMIT) -> Optional[str]:
+        """Like read_text, but a missing file is None (permission problems still raise)."""
+        try:
+            return self.read_text(path, limit)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def first_line(self, path: str) -> Optional[str]:
+        """The stripped first line of a small sysfs-style file, or None when missing or unreadable."""
+        try:
+            text = self.read_optional(path, limit=4096)
+        except OSError:
+            return None
+        if text is None:
+            return None
+        return text.split("\n", 1)[0].strip()
+
+    def node(self, path: str) -> Optional[Node]:
+        """The node at path after following links inside the root; a dangling link is kind "link"; None if absent."""
+        self._note(path)
+        real = self.resolve(path)
+        try:
+            return _node(os.stat(real))
+        except (FileNotFoundError, NotADirectoryError):
+            try:
+                return _node(os.lstat(real))
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+
+    def stat(self, path: str) -> Optional[os.stat_result]:
+        """stat() of the resolved path, or None when it does not exist."""
+        self._note(path)
+        try:
+            return os.stat(self.resolve(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def exists(self, path: str) -> bool:
+        return self.stat(path) is not None
+
+    def is_dir(self, path: str) -> bool:
+        st = self.stat(path)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
+    def listdir(self, path: str) -> List[str]:
+        """Sorted entries of a directory; [] when it is missing."""
+        self._note(path)
+        try:
+            return sorted(os.listdir(self.resolve(path)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def glob(self, pattern: str) -> List[str]:
+        """Host paths matching a shell pattern, one wildcard component at a time."""
+        found = ["/"]
+        for comp in [c for c in pattern.split("/") if c]:
+            nxt = []
+            for base in found:
+                if any(ch in comp for ch in "*?["):
+                    nxt.extend(os.path.join(base, n) for n in self.listdir(base) if fnmatch.fnmatchcase(n, comp))
+                else:
+                    cand = os.path.join(base, comp)
+                    if self.stat(cand) is not None or self._lexists(cand):
+                        nxt.append(cand)
+            found = nxt
+        return sorted(found)
+
+    def _lexists(self, path: str) -> bool:
+        try:
+            os.lstat(self.resolve(path))
+            return True
+        except OSError:
+            return False
+
+    def access(self, path: str, mode: str = "r") -> bool:
+        """Whether the invoking user may use the path: mode is a mix of "r", "w", "x"."""
+        self._note(path)
+        bits = (os.R_OK if "r" in mode else 0) | (os.W_OK if "w" in mode else 0) | (os.X_OK if "x" in mode else 0)
+        return os.access(self.resolve(path), bits)
+
+    # -- live-only probes ------------------------------------------------------
+    def require_live(self, what: str) -> None:
+        if not self.live:
+            raise OfflineError(f"{what} needs the running kernel; the root is {self.root}")
+
+    def open_device(self, path: str, flags: int = os.O_RDWR) -> int:
+        """Open a character device of the running kernel; the caller closes the fd."""
+        self.require_live(f"opening {path}")
+        self._note(path)
+        real = self.resolve(path)
+        st = os.stat(real)
+        if not stat.S_ISCHR(st.st_mode):
+            raise NotRegularFileError(errno.ENODEV, "not a character device", path)
+        return os.open(real, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+
+    def device_open_error(self, path: str) -> Optional[int]:
+        """Open a device read/write and close it again: None when it opens, else the errno."""
+        try:
+            fd = self.open_device(path, os.O_RDWR)
+        except OSError as exc:
+            return exc.errno
+        os.close(fd)
+        return None
+
+    def read_device_at(self, path: str, offset: int, size: int) -> bytes:
+        """pread() from a device such as /dev/cpu/0/msr or /dev/cpu/0/cpuid."""
+        fd = self.open_device(path, os.O_RDONLY)
+        try:
+            return os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+
+    def kernel_log(self, limit: int = 4 << 20) -> str:
+        """The kernel ring buffer from /dev/kmsg, read without blocking (live only)."""
+        fd = self.open_device("/dev/kmsg", os.O_RDONLY)
+        records = []
+        size = 0
+        try:
+            while size < limit:
+                try:
+                    rec = os.read(fd, 8192)
+                except BlockingIOError:
+                    break  # end of buffer
+                except BrokenPipeError:
+                    continue  # a record was overwritten while we read; the next one follows
+                if not rec:
+                    break
+                records.append(rec)
+                size += len(rec)
+        finally:
+            os.close(fd)
+        return b"".join(records).decode("utf-8", errors="replace")
+
+    def run(self, argv: Sequence[str], timeout: float = 5.0) -> CommandResult:
+        """Run a command as an argv list, no shell, C locale, bounded in time (live only)."""
+        self.require_live(f"running {argv[0]}")
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+        proc = subprocess.run(
+            list(argv), shell=False, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env
+        )
+        return CommandResult(
+            tuple(argv),
+            proc.returncode,
+            proc.stdout.decode("utf-8", errors="replace"),
+            proc.stderr.decode("utf-8", errors="replace"),
+        )
+
+    def machine(self) -> Optional[str]:
+        """uname -m of the running kernel; None for an offline root."""
+        return os.uname().machine if self.live else None
+
+    def invoking_user(self) -> Tuple[int, List[int]]:
+        """(euid, groups) of the process running kvmcheck."""
+        return os.geteuid(), sorted(set(os.getgroups()) | {os.getegid()})
+
+    # -- per-run memo, so a file parsed by one check is not re-read by the next ----
+    def memo(self, key: str, compute):  # type: ignore[no-untyped-def]
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]

@@ -1,0 +1,149 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Which hypervisor, if any, this host runs under: lscpu's method, from text already read.
+
+The file-based order follows util-linux sys-utils/lscpu-virt.c (so verdicts on a
+``--sysroot`` tree agree with lscpu's): PowerPC device tree, /proc/xen, PCI
+graphics ids, /proc/sysinfo.  Then the sources lscpu uses live (the CPUID
+hypervisor signature, DMI), and two that kvmcheck adds because they survive
+where DMI is absent (Firecracker and other microVMs have no SMBIOS): the
+clock sources the kernel registered and its "Hypervisor detected" boot line.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, Optional, Tuple
+
+# CPUID leaf 0x40000000 EBX:ECX:EDX signatures (each hypervisor's documentation).
+CPUID_SIGNATURES = {
+    "KVMKVMKVM": "KVM",
+    "Microsoft Hv": "Microsoft",
+    "VMwareVMware": "VMware",
+    "XenVMMXenVMM": "Xen",
+    "VBoxVBoxVBox": "Oracle",
+    "bhyve bhyve": "bhyve",
+    "ACRNACRNACRN": "ACRN",
+    "QNXQVMBSQG": "QNX",
+    "UnisysSpar64": "Unisys s-Par",
+    " lrpepyh vr": "Parallels",
+    "TCGTCGTCGTCG": "QEMU (TCG)",
+}
+
+# PCI vendor:device of emulated graphics, as lscpu-virt.c matches them.
+PCI_GRAPHICS = {"58530001": "Xen", "15ad0710": "VMware", "80eebeef": "Oracle"}
+
+# Clock sources only a hypervisor registers (drivers/clocksource, arch/x86/kernel/kvmclock.c ...).
+CLOCKSOURCES = {"kvm-clock": "KVM", "hyperv_clocksource_tsc_page": "Microsoft", "xen": "Xen"}
+
+
+@dataclass(frozen=True)
+class VirtInputs:
+    """Everything the decision reads; None means the file was absent."""
+
+    x86_flags: FrozenSet[str] = frozenset()
+    cpuid_signature: Optional[str] = None
+    dmi: Dict[str, str] = field(default_factory=dict)
+    sysinfo: Optional[str] = None
+    pci_devices: Optional[str] = None
+    xen_capabilities: Optional[str] = None
+    has_proc_xen: bool = False
+    has_iseries: bool = False
+    device_tree: Dict[str, str] = field(default_factory=dict)  # name -> content, NULs kept
+    clocksources: Optional[str] = None
+    boot_log_hypervisor: Optional[str] = None
+    osrelease: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class VirtFacts:
+    vendor: Optional[str]  # None: bare metal as far as the evidence goes
+    source: str  # which evidence decided
+    in_guest: bool  # True also when the vendor is unknown but a guest is certain
+
+
+def _pci_ids(text: str) -> Tuple[str, ...]:
+    ids = []
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 2 and re.fullmatch(r"[0-9a-fA-F]{8}", f[1]):
+            ids.append(f[1].lower())
+    return tuple(ids)
+
+
+def sysinfo_hypervisor(text: str) -> Optional[str]:
+    """IBM Z: the innermost ``VMnn Control Program`` names the hypervisor; else the LPAR's PR/SM."""
+    if "LPAR" not in text and "VM00" not in text:
+        return None
+    programs = re.findall(r"^VM\d\d Control Program:\s*(.+?)\s*$", text, re.MULTILINE)
+    if programs:
+        first = re.sub(r"\s+", " ", programs[0])  # VM00 is the level this Linux runs in
+        if "KVM" in first:
+            return "KVM"
+        return "IBM " + first
+    return "IBM PR/SM"
+
+
+def _dmi_vendor(dmi: Dict[str, str], flagged: bool) -> Optional[str]:
+    text = " ".join(dmi.get(k, "") for k in ("sys_vendor", "product_name", "bios_vendor", "board_vendor"))
+    if "innotek" in text or "VirtualBox" in text:
+        return "Oracle"
+    if "VMware" in text:
+        return "VMware"
+    if "Microsoft Corporation" in text and "Virtual Machine" in text:
+        return "Microsoft"
+    if "Parallels" in text:
+        return "Parallels"
+    if re.search(r"\bXen\b", text):
+        return "Xen"
+    if "Hitachi" in text and "LPAR" in text:
+        return "Hitachi"
+    # Clouds whose DMI names the provider, not the hypervisor.  They count only with the
+    # CPUID hypervisor bit, because EC2 ".metal" instances keep "Amazon EC2" on bare metal.
+    if flagged and re.search(r"QEMU|\bKVM\b|Amazon EC2|Google|OpenStack|Red Hat|Nutanix|Alibaba", text):
+        return "KVM"
+    return None
+
+
+def detect_hypervisor(inp: VirtInputs) -> VirtFacts:
+    dt = inp.device_tree
+    if inp.has_iseries:
+        return VirtFacts("OS/400", "/proc/iSeries", True)
+    compatible = dt.get("compatible", "")
+    if "ibm,powernv" in compatible:
+        return VirtFacts(None, "device-tree compatible ibm,powernv", False)
+    if "ibm,partition-name" in dt and "hmc-managed?" in dt:
+        return VirtFacts("PowerVM", "device-tree ibm,partition-name + hmc-managed?", True)
+    if "qemu,pseries" in compatible:
+        return VirtFacts("KVM", "device-tree compatible qemu,pseries", True)
+    if inp.has_proc_xen:
+        if inp.xen_capabilities is not None and "control_d" in inp.xen_capabilities:
+            return VirtFacts(None, "/proc/xen/capabilities control_d (Xen dom0)", False)
+        return VirtFacts("Xen", "/proc/xen", True)
+    if inp.pci_devices:
+        for pci in _pci_ids(inp.pci_devices):
+            if pci in PCI_GRAPHICS:
+                return VirtFacts(PCI_GRAPHICS[pci], f"PCI device {pci[:4]}:{pci[4:]}", True)
+    if inp.sysinfo is not None:
+        vendor = sysinfo_hypervisor(inp.sysinfo)
+        if vendor:
+            return VirtFacts(vendor, "/proc/sysinfo", True)
+    if inp.osrelease and "microsoft" in inp.osrelease.lower():
+        return VirtFacts("Microsoft", "osrelease names Microsoft (WSL)", True)
+    flagged = "hypervisor" in inp.x86_flags
+    if inp.cpuid_signature is not None:
+        sig = inp.cpuid_signature.strip("\0").strip()
+        for known, vendor in CPUID_SIGNATURES.items():
+            if sig.startswith(known.strip()):
+                return VirtFacts(vendor, f"CPUID 0x40000000 signature {sig!r}", True)
+    vendor = _dmi_vendor(inp.dmi, flagged)
+    if vendor:
+        return VirtFacts(vendor, "DMI " + ", ".join(f"{k}={v!r}" for k, v in sorted(inp.dmi.items())), True)
+    if inp.clocksources:
+        for word in inp.clocksources.split():
+            if word in CLOCKSOURCES:
+                return VirtFacts(CLOCKSOURCES[word], f"clock source {word}", True)
+    if inp.boot_log_hypervisor:
+        return VirtFacts(inp.boot_log_hypervisor, "kernel log 'Hypervisor detected'", True)
+    if flagged:
+        return VirtFacts("unknown", "CPU flag 'hypervisor' (vendor not identified)", True)
+    return VirtFacts(None, "no hypervisor evidence", False)

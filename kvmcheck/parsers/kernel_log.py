@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Kernel log lines that tell whether firmware disabled VT, and which hypervisor booted us.
+
+Input is either /dev/kmsg records (``6,123,456789,-;text``) or syslog-style
+files (/var/log/dmesg, kern.log, messages); only the message text matters.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+# Each pattern comes from the kernel source that prints it.
+FIRMWARE_DISABLED = (
+    # arch/x86/kernel/cpu/feat_ctl.c (Linux >= 5.6): IA32_FEAT_CTL locked without VMX.
+    re.compile(r"VMX \(outside TXT\) disabled by BIOS"),
+    re.compile(r"VMX not enabled \(by BIOS\) in MSR_IA32_FEAT_CTL"),
+    # arch/x86/kvm/x86.c before 6.x, printed by kvm_intel/kvm_amd when hardware_setup finds VT off.
+    re.compile(r"kvm: disabled by bios", re.IGNORECASE),
+    # arch/x86/kvm/svm/svm.c: VM_CR.SVMDIS set by firmware.
+    re.compile(r"SVM (?:is )?disabled \(by BIOS\)", re.IGNORECASE),
+    re.compile(r"SVM not supported by CPU"),
+)
+_HYPERVISOR = re.compile(r"Hypervisor detected: (.+)$")
+
+
+@dataclass(frozen=True)
+class KernelLogFacts:
+    firmware_disabled: Tuple[str, ...]  # the lines that say so
+    hypervisor: Optional[str]  # from arch/x86/kernel/cpu/hypervisor.c "Hypervisor detected: KVM"
+
+
+def _message(line: str) -> str:
+    # /dev/kmsg: "prio,seq,usec,flags[,...];message"
+    head, sep, rest = line.partition(";")
+    if sep and re.fullmatch(r"\d+,\d+,\d+,[^;]*", head):
+        return rest
+    return line
+
+
+def parse_kernel_log(text: str) -> KernelLogFacts:
+    disabled = []
+    hypervisor = None
+    for raw in text.splitlines():
+        msg = _message(raw).strip()
+        if any(rx.search(msg) for rx in FIRMWARE_DISABLED):
+            if msg not in disabled:
+                disabled.append(msg)
+        m = _HYPERVISOR.search(msg)
+        if m:
+            hypervisor = m.group(1).strip()
+    return KernelLogFacts(tuple(disabled), hypervisor)

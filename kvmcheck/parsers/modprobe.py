@@ -1,0 +1,67 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""modprobe.d(5) configuration and modules.builtin, as far as KVM cares."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Tuple
+
+
+def normalize(name: str) -> str:
+    """Module names treat '-' and '_' alike (kvm-intel is kvm_intel)."""
+    return name.strip().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Block:
+    module: str
+    how: str  # "blacklist" or "install /bin/false"
+    line: int
+
+
+def parse_modprobe_conf(text: str) -> List[Block]:
+    """Lines that keep a module from loading.
+
+    ``blacklist X`` stops alias/udev loading only; ``install X /bin/false``
+    (or /bin/true, or ``false``) stops every load, the usual hardening recipe.
+    Backslash continuations are joined as modprobe does.
+    """
+    blocks = []
+    pending = ""
+    start = 0
+    for num, raw in enumerate(text.splitlines(), 1):
+        if not pending:
+            start = num
+        line = pending + raw
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        pending = ""
+        words = line.split("#", 1)[0].split()
+        if len(words) >= 2 and words[0] == "blacklist":
+            blocks.append(Block(normalize(words[1]), "blacklist", start))
+        elif len(words) >= 3 and words[0] == "install":
+            cmd = " ".join(words[2:])
+            if words[2].rsplit("/", 1)[-1] in ("false", "true") or cmd in ("exit 1",):
+                blocks.append(Block(normalize(words[1]), "install " + cmd, start))
+    return blocks
+
+
+def parse_modules_builtin(text: str) -> FrozenSet[str]:
+    """Module names from /lib/modules/$(uname -r)/modules.builtin (``kernel/arch/x86/kvm/kvm.ko``)."""
+    names = set()
+    for line in text.splitlines():
+        base = line.strip().rsplit("/", 1)[-1]
+        if base.endswith(".ko"):
+            names.add(normalize(base[:-3]))
+    return frozenset(names)
+
+
+def parse_proc_modules(text: str) -> Dict[str, Tuple[str, ...]]:
+    """/proc/modules: name -> the modules that use it."""
+    mods = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 4:
+            users = tuple(u for u in parts[3].split(",") if u and u != "-")
+            mods[normalize(parts[0])] = users
+    return mods

@@ -1,0 +1,86 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Check registration: the @check decorator and discovery through entry points.
+
+Built-in checks and third-party ones register the same way, through the
+``kvmcheck.checks`` entry-point group.  An entry point names a module (every
+check defined in it is taken, in definition order) or a single check object.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterable, List, Tuple
+
+from .model import Check, Outcome
+
+ENTRY_POINT_GROUP = "kvmcheck.checks"
+_ID = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+$")
+
+
+def check(id: str, title: str, reads: Iterable[str] = ()) -> Callable[[Callable[..., Outcome]], Check]:
+    """Declare a check: a public dotted id, a title, and the paths it reads.
+
+    The function's docstring is the user documentation shown by
+    ``kvmcheck explain ID``: what it checks, why it matters, how to fix it.
+    """
+    if not _ID.match(id):
+        raise ValueError(f"check id {id!r} is not a lowercase dotted name such as 'cpu.virt-flags'")
+
+    def wrap(func: Callable[..., Outcome]) -> Check:
+        doc = inspect.cleandoc(func.__doc__ or "")
+        return Check(id=id, title=title, reads=tuple(reads), func=func, doc=doc, source=func.__module__)
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class LoadError:
+    entry_point: str
+    message: str
+
+
+def _entry_points():  # type: ignore[no-untyped-def]
+    from importlib import metadata
+
+    eps = metadata.entry_points()
+    if hasattr(eps, "select"):  # Python >= 3.10
+        return list(eps.select(group=ENTRY_POINT_GROUP))
+    return list(eps.get(ENTRY_POINT_GROUP, ()))  # Python 3.9 returns a dict
+
+
+def checks_from(obj: object) -> List[Check]:
+    if isinstance(obj, Check):
+        return [obj]
+    if inspect.ismodule(obj):
+        return [v for v in vars(obj).values() if isinstance(v, Check)]
+    if isinstance(obj, (list, tuple)):
+        return [c for c in obj if isinstance(c, Check)]
+    return []
+
+
+def load_checks() -> Tuple[List[Check], List[LoadError]]:
+    """Every registered check (built-ins first, then plugins by name) and what failed to load."""
+    checks: List[Check] = []
+    errors: List[LoadError] = []
+    seen = {}
+    eps = sorted(_entry_points(), key=lambda ep: (not ep.value.startswith("kvmcheck."), ep.name))
+    for ep in eps:
+        if ep.value in seen:
+            continue  # the same distribution seen twice on sys.path (an editable install and a copy)
+        seen[ep.value] = ep.name
+        try:
+            found = checks_from(ep.load())
+        except Exception as exc:  # a broken plugin must not stop the run
+            errors.append(LoadError(f"{ep.name} = {ep.value}", f"{type(exc).__name__}: {exc}"))
+            continue
+        if not found:
+            errors.append(LoadError(f"{ep.name} = {ep.value}", "defines no check"))
+        for c in found:
+            if any(c.id == other.id for other in checks):
+                errors.append(LoadError(f"{ep.name} = {ep.value}", f"duplicate check id {c.id!r} ignored"))
+                continue
+            checks.append(c)
+    return checks, errors

@@ -1,0 +1,123 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Run checks: one worker thread each, a time limit each, a crash becomes an ``error`` result.
+
+A check blocked in the kernel (a read on a hung NFS mount, a KVM_RUN that never
+returns) cannot be interrupted from Python, so the runner stops waiting for it
+instead: the worker is a daemon thread, left behind when its time is up, and the
+run goes on.
+"""
+from __future__ import annotations
+
+import datetime
+import fnmatch
+import threading
+import time
+import traceback
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+
+from . import __version__
+from .context import Context, Settings
+from .host import Host, OfflineError
+from .model import Check, Outcome, Report, Result, Status
+from .registry import LoadError, load_checks
+
+
+class SelectionError(ValueError):
+    """--only/--skip patterns that match no check (a typo must not yield an empty report)."""
+
+
+def select(checks: Sequence[Check], only: Optional[Iterable[str]] = None, skip: Optional[Iterable[str]] = None) -> List[Check]:
+    only, skip = list(only or ()), list(skip or ())
+    for pattern in only + skip:
+        if not any(fnmatch.fnmatchcase(c.id, pattern) for c in checks):
+            raise SelectionError(f"no check id matches {pattern!r} (see 'kvmcheck list')")
+    chosen = [c for c in checks if not only or any(fnmatch.fnmatchcase(c.id, p) for p in only)]
+    return [c for c in chosen if not any(fnmatch.fnmatchcase(c.id, p) for p in skip)]
+
+
+def _call_with_timeout(func: Callable[[], Any], timeout: float) -> Tuple[str, Any]:
+    """("ok", value), ("raised", (exc, traceback text)) or ("timeout", None)."""
+    box: List[Tuple[str, Any]] = []
+
+    def work() -> None:
+        try:
+            box.append(("ok", func()))
+        except BaseException as exc:  # noqa: B902 - reported, never re-raised in the worker
+            box.append(("raised", (exc, traceback.format_exc())))
+
+    worker = threading.Thread(target=work, name="kvmcheck-check", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not box:
+        return "timeout", None
+    return box[0]
+
+
+def run_check(check: Check, ctx: Context, timeout: float, debug: bool = False) -> Result:
+    start = time.perf_counter()
+    kind, value = _call_with_timeout(lambda: check(ctx), timeout)
+    elapsed = (time.perf_counter() - start) * 1000
+    if kind == "ok" and isinstance(value, Outcome):
+        o = value
+        return Result(check.id, check.title, o.status, o.summary, o.detail, o.remediation, dict(o.evidence), elapsed)
+    if kind == "timeout":
+        return Result(
+            check.id, check.title, Status.ERROR, f"did not finish within {timeout:g} s",
+            "The check was still waiting (a hung mount, a stuck device or command) when its time ran out; "
+            "kvmcheck stopped waiting and went on.",
+            f"Find what blocks (for example 'cat /proc/mounts', 'dmesg'), or raise --timeout.",
+            {"timeout_s": timeout}, elapsed,
+        )
+    if kind == "raised" and isinstance(value[0], OfflineError):
+        return Result(check.id, check.title, Status.SKIP, "needs the running kernel (offline root)",
+                      str(value[0]), None, {}, elapsed)
+    if kind == "raised":
+        exc, tb = value
+        detail = tb if debug else f"{type(exc).__name__}: {exc}"
+        return Result(
+            check.id, check.title, Status.ERROR, f"the check crashed: {type(exc).__name__}: {exc}",
+            detail, "This is a kvmcheck bug: please report it with the output of --debug.", {}, elapsed,
+        )
+    return Result(check.id, check.title, Status.ERROR, "the check returned no outcome",
+                  f"returned {value!r}", "This is a kvmcheck bug.", {}, elapsed)
+
+
+def _load_error_result(err: LoadError) -> Result:
+    name = err.entry_point.split("=", 1)[0].strip()
+    return Result(
+        f"plugin.{name}", f"Check plugin {name}", Status.ERROR, f"plugin could not be loaded: {err.message}",
+        f"Entry point {err.entry_point} in group kvmcheck.checks failed to load.",
+        "Reinstall or remove the plugin package that provides this entry point.", {}, 0.0,
+    )
+
+
+def host_facts(ctx: Context, timeout: float) -> dict:
+    kind, value = _call_with_timeout(ctx.host_facts, timeout)
+    if kind == "ok":
+        return value
+    reason = "timed out" if kind == "timeout" else f"{type(value[0]).__name__}: {value[0]}"
+    return {"root": ctx.host.root, "live": ctx.host.live, "error": f"host facts unavailable ({reason})"}
+
+
+def run(
+    root: str = "/",
+    only: Optional[Iterable[str]] = None,
+    skip: Optional[Iterable[str]] = None,
+    *,
+    timeout: float = 5.0,
+    strict: bool = False,
+    settings: Optional[Settings] = None,
+    debug: bool = False,
+    progress: Optional[Callable[[Check], None]] = None,
+) -> Report:
+    """Run the selected checks against root and return the Report (the public API)."""
+    host = Host(root)
+    ctx = Context(host, settings or Settings(check_timeout=timeout))
+    checks, load_errors = load_checks()
+    results = [_load_error_result(e) for e in load_errors]
+    for c in select(checks, only, skip):
+        if progress:
+            progress(c)
+        results.append(run_check(c, ctx, timeout, debug))
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    return Report(__version__, now, host_facts(ctx, timeout), results, strict)
