@@ -142,6 +142,12 @@ def virt_flags(ctx: Context) -> Outcome:
     if family == "x86":
         return _x86(ctx)
     if family == "s390":
+        if not ctx.cpuinfo().any_has("sie", "features") and not _s390_reports_sie(ctx):  # type: ignore[union-attr]
+            return Outcome.skipped(
+                "this kernel predates the 'sie' feature flag (Linux 4.5)",
+                "s390 kernels list 'sie' in cpuinfo only since Linux 4.5 (commit 7f16d7e787b7), and this one looks "
+                "older, so a missing flag proves nothing. An LPAR provides SIE; a z/VM or KVM guest needs nested SIE.",
+                kernel=ctx.osrelease())
         return _flag_check(ctx, ["sie"], ("features",), "SIE interpretive execution",
                            "Run Linux directly in an LPAR (or under z/VM or KVM with nested SIE enabled: "
                            "kvm.nested=1 on the host) to get 'sie'.")
@@ -196,6 +202,15 @@ def virt_flags(ctx: Context) -> Outcome:
             family, "Linux KVM supports x86, arm64, s390, POWER (64-bit), RISC-V and LoongArch."),
         "Use an x86-64, arm64, s390x, ppc64le, riscv64 or loongarch64 machine for KVM.", arch=arch,
     )
+
+
+def _s390_reports_sie(ctx: Context) -> bool:
+    """Is the kernel new enough (>= 4.5) that a missing 'sie' flag means no SIE?"""
+    kv = ctx.kernel_version()
+    if kv is not None:
+        return kv.version >= (4, 5, 0)
+    # No release string (a capture): /sys/devices/system/cpu/vulnerabilities appeared in Linux 4.15.
+    return ctx.host.is_dir("/sys/devices/system/cpu/vulnerabilities")
 
 
 @check("cpu.64bit", "64-bit CPU and kernel", reads=("/proc/cpuinfo", "/proc/sys/kernel/osrelease",

@@ -239,6 +239,10 @@ class Host:
             raise NotRegularFileError(errno.ENODEV, "not a character device", path)
         return os.open(real, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
 
+    def close(self, fd: int) -> None:
+        """Close a descriptor that open_device returned."""
+        os.close(fd)
+
     def device_open_error(self, path: str) -> Optional[int]:
         """Open a device read/write and close it again: None when it opens, else the errno."""
         try:

@@ -30,12 +30,17 @@ class KernelLogFacts:
     hypervisor: Optional[str]  # from arch/x86/kernel/cpu/hypervisor.c "Hypervisor detected: KVM"
 
 
+_SYSLOG_PREFIX = re.compile(r"^.*?\bkernel: ")  # "Jan  1 00:00:00 host kernel: ..." (rsyslog, journal exports)
+_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s*")  # dmesg's "[    0.021044] "
+
+
 def _message(line: str) -> str:
     # /dev/kmsg: "prio,seq,usec,flags[,...];message"
     head, sep, rest = line.partition(";")
     if sep and re.fullmatch(r"\d+,\d+,\d+,[^;]*", head):
-        return rest
-    return line
+        line = rest
+    line = _SYSLOG_PREFIX.sub("", line, count=1)
+    return _TIMESTAMP.sub("", line, count=1)
 
 
 def parse_kernel_log(text: str) -> KernelLogFacts:

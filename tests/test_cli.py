@@ -1,0 +1,128 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The command line as operators and scripts use it: exit codes, formats, --output, no writes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CLI = [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
+
+
+def kvmcheck(*args, env=None):
+    full_env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **(env or {}))
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=full_env, timeout=120)
+
+
+def test_ready_host_exits_0_and_not_ready_exits_1(host_root):
+    ok = kvmcheck("check", "--root", str(host_root("amd-baremetal-svm")))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "Verdict: READY" in ok.stdout
+    bad = kvmcheck("check", "--root", str(host_root("intel-firmware-disabled")))
+    assert bad.returncode == 1
+    assert "Verdict: NOT READY" in bad.stdout
+
+
+def test_text_report_puts_failures_first_with_their_fix(host_root):
+    out = kvmcheck("check", "--root", str(host_root("intel-firmware-disabled")), "--only", "cpu.*",
+                   "--only", "firmware.*", "--only", "kvm.modules").stdout
+    tail = out.split("What to do, most severe first:", 1)[1]
+    assert tail.index("FAIL cpu.virt-flags") < tail.index("Not checked") if "Not checked" in tail else True
+    assert "Fix: Reboot into the BIOS/UEFI setup" in tail
+    assert "\x1b[" not in out  # not a terminal: no colour codes
+
+
+def test_usage_errors_exit_2_and_never_report_an_empty_host(tmp_path):
+    assert kvmcheck("check", "--root", str(tmp_path / "typo")).returncode == 2
+    typo = kvmcheck("check", "--root", str(tmp_path), "--only", "cpu.virt-flag")
+    assert (typo.returncode, typo.stdout) == (2, "")
+    assert "no check id matches 'cpu.virt-flag'" in typo.stderr
+    assert kvmcheck("check", "--format", "yaml").returncode == 2
+    assert kvmcheck("check", "--min-kernel", "banana").returncode == 2
+    assert kvmcheck("explain", "no.such-check").returncode == 2
+    assert "Traceback" not in typo.stderr
+
+
+def test_json_report_is_the_documented_schema(host_root):
+    root = host_root("pvm-host")
+    proc = kvmcheck("check", "--root", str(root), "--format", "json")
+    data = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert data["verdict"] == "not-ready" and data["schema_version"] == 1
+    assert data["host"]["hypervisor"] == "KVM" and data["host"]["arch"] == "x86_64"
+    statuses = {c["id"]: c["status"] for c in data["checks"]}
+    assert statuses["cpu.virt-flags"] == "fail" and statuses["kvm.modules"] == "pass"
+
+
+def test_output_file_receives_the_report_and_stdout_stays_empty(host_root, tmp_path):
+    target = tmp_path / "report.json"
+    proc = kvmcheck("check", "--root", str(host_root("arm64-kvm")), "-f", "json", "-o", str(target))
+    assert (proc.returncode, proc.stdout) == (0, "")
+    assert json.loads(target.read_text())["verdict"] == "ready"
+
+
+def test_no_color_is_honoured_even_on_a_terminal(host_root):
+    # script(1) gives the CLI a real pty; NO_COLOR must still win.
+    if not os.path.exists("/usr/bin/script"):
+        pytest.skip("script(1) (util-linux) is needed to give the CLI a terminal")
+    root = host_root("amd-baremetal-svm")
+    cmd = " ".join(CLI[:2]) + f" '{CLI[2]}' check --root {root}"
+    colored = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60)
+    assert "\x1b[32m" in colored.stdout
+    plain = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, NO_COLOR="1"))
+    assert "\x1b[" not in plain.stdout and "PASS" in plain.stdout
+
+
+def test_list_and_explain():
+    listing = kvmcheck("list", "--format", "json")
+    ids = [c["id"] for c in json.loads(listing.stdout)]
+    assert {"cpu.virt-flags", "cpu.64bit", "firmware.vt-enabled", "kvm.modules", "kvm.device",
+            "kernel.version"} <= set(ids)
+    explained = kvmcheck("explain", "firmware.vt-enabled")
+    assert explained.returncode == 0
+    assert "IA32_FEATURE_CONTROL" in explained.stdout and "Fix:" in explained.stdout
+
+
+AUDIT = textwrap.dedent("""
+    import os, sys, json
+    sys.dont_write_bytecode = True
+    WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    MUTATE = {"os.remove", "os.rename", "os.mkdir", "os.rmdir", "os.chmod", "os.chown", "os.truncate",
+              "os.link", "os.symlink", "os.utime", "shutil.rmtree", "shutil.copyfile", "os.mknod", "os.mkfifo"}
+    seen = {"writes": [], "mutations": [], "commands": []}
+    def hook(event, args):
+        if event == "open" and isinstance(args[2], int) and args[2] & WRITE:
+            seen["writes"].append(str(args[0]))
+        elif event in MUTATE:
+            seen["mutations"].append([event, str(args[0])])
+        elif event == "subprocess.Popen":
+            seen["commands"].append([str(a) for a in args[1]] if not isinstance(args[1], (str, bytes)) else [str(args[1])])
+    sys.addaudithook(hook)
+    from kvmcheck.cli import main
+    sys.argv = ["kvmcheck"] + sys.argv[1:]
+    try:
+        main()
+    except SystemExit as exc:
+        seen["exit"] = exc.code
+    sys.stderr.write("AUDIT " + json.dumps(seen) + "\\n")
+""")
+
+
+@pytest.mark.parametrize("where", ["live", "captured"])
+def test_nothing_is_written_except_the_output_file(where, host_root, tmp_path):
+    out = tmp_path / "out" / "report.txt"
+    out.parent.mkdir()
+    args = ["check", "--output", str(out)] + ([] if where == "live" else ["--root", str(host_root("pvm-host"))])
+    proc = subprocess.run([sys.executable, "-c", AUDIT] + args, capture_output=True, text=True, timeout=120)
+    seen = json.loads(proc.stderr.rsplit("AUDIT ", 1)[1])
+    # /dev/kvm is opened read-write to issue ioctls; opening a device node writes nothing to the host.
+    writes = [w for w in seen["writes"] if w != "/dev/kvm"]
+    assert seen["exit"] in (0, 1)
+    assert writes == [str(out)] and seen["mutations"] == []
+    assert all(cmd[:2] != ["/bin/sh", "-c"] for cmd in seen["commands"])  # never through a shell
+    assert out.read_text().startswith("kvmcheck ")

@@ -1,0 +1,126 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Runner, registry and the engine's promises: crashes and hangs become results, the seam holds."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import kvmcheck
+from kvmcheck.context import Context
+from kvmcheck.host import Host
+from kvmcheck.model import Outcome, Status
+from kvmcheck.registry import check, load_checks
+from kvmcheck.runner import SelectionError, run_check, select
+
+REPO = Path(__file__).resolve().parents[1]
+CORE_IDS = ["cpu.virt-flags", "cpu.64bit", "firmware.vt-enabled", "kernel.version", "kvm.modules", "kvm.device"]
+
+
+def test_builtin_checks_register_through_entry_points():
+    checks, errors = load_checks()
+    assert errors == []
+    ids = [c.id for c in checks]
+    assert ids[: len(CORE_IDS)] == CORE_IDS or set(CORE_IDS) <= set(ids)
+    assert len(ids) == len(set(ids))
+    for c in checks:
+        assert c.source.startswith("kvmcheck.checks."), c.source
+        assert "What" in c.doc and "Why" in c.doc and "Fix" in c.doc, f"{c.id} needs What/Why/Fix docs"
+        assert c.reads, f"{c.id} must declare what it reads"
+
+
+def test_a_crashing_check_becomes_an_error_and_the_run_goes_on(tmp_path):
+    @check("test.crash", "crashes")
+    def crash(ctx):
+        """What/Why/Fix."""
+        raise ZeroDivisionError("boom")
+
+    result = run_check(crash, Context(Host(str(tmp_path))), timeout=2)
+    assert (result.id, result.status, result.summary) == ("test.crash", Status.ERROR,
+                                                          "the check crashed: ZeroDivisionError: boom")
+    assert "Traceback" not in result.detail
+    debug = run_check(crash, Context(Host(str(tmp_path))), timeout=2, debug=True)
+    assert "Traceback" in debug.detail and "ZeroDivisionError" in debug.detail
+
+
+def test_a_hung_check_is_abandoned_after_its_time_limit(tmp_path):
+    @check("test.hang", "hangs")
+    def hang(ctx):
+        time.sleep(30)
+        return Outcome.passed("never")
+
+    start = time.monotonic()
+    result = run_check(hang, Context(Host(str(tmp_path))), timeout=0.3)
+    assert time.monotonic() - start < 2
+    assert (result.status, result.summary) == (Status.ERROR, "did not finish within 0.3 s")
+
+
+def test_selection_globs_and_typos():
+    checks, _ = load_checks()
+    assert [c.id for c in select(checks, only=["cpu.*"])] == ["cpu.virt-flags", "cpu.64bit"]
+    assert "kvm.device" not in [c.id for c in select(checks, skip=["kvm.dev*"])]
+    with pytest.raises(SelectionError):
+        select(checks, only=["cpu.virt-flag"])  # a typo must not produce an empty, "ready" report
+
+
+def test_check_ids_must_be_dotted_lowercase():
+    with pytest.raises(ValueError):
+        check("CPU001", "bad id")
+
+
+def test_report_schema_and_verdict(tmp_path):
+    report = kvmcheck.run(str(tmp_path), only=["kernel.version"])
+    data = report.to_dict()
+    assert list(data) == ["schema_version", "tool", "generated_at", "host", "verdict", "strict", "summary", "checks"]
+    assert data["schema_version"] == 1 and data["tool"]["name"] == "kvmcheck"
+    assert data["summary"] == {"pass": 0, "warn": 0, "fail": 0, "skip": 1, "error": 0}
+    assert list(data["checks"][0]) == ["id", "title", "status", "summary", "detail", "remediation", "evidence",
+                                       "duration_ms"]
+    json.dumps(data)
+
+
+def test_strict_makes_warnings_blocking(host_root):
+    root = host_root("pvm-host")
+    assert kvmcheck.run(str(root), only=["kvm.device"]).verdict == "ready"  # a warn alone
+    assert kvmcheck.run(str(root), only=["kvm.device"], strict=True).verdict == "not-ready"
+
+
+def _imports_and_calls(path: Path):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, "import " + alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.lineno, "import " + node.module.split(".")[0]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
+            yield node.lineno, "open()"
+
+
+FORBIDDEN = {"import os", "import glob", "import subprocess", "import pathlib", "import shutil", "import io",
+             "import fcntl", "import socket", "open()"}
+
+
+@pytest.mark.parametrize("folder", ["checks", "kvmcheck/parsers"])
+def test_checks_and_parsers_do_no_io_of_their_own(folder):
+    offenders = [f"{p.relative_to(REPO)}:{line}: {what}" for p in sorted((REPO / folder).glob("*.py"))
+                 for line, what in _imports_and_calls(p) if what in FORBIDDEN]
+    assert offenders == []
+
+
+def test_the_guard_catches_a_leak(tmp_path):
+    leaky = tmp_path / "leaky.py"
+    leaky.write_text("import os\nfrom subprocess import run\nopen('/proc/cpuinfo')\n")
+    assert [w for _, w in _imports_and_calls(leaky) if w in FORBIDDEN] == ["import os", "import subprocess", "open()"]
+
+
+def test_engine_path_imports_neither_typer_nor_jinja2(tmp_path):
+    code = ("import sys, kvmcheck; r = kvmcheck.run(sys.argv[1]); r.to_dict(); "
+            "print(sorted(m for m in ('typer', 'jinja2', 'click', 'rich', 'cpuinfo') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,124 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The Host seam: rooted reads that never leave the root, never block, and name their failures."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from kvmcheck.host import Host, NotRegularFileError, OfflineError
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/os-release").write_text("ID=rhel\n")
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/osrelease").write_text("6.1.0\n")
+    return tmp_path
+
+
+def test_reads_are_relative_to_the_root(root):
+    assert Host(str(root)).read_text("/proc/sys/kernel/osrelease") == "6.1.0\n"
+
+
+def test_absolute_symlink_resolves_inside_the_root(root, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret").write_text("host secret")
+    (root / "etc/passwd").symlink_to(outside / "secret")  # absolute: must mean ROOT/<that path>
+    host = Host(str(root))
+    with pytest.raises(FileNotFoundError):
+        host.read_text("/etc/passwd")
+    (root / "etc/link").symlink_to("/etc/os-release")
+    assert host.read_text("/etc/link") == "ID=rhel\n"
+
+
+def test_dotdot_cannot_climb_out_of_the_root(root):
+    (root / "etc/up").symlink_to("../../../../../../etc/os-release")
+    host = Host(str(root))
+    assert host.read_text("/etc/up") == "ID=rhel\n"
+    assert host.read_text("/../../etc/os-release") == "ID=rhel\n"
+    assert host.resolve("/../..").startswith(str(root))
+
+
+def test_symlink_loop_is_an_error_not_a_hang(root):
+    (root / "a").symlink_to("/b")
+    (root / "b").symlink_to("/a")
+    with pytest.raises(OSError) as err:
+        Host(str(root)).read_text("/a")
+    assert err.value.errno == 40  # ELOOP
+
+
+def test_fifo_is_refused_without_blocking(root):
+    os.mkfifo(root / "etc/fifo")
+    done = []
+    t = threading.Thread(target=lambda: done.append(pytest.raises(NotRegularFileError, Host(str(root)).read_text,
+                                                                   "/etc/fifo")), daemon=True)
+    t.start()
+    t.join(5)
+    assert done, "reading a FIFO blocked"
+
+
+def test_missing_permission_and_directory_are_told_apart(root):
+    host = Host(str(root))
+    with pytest.raises(FileNotFoundError):
+        host.read_text("/etc/nothing")
+    assert host.read_optional("/etc/nothing") is None
+    assert host.read_optional("/etc/os-release/child") is None  # a file used as a directory
+    with pytest.raises(IsADirectoryError):
+        host.read_text("/etc")
+    secret = root / "etc/shadow"
+    secret.write_text("x")
+    secret.chmod(0)
+    if os.geteuid() == 0:
+        pytest.skip("root reads mode-000 files; the permission branch needs an unprivileged user")
+    with pytest.raises(PermissionError):
+        host.read_optional("/etc/shadow")
+
+
+def test_read_limit_caps_huge_files(root):
+    (root / "big").write_bytes(b"x" * (3 << 20))
+    assert len(Host(str(root)).read_text("/big", limit=1 << 20)) == 1 << 20
+
+
+def test_invalid_utf8_is_replaced(root):
+    (root / "bin.txt").write_bytes(b"ok \xff\xfe end")
+    assert Host(str(root)).read_text("/bin.txt") == "ok \ufffd\ufffd end"
+
+
+def test_glob_and_listdir_stay_in_the_root(root):
+    host = Host(str(root))
+    assert host.glob("/proc/sys/kernel/*") == ["/proc/sys/kernel/osrelease"]
+    assert host.listdir("/etc") == ["os-release"]
+    assert host.listdir("/nowhere") == []
+
+
+def test_live_probes_refuse_an_offline_root(root):
+    host = Host(str(root))
+    assert not host.live
+    for call in (lambda: host.run(["true"]), lambda: host.open_device("/dev/kvm"), host.kernel_log):
+        with pytest.raises(OfflineError):
+            call()
+
+
+def test_commands_run_without_a_shell_and_time_out():
+    host = Host("/")
+    result = host.run(["echo", "a;b", "$HOME"])
+    assert (result.returncode, result.stdout) == (0, "a;b $HOME\n")  # no shell expanded or split anything
+    import subprocess
+
+    with pytest.raises(subprocess.TimeoutExpired):
+        host.run(["sleep", "5"], timeout=0.2)
+
+
+def test_nonexistent_root_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Host(str(tmp_path / "typo"))
+
+
+def test_reads_are_recorded_as_evidence(root):
+    host = Host(str(root))
+    host.read_optional("/etc/os-release")
+    host.read_optional("/etc/missing")
+    assert host.reads == ["/etc/os-release", "/etc/missing"]
