@@ -3,7 +3,7 @@
 
 Exit status: 0 ready, 1 not ready, 2 usage or configuration error.
 """
-from __future__ import annotations
+# No "from __future__ import annotations" here: typer on Python 3.9 reads Annotated only from real objects.
 
 import enum
 import os

@@ -17,6 +17,8 @@ from typing import Callable, Iterable, List, Tuple
 from .model import Check, Outcome
 
 ENTRY_POINT_GROUP = "kvmcheck.checks"
+# Report order of the built-in modules: from the hardware up to a running guest.
+BUILTIN_ORDER = ("cpu", "firmware", "kernel", "kvm", "guest")
 _ID = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+$")
 
 
@@ -66,7 +68,12 @@ def load_checks() -> Tuple[List[Check], List[LoadError]]:
     checks: List[Check] = []
     errors: List[LoadError] = []
     seen = {}
-    eps = sorted(_entry_points(), key=lambda ep: (not ep.value.startswith("kvmcheck."), ep.name))
+    def order(ep):  # type: ignore[no-untyped-def]
+        builtin = ep.value.startswith("kvmcheck.checks.")
+        rank = BUILTIN_ORDER.index(ep.name) if builtin and ep.name in BUILTIN_ORDER else len(BUILTIN_ORDER)
+        return (not builtin, rank, ep.name)
+
+    eps = sorted(_entry_points(), key=order)
     for ep in eps:
         if ep.value in seen:
             continue  # the same distribution seen twice on sys.path (an editable install and a copy)
