@@ -150,7 +150,14 @@ def _group_access(ctx: Context, st: Node) -> Dict[str, object]:
     else:
         locked = sorted(u.name for u in interested if u.uid != st.uid and not (group_rw and u.name in members))
     info["locked_out"] = locked
+    info["kvm_group_exists"] = any(g.name == "kvm" for g in groups.values())
     return info
+
+
+def _access_fix(access: Dict[str, object]) -> str:
+    if access.get("kvm_group_exists", True):
+        return UDEV_FIX
+    return "There is no kvm group yet: 'groupadd --system kvm' first. " + UDEV_FIX
 
 
 @check("kvm.device", "/dev/kvm device node", reads=("/dev/kvm", "/etc/group", "/etc/passwd"))
@@ -195,7 +202,8 @@ def kvm_device(ctx: Context) -> Outcome:
     if not host.live:
         if access.get("locked_out"):
             return Outcome.warned(f"/dev/kvm {evidence['mode']} group {access.get('group')}: users locked out",
-                                  f"Locked out: {', '.join(access['locked_out'])}.", UDEV_FIX, **evidence)  # type: ignore[arg-type]
+                                  f"Locked out: {', '.join(access['locked_out'])}.", _access_fix(access),
+                                  **evidence)  # type: ignore[arg-type]
         return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}", **evidence)
 
     can_use = host.access("/dev/kvm", "rw")
@@ -220,12 +228,12 @@ def kvm_device(ctx: Context) -> Outcome:
         return Outcome.warned(
             f"usable by root only; locked out: {locked}",
             f"/dev/kvm is mode {evidence['mode']}, group {access.get('group')}. Root can open it, but QEMU under "
-            f"libvirt runs as its own user, and these users cannot open it: {locked}.", UDEV_FIX, **evidence)
+            f"libvirt runs as its own user, and these users cannot open it: {locked}.", _access_fix(access), **evidence)
     if euid == 0 and not access.get("group_rw") and not mode & 0o006:
         return Outcome.warned(
             f"usable by root only (mode {evidence['mode']}, group {access.get('group')})",
             "No group or other user can open /dev/kvm, so QEMU must run as root; libvirt's qemu user and "
             "unprivileged users (for example with GNOME Boxes or podman machine) fall back to emulation.",
-            UDEV_FIX, **evidence)
+            _access_fix(access), **evidence)
     return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}, "
                           f"group {access.get('group')}, usable by uid {euid}", **evidence)
