@@ -154,6 +154,14 @@ def _group_access(ctx: Context, st: Node) -> Dict[str, object]:
     return info
 
 
+def _user_fix(access: Dict[str, object]) -> str:
+    group = access.get("group")
+    if access.get("group_rw") and group not in (None, "root", "0"):
+        return f"Add the user to the {group} group ('usermod -aG {group} $USER') and log in again."
+    # Never advise joining root's group: give the node to the kvm group instead.
+    return _access_fix(access)
+
+
 def _access_fix(access: Dict[str, object]) -> str:
     if access.get("kvm_group_exists", True):
         return UDEV_FIX
@@ -214,8 +222,7 @@ def kvm_device(ctx: Context) -> Outcome:
             "the invoking user cannot open /dev/kvm",
             f"/dev/kvm is mode {evidence['mode']}, group {access.get('group')}, and uid {euid} is neither the owner "
             "nor in a group with read/write access.",
-            "Add the user to that group ('usermod -aG " + str(access.get("group", "kvm")) + " $USER', then log in "
-            "again); " + UDEV_FIX, **evidence)
+            _user_fix(access), **evidence)
     err = host.device_open_error("/dev/kvm")
     if err is not None:
         evidence["open_errno"] = errno.errorcode.get(err, str(err))

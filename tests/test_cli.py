@@ -30,8 +30,9 @@ def test_ready_host_exits_0_and_not_ready_exits_1(host_root):
 def test_text_report_puts_failures_first_with_their_fix(host_root):
     out = kvmcheck("check", "--root", str(host_root("intel-firmware-disabled")), "--only", "cpu.*",
                    "--only", "firmware.*", "--only", "kvm.modules").stdout
-    tail = out.split("What to do, most severe first:", 1)[1]
-    assert tail.index("FAIL cpu.virt-flags") < tail.index("Not checked") if "Not checked" in tail else True
+    table, tail = out.split("What to do, most severe first:", 1)
+    assert table.index("PASS   cpu.64bit") < table.index("FAIL   firmware.vt-enabled")  # the table keeps check order
+    assert tail.index("FAIL cpu.virt-flags") < tail.index("FAIL kvm.modules") < tail.index("Verdict: NOT READY")
     assert "Fix: Reboot into the BIOS/UEFI setup" in tail
     assert "\x1b[" not in out  # not a terminal: no colour codes
 
@@ -126,3 +127,21 @@ def test_nothing_is_written_except_the_output_file(where, host_root, tmp_path):
     assert writes == [str(out)] and seen["mutations"] == []
     assert all(cmd[:2] != ["/bin/sh", "-c"] for cmd in seen["commands"])  # never through a shell
     assert out.read_text().startswith("kvmcheck ")
+
+
+def test_unprivileged_run_answers_every_check_and_names_permissions():
+    import shutil
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv(1) to drop to nobody")
+    proc = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] + CLI
+                          + ["check", "--format", "json"], capture_output=True, text=True, timeout=120, cwd="/",
+                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads(proc.stdout)
+    assert [c["id"] for c in report["checks"] if c["status"] == "error"] == []
+    dev = next(c for c in report["checks"] if c["id"] == "kvm.device")
+    if os.path.exists("/dev/kvm") and not os.stat("/dev/kvm").st_mode & 0o006:
+        assert dev["status"] == "fail" and dev["summary"] == "the invoking user cannot open /dev/kvm"
+        assert "usermod -aG" in dev["remediation"]

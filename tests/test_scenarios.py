@@ -137,3 +137,9 @@ def test_kickstart_target_without_sys_uses_installed_modules(tmp_path):
 def test_empty_root_gives_skips_not_errors(tmp_path):
     report = kvmcheck.run(str(tmp_path))
     assert {r.status.value for r in report.checks} <= {"skip"}, [(r.id, r.status.value, r.summary) for r in report.checks]
+
+
+def test_locked_out_advice_never_says_join_the_root_group(host_root):
+    _, results = run_on(host_root("pvm-host"), only=["kvm.device"])
+    fix = results["kvm.device"].remediation
+    assert "usermod -aG root" not in fix and "groupadd --system kvm" in fix  # this root has no kvm group
