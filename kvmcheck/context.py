@@ -62,7 +62,7 @@ def arch_from_cpuinfo(cpu: CpuInfo) -> Optional[str]:
         return "riscv32"
     if "loongarch64" in isa.split() or (cpu.first("cpu family") or "").startswith("Loongson-64"):
         return "loongarch64"
-    if cpu.first("cpu architecture") == "8":
+    if cpu.first("cpu architecture") in ("8", "AArch64"):  # arm64 kernels before 3.19 print "AArch64"
         return "aarch64"
     if cpu.first("cpu architecture") is not None or (cpu.first("processor") or "").startswith("ARMv"):
         return "armv7l"

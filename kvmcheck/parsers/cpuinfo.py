@@ -50,7 +50,8 @@ class CpuInfo:
 
     @property
     def cpu_count(self) -> int:
-        return sum(1 for k, _ in self.entries if k == "processor" or k.startswith("processor "))
+        # "processor : 0" (most), "processor 0: ..." (s390); not armv7's "Processor : ARMv7 Processor rev 4".
+        return sum(1 for k, v in self.entries if (k == "processor" and v.isdigit()) or re.fullmatch(r"processor \d+", k))
 
 
 def parse_cpuinfo(text: str) -> CpuInfo:

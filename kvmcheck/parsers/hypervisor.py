@@ -17,6 +17,7 @@ from typing import Dict, FrozenSet, Optional, Tuple
 # CPUID leaf 0x40000000 EBX:ECX:EDX signatures (each hypervisor's documentation).
 CPUID_SIGNATURES = {
     "KVMKVMKVM": "KVM",
+    "Linux KVM Hv": "KVM",  # KVM with Hyper-V enlightenments (QEMU hv-* flags) for Windows guests
     "Microsoft Hv": "Microsoft",
     "VMwareVMware": "VMware",
     "XenVMMXenVMM": "Xen",
@@ -143,7 +144,12 @@ def detect_hypervisor(inp: VirtInputs) -> VirtFacts:
             if word in CLOCKSOURCES:
                 return VirtFacts(CLOCKSOURCES[word], f"clock source {word}", True)
     if inp.boot_log_hypervisor:
-        return VirtFacts(inp.boot_log_hypervisor, "kernel log 'Hypervisor detected'", True)
+        # arch/x86/kernel/cpu/hypervisor.c names: "KVM", "Microsoft Hyper-V", "VMware", "Xen HVM", "ACRN", ...
+        name = inp.boot_log_hypervisor
+        for prefix, vendor in (("Microsoft", "Microsoft"), ("Xen", "Xen"), ("VMware", "VMware"), ("KVM", "KVM")):
+            if name.startswith(prefix):
+                name = vendor
+        return VirtFacts(name, "kernel log 'Hypervisor detected'", True)
     if flagged:
         return VirtFacts("unknown", "CPU flag 'hypervisor' (vendor not identified)", True)
     return VirtFacts(None, "no hypervisor evidence", False)

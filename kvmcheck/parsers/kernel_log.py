@@ -13,13 +13,14 @@ from typing import Optional, Tuple
 # Each pattern comes from the kernel source that prints it.
 FIRMWARE_DISABLED = (
     # arch/x86/kernel/cpu/feat_ctl.c (Linux >= 5.6): IA32_FEAT_CTL locked without VMX.
-    re.compile(r"VMX \(outside TXT\) disabled by BIOS"),
+    # "VMX (%s TXT) disabled by BIOS": "inside" on hosts booted through Intel TXT (tboot).
+    re.compile(r"VMX \((?:inside|outside) TXT\) disabled by BIOS"),
     re.compile(r"VMX not enabled \(by BIOS\) in MSR_IA32_FEAT_CTL"),
     # arch/x86/kvm/x86.c before 6.x, printed by kvm_intel/kvm_amd when hardware_setup finds VT off.
     re.compile(r"kvm: disabled by bios", re.IGNORECASE),
     # arch/x86/kvm/svm/svm.c: VM_CR.SVMDIS set by firmware.
     re.compile(r"SVM (?:is )?disabled \(by BIOS\)", re.IGNORECASE),
-    re.compile(r"SVM not supported by CPU"),
+    # Not "SVM not supported by CPU": kvm_amd prints it in every VM without nested SVM too.
 )
 _HYPERVISOR = re.compile(r"Hypervisor detected: (.+)$")
 

@@ -62,6 +62,7 @@ def parse_proc_modules(text: str) -> Dict[str, Tuple[str, ...]]:
     for line in text.splitlines():
         parts = line.split()
         if len(parts) >= 4:
-            users = tuple(u for u in parts[3].split(",") if u and u != "-")
+            # "[permanent]" marks a module that cannot be unloaded; it is not a user.
+            users = tuple(u for u in parts[3].split(",") if u and u != "-" and not u.startswith("["))
             mods[normalize(parts[0])] = users
     return mods
