@@ -2,15 +2,13 @@
 """Firmware: has the BIOS/UEFI left VT-x/AMD-V enabled?"""
 from __future__ import annotations
 
-import struct
 from typing import Dict, List, Optional
 
 from kvmcheck.context import Context
 from kvmcheck.model import Outcome
+from kvmcheck.parsers.msr import MSR_IA32_FEATURE_CONTROL, MSR_VM_CR, amd_vm_cr, intel_feature_control, msr_value
 from kvmcheck.registry import check
 
-MSR_IA32_FEATURE_CONTROL = 0x3A  # Intel SDM vol. 4: bit 0 lock, bit 2 VMX outside SMX
-MSR_VM_CR = 0xC0010114  # AMD APM vol. 2: bit 3 LOCK, bit 4 SVMDIS
 SETTING = {"GenuineIntel": "Intel Virtualization Technology (VT-x)", "AuthenticAMD": "SVM Mode",
            "HygonGenuine": "SVM Mode"}
 
@@ -20,7 +18,7 @@ def _read_msr(ctx: Context, msr: int) -> Optional[int]:
         raw = ctx.host.read_device_at("/dev/cpu/0/msr", msr, 8)
     except OSError:
         return None  # no msr driver ('modprobe msr'), not root, or the MSR does not exist
-    return struct.unpack("<Q", raw)[0] if len(raw) == 8 else None
+    return msr_value(raw)
 
 
 def _raw_cpuid_has(ctx: Context, flag: str) -> Optional[bool]:
@@ -94,18 +92,11 @@ def vt_enabled(ctx: Context) -> Outcome:
         msr = _read_msr(ctx, MSR_VM_CR if flag == "svm" else MSR_IA32_FEATURE_CONTROL)
         if msr is not None:
             evidence["msr"] = hex(msr)
-            if flag == "vmx":
-                locked, enabled = bool(msr & 1), bool(msr & 4)
-                if locked and not enabled:
-                    return Outcome.failed("IA32_FEATURE_CONTROL is locked with VMX off",
-                                          f"MSR 0x3a = {msr:#x}: lock bit set, 'VMX outside SMX' clear.", fix, **evidence)
-                return Outcome.passed(f"IA32_FEATURE_CONTROL = {msr:#x}: VMX "
-                                      + ("enabled and locked" if locked else "not locked (the kernel enables it)"),
+            state = amd_vm_cr(msr) if flag == "svm" else intel_feature_control(msr)
+            if state.disabled:
+                return Outcome.failed("firmware disabled VT (read from the MSR)", state.explanation + ".", fix,
                                       **evidence)
-            if msr & (1 << 4):
-                return Outcome.failed("VM_CR.SVMDIS is set: SVM disabled by firmware",
-                                      f"MSR 0xc0010114 = {msr:#x}: SVMDIS (bit 4) set.", fix, **evidence)
-            return Outcome.passed(f"VM_CR = {msr:#x}: SVM not disabled", **evidence)
+            return Outcome.passed(state.explanation, **evidence)
 
     mods = ctx.modules()
     vendor_mod = "kvm_amd" if flag == "svm" else "kvm_intel"

@@ -264,22 +264,34 @@ class Context:
         return vendor, model
 
     def host_facts(self) -> Dict[str, Any]:
+        """The report's host block; a fact whose files cannot be read is null, named in "unreadable"."""
         host = self.host
-        arch, arch_source = self.arch()
-        vendor, model = self.cpu_model()
-        virt = self.virt()
-        hostname = host.first_line("/proc/sys/kernel/hostname") or host.first_line("/etc/hostname")
-        return {
-            "hostname": hostname,
+        unreadable: List[str] = []
+
+        def safe(compute, default=None):  # type: ignore[no-untyped-def]
+            try:
+                return compute()
+            except OSError as exc:
+                unreadable.append(f"{exc.filename or '?'}: {exc.strerror or exc}")
+                return default
+
+        arch, arch_source = safe(self.arch, (None, "unknown"))
+        vendor, model = safe(self.cpu_model, (None, None))
+        virt = safe(self.virt)
+        facts = {
+            "hostname": host.first_line("/proc/sys/kernel/hostname") or host.first_line("/etc/hostname"),
             "root": host.root,
             "live": host.live,
             "arch": arch,
             "arch_source": arch_source,
             "kernel": self.osrelease(),
-            "os": self.os_name(),
+            "os": safe(self.os_name),
             "cpu_vendor": vendor,
             "cpu_model": model,
-            "hypervisor": virt.vendor if virt.in_guest else None,
-            "hypervisor_source": virt.source,
-            "kvm_modules": self.modules(),
+            "hypervisor": virt.vendor if virt and virt.in_guest else None,
+            "hypervisor_source": virt.source if virt else None,
+            "kvm_modules": safe(self.modules, {}),
         }
+        if unreadable:
+            facts["unreadable"] = sorted(set(unreadable))
+        return facts

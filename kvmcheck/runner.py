@@ -9,6 +9,7 @@ run goes on.
 from __future__ import annotations
 
 import datetime
+import errno
 import fnmatch
 import threading
 import time
@@ -71,6 +72,8 @@ def run_check(check: Check, ctx: Context, timeout: float, debug: bool = False) -
     if kind == "raised" and isinstance(value[0], OfflineError):
         return Result(check.id, check.title, Status.SKIP, "needs the running kernel (offline root)",
                       str(value[0]), None, {}, elapsed)
+    if kind == "raised" and isinstance(value[0], OSError) and value[0].filename:
+        return _unreadable(check, value[0], elapsed)
     if kind == "raised":
         exc, tb = value
         detail = tb if debug else f"{type(exc).__name__}: {exc}"
@@ -80,6 +83,19 @@ def run_check(check: Check, ctx: Context, timeout: float, debug: bool = False) -
         )
     return Result(check.id, check.title, Status.ERROR, "the check returned no outcome",
                   f"returned {value!r}", "This is a kvmcheck bug.", {}, elapsed)
+
+
+def _unreadable(check: Check, exc: OSError, elapsed: float) -> Result:
+    """A file the check needed could not be read: a fact about the host, not a kvmcheck bug."""
+    path = exc.filename
+    evidence = {"path": path, "errno": errno.errorcode.get(exc.errno or 0, str(exc.errno))}
+    if isinstance(exc, PermissionError):
+        return Result(check.id, check.title, Status.SKIP, f"permission denied reading {path}",
+                      f"The user running kvmcheck may not read {path}, so this cannot be judged.",
+                      None, evidence, elapsed)
+    return Result(check.id, check.title, Status.SKIP, f"cannot read {path}: {exc.strerror}",
+                  f"{path} exists but is not readable as a file ({exc.strerror}); the root may be damaged or "
+                  "hold something else at that path.", None, evidence, elapsed)
 
 
 def _load_error_result(err: LoadError) -> Result:

@@ -124,3 +124,18 @@ def test_engine_path_imports_neither_typer_nor_jinja2(tmp_path):
             "print(sorted(m for m in ('typer', 'jinja2', 'click', 'rich', 'cpuinfo') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("make", ["fifo", "directory"])
+def test_garbage_where_cpuinfo_belongs_is_a_clear_skip(tmp_path, make):
+    import os
+
+    (tmp_path / "proc").mkdir()
+    target = tmp_path / "proc/cpuinfo"
+    os.mkfifo(target) if make == "fifo" else target.mkdir()
+    report = kvmcheck.run(str(tmp_path), only=["cpu.virt-flags"])
+    (r,) = report.checks
+    assert (r.status, r.evidence["path"]) == (Status.SKIP, "/proc/cpuinfo")
+    assert r.summary.startswith("cannot read /proc/cpuinfo")
+    reason = "not a regular file" if make == "fifo" else "is a directory"
+    assert report.host["unreadable"] == [f"/proc/cpuinfo: {reason}"]

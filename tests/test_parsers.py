@@ -773,3 +773,29 @@ def test_iseries_wins_over_everything():
 
 def test_no_inputs_is_bare_metal():
     assert detect_hypervisor(VirtInputs()) == VirtFacts(None, "no hypervisor evidence", False)
+
+
+# --- MSRs (kvmcheck/parsers/msr.py) ---------------------------------------------------------------
+
+from kvmcheck.parsers.msr import amd_vm_cr, intel_feature_control, msr_value  # noqa: E402
+
+
+@pytest.mark.parametrize("value, disabled, locked", [
+    (0x5, False, True),   # typical server firmware: locked, VMX outside SMX on
+    (0x1, True, True),    # locked with VMX off: "Intel Virtualization Technology" disabled in setup
+    (0x0, False, False),  # unlocked: the kernel sets and locks it (Linux >= 5.6)
+    (0x3, True, True),    # VMX inside SMX only (TXT) is still off for KVM
+])
+def test_intel_feature_control_bits(value, disabled, locked):
+    state = intel_feature_control(value)
+    assert (state.disabled, state.locked) == (disabled, locked)
+
+
+@pytest.mark.parametrize("value, disabled", [(0x0, False), (0x8, False), (0x10, True), (0x18, True)])
+def test_amd_vm_cr_svmdis(value, disabled):
+    assert amd_vm_cr(value).disabled is disabled
+
+
+def test_msr_value_needs_exactly_eight_bytes():
+    assert msr_value(b"\x05" + b"\0" * 7) == 5
+    assert msr_value(b"\x05\0\0") is None
