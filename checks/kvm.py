@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from kvmcheck.context import Context
 from kvmcheck.model import Outcome

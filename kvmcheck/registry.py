@@ -7,10 +7,8 @@ check defined in it is taken, in definition order) or a single check object.
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
-import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Tuple
 

@@ -66,7 +66,7 @@ def run_check(check: Check, ctx: Context, timeout: float, debug: bool = False) -
             check.id, check.title, Status.ERROR, f"did not finish within {timeout:g} s",
             "The check was still waiting (a hung mount, a stuck device or command) when its time ran out; "
             "kvmcheck stopped waiting and went on.",
-            f"Find what blocks (for example 'cat /proc/mounts', 'dmesg'), or raise --timeout.",
+            "Find what blocks (for example 'cat /proc/mounts', 'dmesg'), or raise --timeout.",
             {"timeout_s": timeout}, elapsed,
         )
     if kind == "raised" and isinstance(value[0], OfflineError):

@@ -50,3 +50,18 @@ def corpus_dumps():
     rows = (CORPUS / "expected.tsv").read_text().splitlines()[1:]
     return [dict(zip(("dump", "arch", "cpu_vendor", "virtualization", "hypervisor_vendor", "virtualization_type",
                       "source"), r.split("\t"))) for r in rows]
+
+
+def as_nobody(argv):
+    """argv run as nobody through setpriv(1), or skip when that cannot be done here."""
+    import shutil
+    import subprocess
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv(1) to drop to nobody")
+    prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run(prefix + [argv[0], "-c", "import kvmcheck"], capture_output=True, text=True, cwd="/")
+    if probe.returncode != 0:
+        pytest.skip(f"this Python cannot run as nobody here: {probe.stderr.strip()[:200]}")
+    return prefix + list(argv)

@@ -9,7 +9,6 @@ import errno
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 
@@ -225,14 +224,13 @@ def test_emfile_fails_cleanly_without_leak(free, chk):
 
 @pytest.mark.skipif(not os.path.exists(KVM_PATH), reason="/dev/kvm absent")
 def test_unprivileged_user_gets_eacces_advice():
-    setpriv = shutil.which("setpriv")
-    if setpriv is None or os.geteuid() != 0:
-        pytest.skip("needs root and setpriv(1) to drop to nobody")
+    from conftest import as_nobody
+
     st = os.stat(KVM_PATH)
     if st.st_mode & 0o006:
         pytest.skip("/dev/kvm is world read/write here; nobody can open it")
-    argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-            "from kvmcheck.cli import main; main()", "check", "--only", "kvm.guest-run", "--format", "json"]
+    argv = as_nobody([sys.executable, "-c", "from kvmcheck.cli import main; main()",
+                      "check", "--only", "kvm.guest-run", "--format", "json"])
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/")
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 1, proc.stderr
