@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import shutil
 import stat
 from pathlib import Path
@@ -65,3 +66,49 @@ def as_nobody(argv):
     if probe.returncode != 0:
         pytest.skip(f"this Python cannot run as nobody here: {probe.stderr.strip()[:200]}")
     return prefix + list(argv)
+
+
+# --- /dev/kvm tests: the device, descriptor and mapping leak probes, and fd starvation -------------
+KVM_PATH = "/dev/kvm"
+HAVE_KVM = os.access(KVM_PATH, os.R_OK | os.W_OK)
+needs_kvm = pytest.mark.skipif(
+    not HAVE_KVM, reason="/dev/kvm absent or not accessible: no KVM module loaded or no permission")
+
+
+def open_fds() -> set:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def kvm_mappings() -> list:
+    with open("/proc/self/maps") as f:
+        return [line for line in f if "kvm" in line]
+
+
+class FdStarved:
+    """Lower RLIMIT_NOFILE and fill the table so that exactly `free` fds remain."""
+
+    def __init__(self, free: int):
+        self.free, self.dups = free, []
+
+    def __enter__(self):
+        self.limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+        top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (top + 8, self.limits[1]))
+        try:
+            try:
+                while True:
+                    self.dups.append(os.dup(0))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+            for _ in range(self.free):
+                os.close(self.dups.pop())
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for fd in self.dups:
+            os.close(fd)
+        self.dups = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.limits)

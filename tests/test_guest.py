@@ -8,7 +8,6 @@ import ast
 import errno
 import json
 import os
-import resource
 import subprocess
 import sys
 
@@ -21,22 +20,10 @@ from kvmcheck.context import Context
 from kvmcheck.host import Host, NotRegularFileError
 from kvmcheck.model import Status
 from kvmcheck.runner import run_check
+from conftest import KVM_PATH, FdStarved, kvm_mappings, needs_kvm, open_fds
 
-KVM_PATH = "/dev/kvm"
-HAVE_KVM = os.access(KVM_PATH, os.R_OK | os.W_OK)
-needs_kvm = pytest.mark.skipif(
-    not HAVE_KVM, reason="/dev/kvm absent or not accessible: no KVM module loaded or no permission")
 needs_x86 = pytest.mark.skipif(not kvmapi.X86, reason="guest programs are x86 real-mode code")
 IDS = ["kvm.guest-run", "kvm.acceleration"]
-
-
-def open_fds() -> set:
-    return set(os.listdir("/proc/self/fd"))
-
-
-def kvm_mappings() -> list:
-    with open("/proc/self/maps") as f:
-        return [line for line in f if "kvm" in line]
 
 
 def live_ctx() -> Context:
@@ -171,36 +158,6 @@ def test_probe_on_non_kvm_fd_names_enotty(fake_fds, probe):
         assert out.evidence["stage"] == "ioctl"
         assert os.fstat(fd)  # the probe leaves the caller's fd open
     assert open_fds() == before
-
-
-class FdStarved:
-    """Lower RLIMIT_NOFILE and fill the table so that exactly `free` fds remain."""
-
-    def __init__(self, free: int):
-        self.free, self.dups = free, []
-
-    def __enter__(self):
-        self.limits = resource.getrlimit(resource.RLIMIT_NOFILE)
-        top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (top + 8, self.limits[1]))
-        try:
-            try:
-                while True:
-                    self.dups.append(os.dup(0))
-            except OSError as exc:
-                assert exc.errno == errno.EMFILE
-            for _ in range(self.free):
-                os.close(self.dups.pop())
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        for fd in self.dups:
-            os.close(fd)
-        self.dups = []
-        resource.setrlimit(resource.RLIMIT_NOFILE, self.limits)
 
 
 @needs_kvm

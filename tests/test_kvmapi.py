@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import resource
 import signal
 import threading
 import time
@@ -13,23 +12,11 @@ import time
 import pytest
 
 from kvmcheck import kvmapi as k
+from conftest import KVM_PATH, FdStarved, kvm_mappings, needs_kvm, open_fds
 
-KVM_PATH = "/dev/kvm"
-HAVE_KVM = os.access(KVM_PATH, os.R_OK | os.W_OK)
-needs_kvm = pytest.mark.skipif(
-    not HAVE_KVM, reason="/dev/kvm absent or not accessible: no KVM module loaded or no permission")
 needs_x86 = pytest.mark.skipif(not k.X86, reason="guest programs are x86 real-mode code")
 generic_ioctl = pytest.mark.skipif(
     k._IOC_SIZEBITS != 14, reason="architecture uses non-generic ioctl encoding")
-
-
-def open_fds() -> set:
-    return set(os.listdir("/proc/self/fd"))
-
-
-def kvm_mappings() -> list:
-    with open("/proc/self/maps") as f:
-        return [line for line in f if "kvm" in line]
 
 
 @pytest.fixture
@@ -250,31 +237,6 @@ def test_non_kvm_fd_raises_enotty(tmp_path, call):
     assert open_fds() == before
 
 
-class _FdStarved:
-    """Lower RLIMIT_NOFILE and fill the table so that exactly `free` fds remain."""
-
-    def __init__(self, free: int):
-        self.free, self.dups = free, []
-
-    def __enter__(self):
-        self.limits = resource.getrlimit(resource.RLIMIT_NOFILE)
-        top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (top + 8, self.limits[1]))
-        try:
-            while True:
-                self.dups.append(os.dup(0))
-        except OSError as exc:
-            assert exc.errno == errno.EMFILE
-        for _ in range(self.free):
-            os.close(self.dups.pop())
-        return self
-
-    def __exit__(self, *exc):
-        for fd in self.dups:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, self.limits)
-
-
 @needs_kvm
 @pytest.mark.parametrize("free", [0, 1], ids=["create_vm", "create_vcpu"])
 @pytest.mark.parametrize("call", [k.run_guest, k.measure_loop])
@@ -282,7 +244,7 @@ def test_emfile_propagates_without_leak(kvm_fd, free, call):
     if call is k.measure_loop and not k.X86:
         pytest.skip("measure_loop creates nothing off x86")
     before = open_fds()
-    with _FdStarved(free):
+    with FdStarved(free):
         with pytest.raises(OSError) as info:
             call(kvm_fd)
     assert info.value.errno == errno.EMFILE
