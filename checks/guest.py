@@ -276,6 +276,8 @@ def _acceleration(ctx: Context, fd: int) -> Outcome:
         loop = kvmapi.measure_loop(fd, n, time_budget_s=LOOP_BUDGET_S)
     facts = platform_facts(ctx)
     facts["calibration"] = {"iterations": calib.iterations, "per_second": round(calib.per_second)}
+    if kvmapi.X86:
+        facts["guest_virt_flags"] = kvmapi.guest_virt_extensions(fd)  # nested: what KVM offers its guests
     return assess_loop(loop, facts, ctx.virt)
 
 
@@ -295,7 +297,8 @@ def acceleration(ctx: Context) -> Outcome:
     /dev/kvm (a short calibration run sizes the timed run to about 0.1 s) and
     compares the rate with 1e8 instructions/s: hardware-assisted KVM does
     2e8-1e9, software providers about 1e6.  Reports the KVM provider, the
-    kvm_intel/kvm_amd 'nested' parameters and whether this CPU shows vmx/svm.
+    kvm_intel/kvm_amd 'nested' parameters, whether this CPU shows vmx/svm, and
+    whether KVM would offer vmx/svm to its guests (KVM_GET_SUPPORTED_CPUID).
 
     Why: with a software provider such as PVM (kvm_pvm), or under a hypervisor
     without nested virtualization, /dev/kvm can exist and guests still crawl.

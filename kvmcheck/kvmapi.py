@@ -183,6 +183,43 @@ def api_version(kvm_fd: int) -> int:
     return fcntl.ioctl(kvm_fd, KVM_GET_API_VERSION, 0)
 
 
+class kvm_cpuid_entry2(ctypes.Structure):
+    # arch/x86/include/uapi/asm/kvm.h: struct kvm_cpuid_entry2 (40 bytes)
+    _fields_ = [("function", ctypes.c_uint32), ("index", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("eax", ctypes.c_uint32), ("ebx", ctypes.c_uint32), ("ecx", ctypes.c_uint32),
+                ("edx", ctypes.c_uint32), ("padding", ctypes.c_uint32 * 3)]
+
+
+CPUID_MAX_ENTRIES = 256  # QEMU asks for up to 100; current kernels return about 60
+
+
+class kvm_cpuid2(ctypes.Structure):
+    # struct kvm_cpuid2 { __u32 nent; __u32 padding; struct kvm_cpuid_entry2 entries[]; }: the ioctl
+    # number encodes only the 8-byte header; the flexible array follows in the same buffer.
+    _fields_ = [("nent", ctypes.c_uint32), ("padding", ctypes.c_uint32),
+                ("entries", kvm_cpuid_entry2 * CPUID_MAX_ENTRIES)]
+
+
+KVM_GET_SUPPORTED_CPUID = _IOWR(KVMIO, 0x05, 8)
+
+
+def guest_virt_extensions(kvm_fd: int) -> List[str]:
+    """Which of vmx/svm KVM would offer to its own guests (KVM_GET_SUPPORTED_CPUID; x86 only).
+
+    This is the nested-virtualization answer for guests of this host: kvm_intel/kvm_amd
+    with nested=1 advertise CPUID.1:ECX.VMX[5] or CPUID.80000001h:ECX.SVM[2].
+    """
+    buf = kvm_cpuid2(nent=CPUID_MAX_ENTRIES)
+    fcntl.ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, buf)  # OSError (E2BIG, ENOTTY...) propagates
+    found = []
+    for entry in buf.entries[: buf.nent]:
+        if entry.function == 1 and entry.ecx & (1 << 5):
+            found.append("vmx")
+        if entry.function == 0x80000001 and entry.ecx & (1 << 2):
+            found.append("svm")
+    return found
+
+
 def capabilities(kvm_fd: int) -> dict:
     """KVM_CHECK_EXTENSION for each known capability (0 = absent) + mmap size."""
     caps = {name: fcntl.ioctl(kvm_fd, KVM_CHECK_EXTENSION, nr) for name, nr in CAPABILITIES.items()}

@@ -252,3 +252,24 @@ def test_emfile_propagates_without_leak(kvm_fd, free, call):
     assert kvm_mappings() == []
     # and the device is still fully usable afterwards
     assert k.api_version(kvm_fd) == 12
+
+
+def test_get_supported_cpuid_number_and_layout():
+    # arch/x86/include/uapi/asm/kvm.h + linux/kvm.h: KVM_GET_SUPPORTED_CPUID _IOWR(KVMIO, 0x05, struct kvm_cpuid2)
+    if k._IOC_SIZEBITS != 14:
+        pytest.skip("architecture uses non-generic ioctl encoding")
+    assert k.KVM_GET_SUPPORTED_CPUID == 0xC008AE05
+    assert ctypes.sizeof(k.kvm_cpuid_entry2) == 40
+
+
+@needs_kvm
+@needs_x86
+def test_supported_cpuid_matches_the_nested_parameter(kvm_fd):
+    offered = k.guest_virt_extensions(kvm_fd)
+    nested = {m: open(f"/sys/module/{m}/parameters/nested").read().strip()
+              for m in ("kvm_intel", "kvm_amd") if os.path.exists(f"/sys/module/{m}/parameters/nested")}
+    if not nested:  # no kvm_intel/kvm_amd (a software provider such as kvm_pvm): nothing to nest
+        assert offered == []
+    else:
+        on = any(v in ("1", "Y", "y") for v in nested.values())
+        assert bool(offered) is on, (offered, nested)
