@@ -74,6 +74,8 @@ def check(
                                            help="Time limit for each check.")] = 5.0,
     min_kernel: Annotated[str, typer.Option("--min-kernel", metavar="VERSION",
                                             help="Minimum kernel release for kernel.version.")] = "2.6.20",
+    online: Annotated[bool, typer.Option("--online", help="Also probe each enabled package repository's URL "
+                                         "(off by default: a check run needs no network).")] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No ANSI colours (NO_COLOR is honoured too).")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of checks that crash.")] = False,
 ) -> None:
@@ -92,7 +94,7 @@ def check(
         raise typer.BadParameter(str(exc), param_hint="--min-kernel")
     try:
         report = run(root, only, skip, timeout=timeout, strict=strict, debug=debug,
-                     settings=Settings(min_kernel=min_kernel, check_timeout=timeout))
+                     settings=Settings(min_kernel=min_kernel, check_timeout=timeout, online=online))
     except SelectionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only/--skip")
     text = render(report, fmt.value, color=_use_color(no_color, output, fmt))

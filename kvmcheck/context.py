@@ -82,6 +82,7 @@ def arch_from_cpuinfo(cpu: CpuInfo) -> Optional[str]:
 class Settings:
     min_kernel: str = "2.6.20"  # the first release with KVM (February 2007)
     check_timeout: float = 5.0
+    online: bool = False  # --online: checks may reach the network (repository URLs)
 
 
 class Context:

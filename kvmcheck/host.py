@@ -19,6 +19,7 @@ import fnmatch
 import os
 import stat
 import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -53,6 +54,24 @@ _KINDS = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "dir"), (stat.S_ISCHR, "char"),
 def _node(st: os.stat_result) -> Node:
     kind = next((name for test, name in _KINDS if test(st.st_mode)), "other")
     return Node(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, os.major(st.st_rdev), os.minor(st.st_rdev))
+
+
+@dataclass(frozen=True)
+class StatVfs:
+    block_size: int
+    blocks: int
+    blocks_free: int  # available to unprivileged users
+    files: int
+    files_free: int
+    read_only: bool
+
+    @property
+    def free_bytes(self) -> int:
+        return self.block_size * self.blocks_free
+
+    @property
+    def total_bytes(self) -> int:
+        return self.block_size * self.blocks
 
 
 @dataclass(frozen=True)
@@ -281,9 +300,16 @@ class Host:
             os.close(fd)
         return b"".join(records).decode("utf-8", errors="replace")
 
-    def run(self, argv: Sequence[str], timeout: float = 5.0) -> CommandResult:
-        """Run a command as an argv list, no shell, C locale, bounded in time (live only)."""
-        self.require_live(f"running {argv[0]}")
+    def run(self, argv: Sequence[str], timeout: float = 5.0, offline_ok: bool = False) -> CommandResult:
+        """Run a command as an argv list, no shell, C locale, bounded in time.
+
+        Live only, unless offline_ok: for tools that take the root themselves
+        (``rpm --root DIR``), where the caller passes self.root in argv.
+        Raises FileNotFoundError when the program is not installed and
+        subprocess.TimeoutExpired when it overruns.
+        """
+        if not offline_ok:
+            self.require_live(f"running {argv[0]}")
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
         proc = subprocess.run(
             list(argv), shell=False, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env
@@ -294,6 +320,54 @@ class Host:
             proc.stdout.decode("utf-8", errors="replace"),
             proc.stderr.decode("utf-8", errors="replace"),
         )
+
+    def statvfs(self, path: str, timeout: float = 2.0) -> Optional[StatVfs]:
+        """statvfs() of a path inside the root, in a child process; None when the path is missing.
+
+        A hung network or FUSE mount leaves the caller in uninterruptible sleep,
+        even through SIGKILL, and a thread stuck like that would keep kvmcheck
+        from exiting.  So the call runs in a child that is killed and abandoned
+        (not waited for) when time runs out: TimeoutError is raised then.
+        """
+        self._note(path)
+        real = self.resolve(path)
+        code = ("import os,sys\ntry:\n s=os.statvfs(sys.argv[1])\nexcept FileNotFoundError:\n print('missing')\n"
+                "else:\n print(s.f_frsize, s.f_blocks, s.f_bavail, s.f_files, s.f_favail, s.f_flag)")
+        child = subprocess.Popen([sys.executable, "-I", "-S", "-c", code, real], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()  # it may stay in D state; we do not wait for it
+            for stream in (child.stdout, child.stderr):
+                if stream:
+                    stream.close()
+            raise TimeoutError(errno.ETIMEDOUT, f"statvfs did not return within {timeout:g} s", path)
+        text = out.decode("ascii", "replace").strip()
+        if child.returncode != 0:
+            raise OSError(errno.EIO, err.decode("utf-8", "replace").strip().splitlines()[-1:] or "statvfs failed", path)
+        if text == "missing":
+            return None
+        f = [int(x) for x in text.split()]
+        return StatVfs(block_size=f[0], blocks=f[1], blocks_free=f[2], files=f[3], files_free=f[4],
+                       read_only=bool(f[5] & os.ST_RDONLY))
+
+    def probe_url(self, url: str, timeout: float = 3.0) -> Tuple[bool, str]:
+        """Whether a repository URL answers (for --online): (reachable, what happened). Reads nothing local."""
+        import urllib.error
+        import urllib.request
+
+        if not url.startswith(("http://", "https://", "ftp://")):
+            return False, f"not a network URL: {url[:80]}"
+        request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "kvmcheck"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - scheme checked above
+                return True, f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            # A directory URL may refuse HEAD or listing (403/404/405) yet serve its metadata files.
+            return exc.code in (403, 405), f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            return False, str(getattr(exc, "reason", exc))[:200]
 
     def machine(self) -> Optional[str]:
         """uname -m of the running kernel; None for an offline root."""

@@ -16,7 +16,7 @@ from .model import Check, Outcome
 
 ENTRY_POINT_GROUP = "kvmcheck.checks"
 # Report order of the built-in modules: from the hardware up to a running guest.
-BUILTIN_ORDER = ("cpu", "firmware", "kernel", "kvm", "guest")
+BUILTIN_ORDER = ("cpu", "firmware", "kernel", "kvm", "guest", "packages", "storage", "libvirt", "network")
 _ID = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+$")
 
 

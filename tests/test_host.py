@@ -122,3 +122,21 @@ def test_reads_are_recorded_as_evidence(root):
     host.read_optional("/etc/os-release")
     host.read_optional("/etc/missing")
     assert host.reads == ["/etc/os-release", "/etc/missing"]
+
+
+def test_statvfs_runs_in_a_child_and_reports_free_space(root):
+    host = Host(str(root))
+    st = host.statvfs("/etc")
+    assert st is not None and st.total_bytes > 0 and 0 <= st.free_bytes <= st.total_bytes
+    assert host.statvfs("/no/such/dir") is None
+
+
+def test_root_aware_tools_may_run_offline(root):
+    host = Host(str(root))
+    assert host.run(["true"], offline_ok=True).returncode == 0
+    with pytest.raises(FileNotFoundError):
+        host.run(["kvmcheck-no-such-tool"], offline_ok=True)
+
+
+def test_probe_url_refuses_local_schemes_without_touching_them(root):
+    assert Host(str(root)).probe_url("file:///etc/shadow") == (False, "not a network URL: file:///etc/shadow")
