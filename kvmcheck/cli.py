@@ -35,6 +35,12 @@ class Format(str, enum.Enum):
     json = "json"
 
 
+class ListFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"kvmcheck {__version__}")
@@ -112,17 +118,22 @@ def check(
 
 @app.command("list")
 def list_checks(
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="Listing format.")] = Format.text,
+    fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="Listing format.")] = ListFormat.text,
 ) -> None:
-    """List the checks: id, title and what each reads."""
+    """List the checks: id, title and what each reads (markdown: the README's table)."""
     import json
 
     from .registry import load_checks
 
     checks, errors = load_checks()
-    if fmt == Format.json:
+    if fmt == ListFormat.json:
         typer.echo(json.dumps([{"id": c.id, "title": c.title, "reads": list(c.reads), "source": c.source}
                                for c in checks], indent=2))
+    elif fmt == ListFormat.markdown:
+        typer.echo("| id | title | what it checks |\n| --- | --- | --- |")
+        for c in checks:
+            first = c.doc.split("\n\n", 1)[0].replace("\n", " ").replace("|", "\\|")
+            typer.echo(f"| `{c.id}` | {c.title} | {first} |")
     else:
         width = max(len(c.id) for c in checks) if checks else 10
         for c in checks:

@@ -20,6 +20,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -329,28 +330,51 @@ class Host:
         from exiting.  So the call runs in a child that is killed and abandoned
         (not waited for) when time runs out: TimeoutError is raised then.
         """
-        self._note(path)
-        real = self.resolve(path)
-        code = ("import os,sys\ntry:\n s=os.statvfs(sys.argv[1])\nexcept FileNotFoundError:\n print('missing')\n"
+        result = self.statvfs_many([path], timeout)[path]
+        if isinstance(result, OSError):
+            raise result
+        return result
+
+    def statvfs_many(self, paths: Sequence[str], timeout: float = 2.0) -> Dict[str, object]:
+        """statvfs of several paths at once, one child each, all within one deadline.
+
+        Each value is a StatVfs, None (missing), or the OSError (TimeoutError for a hung mount).
+        """
+        # Resolving a path lstat()s every component, the mount point among them, so the child
+        # resolves too, with this same Host code.
+        code = ("import os,sys\nfrom kvmcheck.host import Host\ntry:\n"
+                " s=os.statvfs(Host(sys.argv[1]).resolve(sys.argv[2]))\n"
+                "except (FileNotFoundError, NotADirectoryError):\n print('missing')\n"
                 "else:\n print(s.f_frsize, s.f_blocks, s.f_bavail, s.f_files, s.f_favail, s.f_flag)")
-        child = subprocess.Popen([sys.executable, "-I", "-S", "-c", code, real], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        try:
-            out, err = child.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            child.kill()  # it may stay in D state; we do not wait for it
-            for stream in (child.stdout, child.stderr):
-                if stream:
-                    stream.close()
-            raise TimeoutError(errno.ETIMEDOUT, f"statvfs did not return within {timeout:g} s", path)
-        text = out.decode("ascii", "replace").strip()
-        if child.returncode != 0:
-            raise OSError(errno.EIO, err.decode("utf-8", "replace").strip().splitlines()[-1:] or "statvfs failed", path)
-        if text == "missing":
-            return None
-        f = [int(x) for x in text.split()]
-        return StatVfs(block_size=f[0], blocks=f[1], blocks_free=f[2], files=f[3], files_free=f[4],
-                       read_only=bool(f[5] & os.ST_RDONLY))
+        children = {}
+        for path in dict.fromkeys(paths):
+            self._note(path)
+            children[path] = subprocess.Popen(
+                [sys.executable, "-c", code, self.root, path], stdin=subprocess.DEVNULL, cwd="/",
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        results: Dict[str, object] = {}
+        for path, child in children.items():
+            try:
+                out, err = child.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()  # it may stay in D state; we do not wait for it
+                for stream in (child.stdout, child.stderr):
+                    if stream:
+                        stream.close()
+                results[path] = TimeoutError(errno.ETIMEDOUT, f"statvfs did not return within {timeout:g} s", path)
+                continue
+            text = out.decode("ascii", "replace").strip()
+            if child.returncode != 0:
+                last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["statvfs failed"]
+                results[path] = OSError(errno.EIO, last[0], path)
+            elif text == "missing":
+                results[path] = None
+            else:
+                f = [int(x) for x in text.split()]
+                results[path] = StatVfs(block_size=f[0], blocks=f[1], blocks_free=f[2], files=f[3],
+                                        files_free=f[4], read_only=bool(f[5] & os.ST_RDONLY))
+        return results
 
     def probe_url(self, url: str, timeout: float = 3.0) -> Tuple[bool, str]:
         """Whether a repository URL answers (for --online): (reachable, what happened). Reads nothing local."""

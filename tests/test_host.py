@@ -140,3 +140,8 @@ def test_root_aware_tools_may_run_offline(root):
 
 def test_probe_url_refuses_local_schemes_without_touching_them(root):
     assert Host(str(root)).probe_url("file:///etc/shadow") == (False, "not a network URL: file:///etc/shadow")
+
+
+def test_statvfs_many_answers_each_path(root):
+    out = Host(str(root)).statvfs_many(["/etc", "/proc", "/missing"])
+    assert out["/missing"] is None and out["/etc"].total_bytes > 0 and out["/proc"].total_bytes > 0
