@@ -83,6 +83,7 @@ class Settings:
     min_kernel: str = "2.6.20"  # the first release with KVM (February 2007)
     check_timeout: float = 5.0
     online: bool = False  # --online: checks may reach the network (repository URLs)
+    images_min_free_gib: float = 20.0  # storage.images-dir warns below this
 
 
 class Context:
@@ -252,6 +253,29 @@ class Context:
             )
             return {"id": dist.id(), "name": dist.name(), "version": dist.version(), "like": dist.like()}
         return self._get("os", load)
+
+    def distro_family(self) -> Optional[str]:
+        """debian, ubuntu, rhel (Fedora, CentOS, Rocky, Alma, Oracle, Amazon), suse, arch, or None (unknown).
+
+        From os-release ID and ID_LIKE, so derivatives (Mint: ID_LIKE="ubuntu debian") land with their parent.
+        """
+        try:
+            info = self.os_name() or {}
+        except OSError:
+            return None  # an unreadable os-release makes the advice generic, not the check fail
+        words = [info.get("id", "")] + (info.get("like") or "").split()
+        for word in words:
+            if word in ("ubuntu", "linuxmint", "pop"):
+                return "ubuntu"
+            if word in ("debian", "raspbian", "kali"):
+                return "debian"
+            if word in ("rhel", "fedora", "centos", "rocky", "almalinux", "alma", "ol", "oracle", "amzn", "scientific"):
+                return "rhel"
+            if word.startswith(("suse", "opensuse", "sles", "sled")):
+                return "suse"
+            if word == "arch":
+                return "arch"
+        return None
 
     def cpu_model(self) -> Tuple[Optional[str], Optional[str]]:
         cpu = self.cpuinfo()

@@ -14,6 +14,7 @@ running kernel (device ioctls, CPUID, the kernel ring buffer, commands) raise
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import os
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 MAX_SYMLINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
 DEFAULT_READ_LIMIT = 8 << 20  # /proc/cpuinfo of a 1,000-CPU host is about 1.5 MiB
@@ -81,6 +82,16 @@ class CommandResult:
     returncode: int
     stdout: str
     stderr: str
+
+
+@contextlib.contextmanager
+def _read_only_null() -> Iterator[int]:
+    """/dev/null opened read-only for a child's stdin (subprocess.DEVNULL opens it read-write)."""
+    fd = os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 class Host:
@@ -307,14 +318,18 @@ class Host:
         Live only, unless offline_ok: for tools that take the root themselves
         (``rpm --root DIR``), where the caller passes self.root in argv.
         Raises FileNotFoundError when the program is not installed and
-        subprocess.TimeoutExpired when it overruns.
+        TimeoutError when it overruns (the child is killed).
         """
         if not offline_ok:
             self.require_live(f"running {argv[0]}")
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-        proc = subprocess.run(
-            list(argv), shell=False, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=env
-        )
+        with _read_only_null() as null:
+            try:
+                proc = subprocess.run(
+                    list(argv), shell=False, stdin=null, capture_output=True, timeout=timeout, env=env
+                )
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(errno.ETIMEDOUT, f"did not finish within {timeout:g} s", argv[0]) from None
         return CommandResult(
             tuple(argv),
             proc.returncode,
@@ -347,11 +362,12 @@ class Host:
                 "except (FileNotFoundError, NotADirectoryError):\n print('missing')\n"
                 "else:\n print(s.f_frsize, s.f_blocks, s.f_bavail, s.f_files, s.f_favail, s.f_flag)")
         children = {}
-        for path in dict.fromkeys(paths):
-            self._note(path)
-            children[path] = subprocess.Popen(
-                [sys.executable, "-c", code, self.root, path], stdin=subprocess.DEVNULL, cwd="/",
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        with _read_only_null() as null:
+            for path in dict.fromkeys(paths):
+                self._note(path)
+                children[path] = subprocess.Popen(
+                    [sys.executable, "-c", code, self.root, path], stdin=null, cwd="/",
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + timeout
         results: Dict[str, object] = {}
         for path, child in children.items():

@@ -38,7 +38,55 @@ def materialize(name: str, dest: Path) -> Path:
                     pytest.skip(f"creating device nodes needs CAP_MKNOD (root): {exc}")
                 raise
         manifest.unlink()
+    packages = root / "RPM-QA"
+    if packages.exists():
+        build_rpm_database(root, packages.read_text())
+        packages.unlink()
     return root
+
+
+RPM_DB_DIRS = ("usr/lib/sysimage/rpm", "var/lib/rpm")  # SUSE, then RHEL
+_RPM_CACHE = {}
+
+
+def _stub_rpm(name: str, evr: str, workdir: Path) -> Path:
+    """A real, empty noarch package NAME-VERSION-RELEASE built with rpmbuild (cached per session)."""
+    import subprocess
+
+    key = (name, evr)
+    if key not in _RPM_CACHE:
+        version, _, release = evr.partition("-")
+        top = workdir / f"{name}-{evr}"
+        (top / "SPECS").mkdir(parents=True)
+        spec = top / "SPECS" / "stub.spec"
+        spec.write_text(f"Name: {name}\nVersion: {version}\nRelease: {release or '1'}\nSummary: test stub\n"
+                        "License: MIT\nBuildArch: noarch\n%description\nstub\n%files\n")
+        subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", "--define", "_dbpath /nonexistent",
+                        str(spec)], check=True, capture_output=True, timeout=60)
+        _RPM_CACHE[key] = next((top / "RPMS" / "noarch").glob("*.rpm"))
+    return _RPM_CACHE[key]
+
+
+def build_rpm_database(root: Path, manifest: str) -> None:
+    """Turn a root's RPM-QA manifest (NAME<TAB>VERSION-RELEASE lines, as 'rpm -qa' printed them on the
+    captured system) into a real rpm database in the root, so 'rpm --root' is exercised for real."""
+    import subprocess
+    import tempfile
+
+    if not (shutil.which("rpm") and shutil.which("rpmbuild")):
+        pytest.skip("needs rpm and rpmbuild (Debian package rpm) to build the root's rpm database")
+    dbdir = next((d for d in RPM_DB_DIRS if (root / d).is_dir()), RPM_DB_DIRS[1])
+    shutil.rmtree(root / dbdir, ignore_errors=True)  # the capture's placeholder files
+    (root / dbdir).mkdir(parents=True)
+    rpm = ["rpm", "--root", str(root), "--dbpath", "/" + dbdir]
+    subprocess.run(rpm + ["--initdb"], check=True, capture_output=True, timeout=60)
+    if "workdir" not in _RPM_CACHE:
+        _RPM_CACHE["workdir"] = Path(tempfile.mkdtemp(prefix="kvmcheck-test-rpms-"))
+    work = _RPM_CACHE["workdir"]
+    pkgs = [_stub_rpm(*line.split("\t")[:2], work) for line in manifest.splitlines() if "\t" in line]
+    if pkgs:
+        subprocess.run(rpm + ["-i", "--justdb", "--nodeps", "--noscripts", "--notriggers", "--nosignature"]
+                       + [str(p) for p in pkgs], check=True, capture_output=True, timeout=120)
 
 
 @pytest.fixture
