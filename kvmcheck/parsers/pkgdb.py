@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Installed packages: the dpkg status file and ``rpm -qa`` output."""
+from __future__ import annotations
+
+from typing import Dict
+
+
+def parse_dpkg_status(text: str) -> Dict[str, str]:
+    """Installed package name -> version from /var/lib/dpkg/status.
+
+    Only stanzas whose Status is "install ok installed" count: removed
+    packages that left their configuration behind ("deinstall ok
+    config-files"), half-installed and unpacked-only ones do not.  Multi-arch
+    packages (the same name for two architectures) appear once.
+    """
+    installed: Dict[str, str] = {}
+    fields: Dict[str, str] = {}
+
+    def flush() -> None:
+        name = fields.get("package")
+        if name and fields.get("status", "").split() == ["install", "ok", "installed"]:
+            installed.setdefault(name, fields.get("version", ""))
+
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        if not raw.strip():
+            flush()
+            fields = {}
+            continue
+        if raw[0] in " \t":
+            continue  # continuation of Description, Conffiles, ...
+        key, sep, value = raw.partition(":")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+    flush()
+    return installed
+
+
+def parse_rpm_qa(text: str) -> Dict[str, str]:
+    """Package name -> version from ``rpm -qa --qf '%{NAME}\\t%{VERSION}-%{RELEASE}\\n'``.
+
+    Lines with only a name (``--qf '%{NAME}\\n'``) give an empty version.  When
+    a name is installed more than once (kernels, multilib), the versions are
+    joined with ", ".
+    """
+    installed: Dict[str, str] = {}
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        line = raw.strip()
+        if not line:
+            continue
+        name, _, version = line.partition("\t") if "\t" in line else line.partition(" ")
+        name, version = name.strip(), version.strip()
+        if name in installed and version and version not in installed[name].split(", "):
+            installed[name] = f"{installed[name]}, {version}" if installed[name] else version
+        else:
+            installed.setdefault(name, version)
+    return installed
