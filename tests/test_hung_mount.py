@@ -1,0 +1,166 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A real hung mount: a FUSE file system whose statfs and lookups never answer, like a dead NFS server.
+
+kvmcheck must finish within the check's time limit, name the mount, and exit.
+Needs /dev/fuse, libfuse (Debian: fuse3 + libfuse3-3, see .ci/apt-packages), mfusepy, and root.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+CHECK_TIMEOUT = 3  # --timeout: the runner's limit for each check
+
+# The FUSE daemon, run as its own process so the test can kill it: the mount's root answers getattr
+# (so it can be mounted and looked at), everything below it and every statfs waits forever.
+DAEMON = textwrap.dedent('''
+    import stat, sys, threading
+    import mfusepy as fuse
+
+    class Stale(fuse.Operations):
+        def getattr(self, path, fh=None):
+            if path == "/":
+                return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
+            threading.Event().wait()
+
+        def statfs(self, path):
+            threading.Event().wait()
+
+        def readdir(self, path, fh):
+            threading.Event().wait()
+
+    fuse.FUSE(Stale(), sys.argv[1], foreground=True, nothreads=False)
+''')
+
+
+def _fuse_unavailable():
+    if not os.path.exists("/dev/fuse"):
+        return "/dev/fuse is absent (no fuse module, or a container without the device)"
+    if os.geteuid() != 0:
+        return "mounting FUSE here needs root"
+    probe = subprocess.run([sys.executable, "-c", "import mfusepy"], capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        return f"mfusepy or libfuse is not installed ({last}); apt-get install fuse3 libfuse3-3, pip install mfusepy"
+    return None
+
+
+def _mounted(path: Path) -> bool:
+    # Read the table instead of stat()ing the mount point: that could hang on this very mount.
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == str(path) for line in f if len(line.split()) > 4)
+
+
+@pytest.fixture
+def stale_mount(tmp_path):
+    """Start the FUSE daemon at tmp_path/root/mnt/stale; yields the root; kills and unmounts afterwards."""
+    reason = _fuse_unavailable()
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path / "root"
+    mountpoint = root / "mnt" / "stale"
+    mountpoint.mkdir(parents=True)
+    script = tmp_path / "stale_fuse.py"
+    script.write_text(DAEMON)
+    log = open(tmp_path / "daemon.log", "w")
+    daemon = subprocess.Popen([sys.executable, str(script), str(mountpoint)], stdin=subprocess.DEVNULL,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 15
+        while not _mounted(mountpoint):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.skip(f"could not mount a FUSE file system here: {(tmp_path / 'daemon.log').read_text()[-300:]}")
+            time.sleep(0.05)
+        yield root, daemon
+    finally:
+        # Killing the daemon aborts the connection: every request still waiting fails (ENOTCONN),
+        # which releases any process kvmcheck abandoned.  Then the dead mount is taken away.
+        try:
+            os.killpg(daemon.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        log.close()
+        for argv in (["fusermount3", "-u", "-z", str(mountpoint)], ["fusermount", "-u", "-z", str(mountpoint)],
+                     ["umount", "-l", str(mountpoint)]):
+            if not _mounted(mountpoint):
+                break
+            if shutil.which(argv[0]):
+                subprocess.run(argv, capture_output=True, timeout=10)
+        assert not _mounted(mountpoint), f"{mountpoint} is still mounted"
+
+
+def _kvmcheck(root: Path, only: str, daemon):
+    """Run the CLI; if it hangs anyway, kill the FUSE daemon first (that frees it), then fail."""
+    exe = Path(sys.executable).with_name("kvmcheck")
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
+    argv += ["check", "--root", str(root), "--only", only, "--timeout", str(CHECK_TIMEOUT), "--format", "json"]
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        out, err = proc.communicate(timeout=CHECK_TIMEOUT * 5)
+    except subprocess.TimeoutExpired:
+        os.killpg(daemon.pid, signal.SIGKILL)
+        proc.kill()
+        proc.communicate(timeout=30)
+        pytest.fail(f"kvmcheck hung on the stale mount for {time.monotonic() - start:.1f} s")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err), time.monotonic() - start
+
+
+def _results(proc):
+    assert proc.returncode in (0, 1), proc.stderr
+    data = json.loads(proc.stdout)
+    return {r["id"]: r for r in data["checks"]}
+
+
+def test_nfs_mount_that_never_answers_is_named_and_the_run_finishes(stale_mount):
+    root, daemon = stale_mount
+    (root / "proc").mkdir()
+    (root / "proc/mounts").write_text("/dev/sda1 / ext4 rw,relatime 0 0\n"
+                                      "server:/export /mnt/stale nfs4 rw,vers=4.2,hard 0 0\n")
+    (root / "etc").mkdir()
+    (root / "var/lib/libvirt").mkdir(parents=True)
+    # The images directory is a link onto the dead mount: even following it would hang.
+    (root / "var/lib/libvirt/images").symlink_to("/mnt/stale/images")
+
+    proc, elapsed = _kvmcheck(root, "storage.*", daemon)
+    print(f"wall time {elapsed:.2f} s")
+    assert elapsed < CHECK_TIMEOUT + 1, f"took {elapsed:.2f} s"
+    results = _results(proc)
+    shared, images = results["storage.shared"], results["storage.images-dir"]
+    assert (shared["status"], images["status"]) == ("fail", "fail")
+    assert "/mnt/stale" in shared["summary"] and "server:/export" in shared["summary"]
+    assert shared["evidence"]["stuck"] == ["/mnt/stale"]
+    assert "/mnt/stale" in images["summary"] and "does not answer" in images["summary"]
+    assert proc.returncode == 1
+
+
+def test_images_dir_alone_on_a_mount_whose_statfs_never_returns(stale_mount):
+    root, daemon = stale_mount
+    (root / "proc").mkdir()
+    (root / "proc/mounts").write_text("/dev/sda1 / ext4 rw 0 0\nnas:/vm /mnt/stale fuse.glusterfs rw 0 0\n")
+    (root / "etc/libvirt/storage").mkdir(parents=True)
+    (root / "etc/libvirt/storage/default.xml").write_text(
+        "<pool type='dir'><name>default</name><target><path>/mnt/stale</path></target></pool>")
+
+    proc, elapsed = _kvmcheck(root, "storage.images-dir", daemon)  # no storage.shared probe to lean on
+    print(f"wall time {elapsed:.2f} s")
+    assert elapsed < CHECK_TIMEOUT + 1, f"took {elapsed:.2f} s"
+    images = _results(proc)["storage.images-dir"]
+    assert images["status"] == "fail"
+    assert images["summary"] == "/mnt/stale does not answer (GlusterFS nas:/vm on /mnt/stale)"
+    assert images["evidence"]["state"] == "timeout"
