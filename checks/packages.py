@@ -247,6 +247,18 @@ def _expand(url: str, values: Dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", sub, url)
 
 
+def _metadata_urls(src: Source, url: str) -> List[str]:
+    """What the package manager itself fetches first: a base URL may well answer 404 (no index page)."""
+    base = url.rstrip("/")
+    if src.manager == "apt":
+        # dists/SUITE/InRelease; a flat repository ("deb URI ./") keeps it beside the URI.
+        return [f"{base}/{suite.strip('/')}/InRelease".replace("/./", "/") if suite.endswith("/")
+                else f"{base}/dists/{suite}/InRelease" for suite in (src.suites or ("",))[:4]]
+    if src.url_key in ("mirrorlist", "metalink"):
+        return [url]  # a list of mirrors, fetched as is
+    return [f"{base}/repodata/repomd.xml"]  # dnf baseurl, zypper rpm-md
+
+
 def _probe_targets(ctx: Context, src: Source) -> List[str]:
     values = _variables(ctx, src.manager) if src.manager in ("dnf", "zypper") else {}
     out = []
@@ -254,7 +266,10 @@ def _probe_targets(ctx: Context, src: Source) -> List[str]:
         url = _expand(url, values)
         if url.startswith("mirror+"):
             url = url[len("mirror+"):]
-        out.append(url)
+        if url.startswith(("http://", "https://", "ftp://")) and "$" not in url:
+            out.extend(_metadata_urls(src, url))
+        else:
+            out.append(url)
     return out
 
 

@@ -28,6 +28,8 @@ def _environment(color: bool):  # type: ignore[no-untyped-def]
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "xml.j2"), default=False),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
+        trim_blocks=True,  # a line holding only a tag prints nothing
+        lstrip_blocks=True,
     )
 
     def paint(status: str, text: str) -> str:

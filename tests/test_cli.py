@@ -141,3 +141,11 @@ def test_unprivileged_run_answers_every_check_and_names_permissions():
     if os.path.exists("/dev/kvm") and not os.stat("/dev/kvm").st_mode & 0o006:
         assert dev["status"] == "fail" and dev["summary"] == "the invoking user cannot open /dev/kvm"
         assert "usermod -aG" in dev["remediation"]
+
+
+@pytest.mark.parametrize("scenario", ["amd-baremetal-svm", "intel-firmware-disabled", "pvm-host"])
+def test_text_layout_has_single_blank_lines_between_sections(host_root, scenario):
+    out = kvmcheck("check", "--root", str(host_root(scenario))).stdout
+    assert "\n\n\n" not in out
+    assert out.splitlines()[-1].startswith("Verdict: ") and out.endswith(")\n")
+    assert out.splitlines()[1].startswith("CPU: ")  # the header keeps one fact per line

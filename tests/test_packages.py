@@ -417,15 +417,36 @@ def _deb_root(host_root, uris):
 ONLINE = Settings(online=True, check_timeout=5.0)
 
 
+def _apt_mirror(www, path="debian", suite="bookworm"):
+    dists = www / path / "dists" / suite
+    dists.mkdir(parents=True)
+    (dists / "InRelease").write_text("Origin: Debian\n")
+
+
 def test_online_reachable_sources_pass(host_root, http_root):
     www, base = http_root
-    (www / "debian").mkdir()
+    _apt_mirror(www)
     root = _deb_root(host_root, [f"{base}/debian/"])
     _, results = run_on(root, ONLINE)
     repos = results["repos.configured"]
     assert repos.status.value == "pass"
-    assert repos.evidence["sources"][0]["probe"] == {
-        "reachable": True, "probes": [{"url": f"{base}/debian/", "result": "HTTP 200", "reachable": True}]}
+    assert repos.evidence["sources"][0]["probe"] == {"reachable": True, "probes": [
+        {"url": f"{base}/debian/dists/bookworm/InRelease", "result": "HTTP 200", "reachable": True}]}
+
+
+def test_online_probes_the_metadata_not_the_base_url(host_root, http_root):
+    # A mirror whose base URL has no index page (404) but serves its metadata is reachable, and one
+    # that answers at its base URL but lacks the suite's InRelease is not: that is what apt would see.
+    www, base = http_root
+    _apt_mirror(www, "good")
+    (www / "empty").mkdir()
+    (www / "empty" / "index.html").write_text("mirror home")
+    root = _deb_root(host_root, [f"{base}/good", f"{base}/empty/"])
+    _, results = run_on(root, ONLINE)
+    probes = [s["probe"] for s in results["repos.configured"].evidence["sources"]]
+    assert [p["reachable"] for p in probes] == [True, False]
+    assert probes[1]["probes"][0] == {"url": f"{base}/empty/dists/bookworm/InRelease", "result": "HTTP 404",
+                                      "reachable": False}
 
 
 def test_online_is_off_by_default(host_root):
@@ -437,7 +458,7 @@ def test_online_is_off_by_default(host_root):
 
 def test_online_unreachable_source_is_named(host_root, http_root):
     www, base = http_root
-    (www / "debian").mkdir()
+    _apt_mirror(www)
     dead = f"http://127.0.0.1:{dead_port()}/mirror/"
     root = _deb_root(host_root, [f"{base}/debian/", dead])
     _, results = run_on(root, ONLINE)
@@ -459,7 +480,8 @@ def test_online_everything_unreachable_and_nothing_installed_fails(host_root):
 
 def test_online_expands_dnf_variables(host_root, http_root):
     www, base = http_root
-    (www / "9/BaseOS/x86_64/os").mkdir(parents=True)
+    (www / "9/BaseOS/x86_64/os/repodata").mkdir(parents=True)
+    (www / "9/BaseOS/x86_64/os/repodata/repomd.xml").write_text("<repomd/>")
     root = host_root("pkg-rocky9")
     for f in (root / "etc/yum.repos.d").iterdir():
         f.unlink()
@@ -470,9 +492,9 @@ def test_online_expands_dnf_variables(host_root, http_root):
     _, results = run_on(root, ONLINE)
     repos = results["repos.configured"]
     probes = {s["id"]: s["probe"] for s in repos.evidence["sources"]}
-    assert probes["lab-baseos"]["probes"][0] == {"url": f"{base}/9/BaseOS/x86_64/os/", "result": "HTTP 200",
-                                                 "reachable": True}
-    assert probes["lab-appstream"]["probes"][0] == {"url": f"{base}/9/AppStream/x86_64/os/",
+    assert probes["lab-baseos"]["probes"][0] == {"url": f"{base}/9/BaseOS/x86_64/os/repodata/repomd.xml",
+                                                 "result": "HTTP 200", "reachable": True}
+    assert probes["lab-appstream"]["probes"][0] == {"url": f"{base}/9/AppStream/x86_64/os/repodata/repomd.xml",
                                                     "result": "HTTP 404", "reachable": False}
     assert probes["lab-unknown"] == {"reachable": None, "probes": [
         {"url": "http://127.0.0.1:1/$nosuchvar/", "result": "not probed: unresolved variable"}]}
