@@ -264,8 +264,167 @@ def _kernel_bits(ctx: Context, arch: Optional[str], arch_source: str):  # type: 
     kv = ctx.kernel_version()
     if kv and kv.arch_hint:
         return kv.arch_hint[1], f"release {kv.release}"
-    if kv:
-        config = ctx.host.read_optional(f"/boot/config-{kv.release}")
-        if config is not None:
-            return (64 if "CONFIG_64BIT=y" in config else 32), f"/boot/config-{kv.release}"
+    config, path, _ = ctx.kernel_config()
+    if config is not None and config.get("CONFIG_64BIT") is not None:
+        return (64 if config.get("CONFIG_64BIT") == "y" else 32), path
     return None, "unknown"
+
+
+# --- cpu.vulnerabilities ---------------------------------------------------------------------------
+VULN_DIR = "/sys/devices/system/cpu/vulnerabilities"
+# Bugs a guest can use against the host or other guests, worst first (Documentation/admin-guide/hw-vuln).
+GUEST_RELEVANT = ("l1tf", "mds", "itlb_multihit", "mmio_stale_data", "tsx_async_abort", "retbleed",
+                  "spec_rstack_overflow", "srbds", "gather_data_sampling", "reg_file_data_sampling", "vmscape",
+                  "tsa", "indirect_target_selection", "spectre_v2", "old_microcode", "spec_store_bypass",
+                  "spectre_v1", "meltdown")
+# What turns each mitigation on; the kernel update and microcode advice is added for every bug.
+VULN_FIX = {
+    "l1tf": "boot with l1tf=full,force (or at least kvm-intel.vmentry_l1d_flush=always) and turn SMT off",
+    "mds": "boot with mds=full,nosmt (the default 'full' needs the MD_CLEAR microcode)",
+    "tsx_async_abort": "boot with tsx_async_abort=full,nosmt or tsx=off",
+    "mmio_stale_data": "boot with mmio_stale_data=full,nosmt",
+    "itlb_multihit": "remove kvm.nx_huge_pages=off (use kvm.nx_huge_pages=force or the default auto)",
+    "retbleed": "boot with retbleed=auto,nosmt (remove retbleed=off)",
+    "spec_rstack_overflow": "remove spec_rstack_overflow=off (the default is safe-ret; ibpb needs the SRSO microcode)",
+    "srbds": "update the microcode (the mitigation is in microcode only; remove srbds=off)",
+    "gather_data_sampling": "update the microcode; without it, gather_data_sampling=force disables AVX as a fallback",
+    "reg_file_data_sampling": "update the microcode and boot with reg_file_data_sampling=on",
+    "vmscape": "update to a kernel with the VMSCAPE fix (Linux 6.17 or a stable/distribution backport; vmscape=ibpb)",
+    "tsa": "update the microcode and boot with tsa=on (remove tsa=off)",
+    "indirect_target_selection": "update the kernel and microcode; remove indirect_target_selection=off",
+    "spectre_v2": "remove spectre_v2=off / nospectre_v2 (use spectre_v2=auto); set the sysctl "
+                  "kernel.unprivileged_bpf_disabled=1 when the text mentions unprivileged eBPF",
+    "spectre_v1": "remove nospectre_v1",
+    "spec_store_bypass": "remove spec_store_bypass_disable=off / nospec_store_bypass_disable",
+    "meltdown": "remove nopti / pti=off",
+    "old_microcode": "install the current microcode package and reboot",
+}
+MICROCODE_PACKAGE = {"debian": "intel-microcode / amd64-microcode", "ubuntu": "intel-microcode / amd64-microcode",
+                     "rhel": "microcode_ctl (Intel) / linux-firmware (AMD)", "suse": "ucode-intel / ucode-amd",
+                     "arch": "intel-ucode / amd-ucode"}
+SMT_FIX = ("turn SMT off: add nosmt to the kernel command line (persistent) or run "
+           "'echo off > /sys/devices/system/cpu/smt/control' (until reboot); alternatively accept the risk only for "
+           "guests you trust or that use core scheduling")
+
+
+def _attack_vectors(mitigations: Optional[str]) -> List[str]:
+    """mitigations= choices that leave guests unprotected: off, or the attack-vector opt-outs (Linux 6.17)."""
+    if mitigations is None:
+        return []
+    items = [i.strip().lower() for i in mitigations.split(",") if i.strip()]
+    if "off" in items:
+        return ["off"]
+    return [i for i in items if i in ("no_guest_host", "no_guest_guest")]
+
+
+@check("cpu.vulnerabilities", "CPU vulnerabilities mitigated for untrusted guests", reads=(
+    VULN_DIR + "/*", "/sys/devices/system/cpu/smt/control", "/sys/devices/system/cpu/smt/active", "/proc/cmdline",
+))
+def cpu_vulnerabilities(ctx: Context) -> Outcome:
+    """The kernel reports every CPU vulnerability as not affecting this CPU or mitigated.
+
+    What: each file in /sys/devices/system/cpu/vulnerabilities (l1tf, mds,
+    mmio_stale_data, retbleed, spec_rstack_overflow, vmscape, spectre_v2, ...):
+    'Vulnerable' (or a 'VMX: vulnerable' / 'KVM: Vulnerable' part) and 'SMT
+    vulnerable' warn; SMT state and mitigations= on the command line are
+    evidence, and mitigations=off or the no_guest_host / no_guest_guest attack
+    vector opt-outs warn, since they tell the kernel that guests are trusted.
+
+    Why: a host running untrusted guests relies on these mitigations to keep a
+    guest from reading host or other guests' memory (L1TF, MDS, Retbleed, SRSO,
+    VMSCAPE ...).  With SMT on, some of them cannot be fully mitigated.
+
+    Fix: update the kernel and the CPU microcode, remove mitigations=off and
+    per-bug '=off' options, and turn SMT off (nosmt) where the text says
+    'SMT vulnerable'.
+    """
+    from kvmcheck.parsers.vulnerabilities import UNKNOWN, parse_vulnerabilities
+
+    host = ctx.host
+    names = [n for n in host.listdir(VULN_DIR) if not n.startswith(".")]
+    files = {}
+    unreadable = []
+    for name in names:
+        try:
+            text = host.read_optional(f"{VULN_DIR}/{name}", limit=4096)
+        except OSError as exc:
+            unreadable.append(f"{name}: {exc.strerror or exc}")
+            continue
+        if text is not None:
+            files[name] = text
+    if not files:
+        return Outcome.skipped(
+            "no CPU vulnerability report (/sys/devices/system/cpu/vulnerabilities)",
+            "The directory appeared in Linux 4.15 (January 2018); an older kernel, or a root captured without it, "
+            "cannot be judged. A kernel that old lacks most mitigations: update it." +
+            (f" Unreadable: {', '.join(unreadable)}." if unreadable else ""), unreadable=unreadable or None)
+    vulns = parse_vulnerabilities(files)
+    smt_control = host.first_line("/sys/devices/system/cpu/smt/control")
+    smt_active = host.first_line("/sys/devices/system/cpu/smt/active")
+    cmdline = ctx.cmdline()
+    mitigations = cmdline.get("mitigations") if cmdline else None
+    opt_outs = _attack_vectors(mitigations)
+    order = {n: i for i, n in enumerate(GUEST_RELEVANT)}
+    ranked = sorted(vulns.values(), key=lambda v: (order.get(v.name, len(order)), v.name))
+    open_ = [v for v in ranked if v.open_to_guests]
+    smt_open = [v for v in ranked if v.smt_vulnerable and not v.open_to_guests]
+    mitigated = [v.name for v in ranked if v.state not in ("not-affected", UNKNOWN, "other") and not v.open_to_guests]
+    evidence = {
+        "entries": {v.name: v.text for v in ranked},
+        "vulnerable": [v.name for v in open_], "smt_vulnerable": [v.name for v in ranked if v.smt_vulnerable],
+        "mitigated": mitigated, "unknown": [v.name for v in ranked if v.state in (UNKNOWN, "other")],
+        "smt_control": smt_control, "smt_active": smt_active, "mitigations": mitigations,
+    }
+    if unreadable:
+        evidence["unreadable"] = unreadable
+    if open_ or smt_open or opt_outs:
+        lines = [f"{v.name}: {v.text}" for v in open_ + smt_open]
+        fixes = []
+        for v in open_:
+            fixes.append(f"{v.name}: {VULN_FIX.get(v.name, 'update the kernel and microcode')}")
+        package = MICROCODE_PACKAGE.get(ctx.distro_family() or "", "the distribution's microcode package")
+        vendor = (ctx.cpuinfo().first("vendor_id") if ctx.cpuinfo() else None) or ""
+        if " / " in package and vendor in ("GenuineIntel", "AuthenticAMD"):
+            package = package.split(" / ")[0 if vendor == "GenuineIntel" else 1].replace(" (Intel)", "").replace(" (AMD)", "")
+        remediation = []
+        if opt_outs:
+            what_out = "mitigations=off" if opt_outs == ["off"] else f"{', '.join(opt_outs)} from mitigations="
+            remediation.append(f"Remove {what_out} on the kernel command line (mitigations=auto is the default), "
+                               "unless every guest is trusted.")
+        if fixes:
+            remediation.append("; ".join(fixes) + f". Keep the kernel and the CPU microcode ({package}) current.")
+        if smt_open or any(v.smt_vulnerable for v in open_):
+            remediation.append("For " + ", ".join(v.name for v in ranked if v.smt_vulnerable) + " (SMT vulnerable): "
+                               + SMT_FIX + ".")
+        what = []
+        if open_:
+            what.append(f"{len(open_)} vulnerable ({', '.join(v.name for v in open_)})")
+        if smt_open:
+            what.append(f"{len(smt_open)} mitigated only with SMT off, which is on "
+                        f"({', '.join(v.name for v in smt_open)})")
+        if opt_outs:
+            what.append(f"guest mitigations switched off (mitigations={mitigations})")
+        detail = ("Untrusted guests can use these CPU flaws against the host or other guests. "
+                  + (". ".join(lines) + ". " if lines else "")
+                  + ("The kernel command line has mitigations=off: every CPU mitigation is skipped. "
+                     if opt_outs == ["off"] else
+                     f"The kernel command line has mitigations={mitigations}, so the kernel skips mitigations "
+                     "that only protect the host from guests (or guests from each other) even where the files "
+                     "say 'Mitigation'. " if opt_outs else "")
+                  + f"SMT control: {smt_control or 'unknown'}.")
+        return Outcome.warned("CPU vulnerabilities open to guests: " + "; ".join(what), detail,
+                              " ".join(remediation), **evidence)
+    not_affected = sum(1 for v in ranked if v.state == "not-affected")
+    unknown = [v for v in ranked if v.state in (UNKNOWN, "other")]
+    detail = (f"{not_affected} of {len(ranked)} do not affect this CPU; mitigated: {', '.join(mitigated) or 'none'}. "
+              f"SMT control: {smt_control or 'unknown'}.")
+    if unknown:
+        detail += (" The kernel cannot tell for " + "; ".join(f"{v.name} ({v.text})" for v in unknown)
+                   + ": nothing to switch on (in a VM it depends on the host; on an out-of-service CPU no "
+                   "mitigation exists).")
+    notes = [f"{v.name}: {'; '.join(v.vulnerable_parts)}" for v in ranked if v.vulnerable_parts and v.kvm_covered]
+    if notes:
+        detail += " Host user space only, guests covered by KVM: " + ", ".join(notes) + "."
+    return Outcome.passed(
+        f"no CPU vulnerability open: {len(mitigated)} mitigated, {not_affected} not affected"
+        + (f", {len(unknown)} unknown" if unknown else ""), detail, **evidence)

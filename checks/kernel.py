@@ -1,7 +1,10 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The kernel release."""
+"""The kernel release, and module blacklists that keep KVM from loading."""
 from __future__ import annotations
 
+from typing import List, Tuple
+
+from kvmcheck.checks.kvm import MODPROBE_DIRS, expected_vendor_modules, modprobe_blocks
 from kvmcheck.context import Context
 from kvmcheck.model import Outcome
 from kvmcheck.parsers import ParseError
@@ -50,3 +53,115 @@ def kernel_version(ctx: Context) -> Outcome:
                               f"The kernel {kv.release} ({source}) predates the required {min_text}.",
                               "Install a current kernel from the distribution and reboot into it.", **evidence)
     return Outcome.passed(f"{kv.release} (>= {min_text})", **evidence)
+
+
+# --- kernel.modules-blacklist ------------------------------------------------------------------------------
+# Blocking one of these means no KVM at all; blocking one of the others costs networking or device assignment.
+KVM_CORE_MODULES = ("kvm", "kvm_intel", "kvm_amd", "kvm_hv")
+KVM_HELPER_MODULES = ("vhost_net", "vhost", "tun", "vfio", "vfio_pci", "vfio_iommu_type1")
+# Kernel command-line parameters that keep modules from loading: modprobe reads modprobe.blacklist= itself,
+# the kernel enforces module_blacklist= (Linux >= 4.13), dracut honours rd.driver.blacklist= in the initramfs only.
+CMDLINE_BLACKLISTS = ("modprobe.blacklist", "module_blacklist", "rd.driver.blacklist")
+
+
+def _cmdline_blocks(ctx: Context, names: List[str]) -> List[Tuple[str, str, bool]]:
+    cmdline = ctx.cmdline()
+    if cmdline is None:
+        return []
+    found = []
+    for param in CMDLINE_BLACKLISTS:
+        for module in cmdline.list_values(param):
+            name = module.replace("-", "_")
+            if name in names:
+                found.append((name, f"/proc/cmdline: {param}={module}", param == "rd.driver.blacklist"))
+    return found
+
+
+def _builtin(ctx: Context, module: str) -> bool:
+    """Built into the kernel (in /sys/module without initstate): no blacklist can stop it."""
+    return ctx.host.is_dir(f"/sys/module/{module}") and not ctx.host.exists(f"/sys/module/{module}/initstate")
+
+
+@check("kernel.modules-blacklist", "KVM modules not blacklisted", reads=(
+    "/etc/modprobe.d/*.conf", "/run/modprobe.d/*.conf", "/usr/local/lib/modprobe.d/*.conf",
+    "/usr/lib/modprobe.d/*.conf", "/lib/modprobe.d/*.conf", "/proc/cmdline", "/sys/module/*/initstate",
+    "/proc/cpuinfo",
+))
+def kernel_modules_blacklist(ctx: Context) -> Outcome:
+    """No modprobe.d line or kernel parameter keeps the KVM, vhost, tun or VFIO modules from loading.
+
+    What: 'blacklist MODULE' and 'install MODULE /bin/false' (or /bin/true)
+    lines in /etc, /run, /usr/local/lib, /usr/lib and /lib modprobe.d, and
+    modprobe.blacklist=, module_blacklist= and rd.driver.blacklist= on
+    /proc/cmdline, for kvm, kvm_intel, kvm_amd, kvm_hv, vhost_net, vhost,
+    tun, vfio, vfio_pci and vfio_iommu_type1.  Module parameters such as
+    kvm_intel.nested=1 are not blacklists.  Blocking kvm or this CPU's
+    vendor module fails; blocking the other vendor's module (kvm_amd on an
+    Intel host) is noted only; blocking vhost/tun/VFIO, rd.driver.blacklist=
+    (initramfs only) or a module that is built in (so unaffected) warns.
+    A root with neither modprobe.d nor /proc/cmdline is a skip.
+
+    Why: udev loads kvm_intel/kvm_amd at boot through the CPU's modalias; a
+    blacklist stops exactly that, so /dev/kvm is missing after every reboot,
+    even if someone loaded the module by hand since.  Hardening guides (CIS,
+    STIG) and GPU passthrough recipes add such lines.
+
+    Fix: delete the line from the named modprobe.d file (a package's file in
+    /usr/lib/modprobe.d is overridden by an empty file of the same name in
+    /etc/modprobe.d), or remove the parameter from the kernel command line
+    (GRUB_CMDLINE_LINUX in /etc/default/grub, then regenerate the GRUB
+    config; 'grubby --update-kernel=ALL --remove-args=...' on RHEL), and
+    rebuild the initramfs ('dracut -f' or 'update-initramfs -u').
+    """
+    watched = list(KVM_CORE_MODULES + KVM_HELPER_MODULES)
+    blocks = []  # (module, where, initramfs-only)
+    for line in modprobe_blocks(ctx, watched):  # "PATH:LINE: blacklist MODULE" or "PATH:LINE: install MODULE CMD"
+        blocks.append((line.split(": ", 1)[1].split()[1], line, False))
+    blocks.extend(_cmdline_blocks(ctx, watched))
+    cmdline_read = ctx.host.exists("/proc/cmdline")
+    if not blocks and not cmdline_read and not any(ctx.host.is_dir(d) for d in MODPROBE_DIRS):
+        return Outcome.skipped("no modprobe.d directory and no /proc/cmdline in this root",
+                               "There is no module configuration to read.", blocked_by=[], cmdline_read=False)
+    if not blocks:
+        return Outcome.passed("no blacklist for kvm, vhost, tun or vfio modules",
+                              "" if cmdline_read else "No /proc/cmdline in this root: only modprobe.d was read.",
+                              blocked_by=[], cmdline_read=cmdline_read)
+    vendor = expected_vendor_modules(ctx)
+    if ctx.family() == "x86":  # without a vendor_id, kvm_intel and kvm_amd are both taken as this CPU's
+        cpu = ctx.cpuinfo()
+        cpu_known = bool(cpu and cpu.first("vendor_id"))
+    else:
+        cpu_known = ctx.arch()[0] is not None
+    fatal, warn, noted = [], [], []
+    for module, where, initramfs_only in blocks:
+        if module in KVM_CORE_MODULES and module != "kvm" and cpu_known and module not in vendor:
+            noted.append(f"{where} (not this CPU's module)")
+        elif _builtin(ctx, module):
+            warn.append(f"{where} (ineffective: {module} is built into the kernel; a stale line)")
+        elif module in KVM_CORE_MODULES and not initramfs_only:
+            fatal.append(where)
+        elif initramfs_only:
+            warn.append(f"{where} (initramfs only)")
+        else:
+            warn.append(where)
+    evidence = {"blocked_by": [w for _, w, _ in blocks], "fatal": fatal, "warnings": warn, "noted": noted,
+                "cmdline_read": cmdline_read, "vendor_modules": vendor}
+    fix = ("Remove these: " + "; ".join(w.split(" (", 1)[0] for w in fatal + warn) + ". In modprobe.d delete the "
+           "line (override a /usr/lib/modprobe.d file with an empty one of the same name in /etc/modprobe.d); on "
+           "the kernel command line edit GRUB_CMDLINE_LINUX in /etc/default/grub and regenerate the GRUB config "
+           "(or 'grubby --update-kernel=ALL --remove-args=...'); then rebuild the initramfs "
+           "('dracut -f' or 'update-initramfs -u') and reboot.")
+    note = (" Not a problem: " + "; ".join(noted) + ".") if noted else ""
+    if fatal:
+        loaded = [m for m, state in ctx.modules().items() if state == "loaded"]
+        return Outcome.failed(
+            "KVM module blocked: " + "; ".join(fatal),
+            "These lines keep the KVM modules from loading at boot, so there is no /dev/kvm"
+            + (f" after the next reboot (loaded now: {', '.join(loaded)})" if loaded else "") + "."
+            + (" Also: " + "; ".join(warn) + "." if warn else "") + note, fix, **evidence)
+    if warn:
+        return Outcome.warned(
+            "blocked: " + "; ".join(warn),
+            "vhost_net/vhost (in-kernel virtio-net), tun (every tap NIC of a guest) and vfio/vfio_pci (PCI device "
+            "assignment) cannot load on demand while blocked." + note, fix, **evidence)
+    return Outcome.passed("only other vendors' KVM modules are blacklisted", note.strip(), **evidence)

@@ -22,7 +22,7 @@ UDEV_FIX = ("Give /dev/kvm to the kvm group: the udev rule KERNEL==\"kvm\", GROU
             "boot), and 'usermod -aG kvm USER' for each user who runs VMs.")
 
 
-def _expected_vendor_modules(ctx: Context) -> List[str]:
+def expected_vendor_modules(ctx: Context) -> List[str]:
     family = ctx.family()
     if family == "x86":
         cpu = ctx.cpuinfo()
@@ -33,12 +33,22 @@ def _expected_vendor_modules(ctx: Context) -> List[str]:
     return []  # arm64, s390, riscv, loongarch: KVM is one module (often built in)
 
 
-def _blocks(ctx: Context, names: List[str]) -> List[str]:
-    found = []
+def modprobe_blocks(ctx: Context, names: List[str]) -> List[str]:
+    """Lines of modprobe.d that keep these modules from loading: "PATH:LINE: blacklist MODULE" ...
+
+    As modprobe.d(5) says: a file in an earlier directory hides a file of the same name in a later one
+    (/etc over /usr/lib), and a directory reached twice (/lib -> usr/lib on merged-/usr) counts once.
+    """
+    found, seen_names, seen_dirs = [], set(), set()
     for d in MODPROBE_DIRS:
+        real = ctx.host.resolve(d)
+        if real in seen_dirs:
+            continue
+        seen_dirs.add(real)
         for fname in ctx.host.listdir(d):
-            if not fname.endswith(".conf"):
+            if not fname.endswith(".conf") or fname in seen_names:
                 continue
+            seen_names.add(fname)
             path = f"{d}/{fname}"
             try:
                 text = ctx.host.read_optional(path, limit=1 << 20)
@@ -78,7 +88,7 @@ def kvm_modules(ctx: Context) -> Outcome:
     Fix: 'modprobe kvm_intel' (or kvm_amd), and remove any blacklist line.
     """
     mods = ctx.modules()
-    wanted = _expected_vendor_modules(ctx)
+    wanted = expected_vendor_modules(ctx)
     family = ctx.family()
     evidence: Dict[str, object] = {"present": mods, "expected": ["kvm"] + wanted}
     if not ctx.host.is_dir("/sys/module"):
@@ -96,7 +106,7 @@ def kvm_modules(ctx: Context) -> Outcome:
         return Outcome.passed(f"installed as modules: {', '.join(['kvm'] + wanted)} (udev loads them at boot)",
                               **evidence)
 
-    blocked = _blocks(ctx, ["kvm", "kvm_intel", "kvm_amd", "kvm_hv"])
+    blocked = modprobe_blocks(ctx, ["kvm", "kvm_intel", "kvm_amd", "kvm_hv"])
     evidence["blocked_by"] = blocked
     provider = next((m for m in wanted + ["kvm_pvm", "kvm_pr"] if m in mods), None)
     how = ", ".join(f"{m} ({state})" for m, state in mods.items())
@@ -244,3 +254,112 @@ def kvm_device(ctx: Context) -> Outcome:
             _access_fix(access), **evidence)
     return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}, "
                           f"group {access.get('group')}, usable by uid {euid}", **evidence)
+
+
+# Where each KVM flavour keeps its nested-virtualization switch (a module parameter).
+NESTED_PARAM_MODULES = {"x86": ("kvm_intel", "kvm_amd"), "ppc64": ("kvm_hv",), "s390": ("kvm",)}
+
+
+def _nested_options(ctx: Context, module: str) -> List[str]:
+    """'options MODULE ... nested=V' lines of modprobe.d, as "path:line: nested=V" (the last one wins)."""
+    found = []
+    for d in MODPROBE_DIRS:
+        for fname in ctx.host.listdir(d):
+            if not fname.endswith(".conf"):
+                continue
+            path = f"{d}/{fname}"
+            try:
+                text = ctx.host.read_optional(path, limit=1 << 20) or ""
+            except OSError:
+                continue
+            for num, raw in enumerate(text.splitlines(), 1):
+                words = raw.split("#", 1)[0].split()
+                if len(words) >= 3 and words[0] == "options" and words[1].replace("-", "_") == module:
+                    found.extend(f"{path}:{num}: {w}" for w in words[2:] if w.startswith("nested="))
+    return found
+
+
+def _nested_fix(module: str, state: str) -> str:
+    if module == "kvm_hv":
+        return "Load kvm_hv with nested=1 ('options kvm_hv nested=1' in /etc/modprobe.d/kvm.conf; POWER9 or later)."
+    if state == "built-in":
+        return f"{module} is built into the kernel: add {module}.nested=1 to the kernel command line and reboot."
+    return (f"echo 'options {module} nested=1' > /etc/modprobe.d/kvm.conf, then, with no guest running, "
+            f"'modprobe -r {module} && modprobe {module}' (or reboot).")
+
+
+@check("kvm.nested", "Nested virtualization", reads=(
+    "/sys/module/kvm_intel/parameters/nested", "/sys/module/kvm_amd/parameters/nested",
+    "/sys/module/kvm_hv/parameters/nested", "/sys/module/kvm/parameters/nested", "/proc/cmdline",
+    "/etc/modprobe.d/*.conf",
+))
+def kvm_nested(ctx: Context) -> Outcome:
+    """Whether guests may run hypervisors of their own (informational).
+
+    What: the nested parameter of kvm_intel or kvm_amd (x86: Y/N or 1/0),
+    kvm_hv (POWER) or kvm (s390), and kvm-arm.mode=nested on the arm64 kernel
+    command line; 'options ... nested=' lines in modprobe.d are shown too.  It
+    passes either way: enabled, or disabled (fine unless guests run
+    hypervisors).  Skipped when no vendor module is there (kvm_pvm, for
+    example, has no nested switch).
+
+    Why: only guests that run KVM, Hyper-V (WSL2, VBS/Credential Guard),
+    Android emulators or test hypervisors need it; other guests do not care.
+
+    Fix: 'options kvm_intel nested=1' (or kvm_amd) in /etc/modprobe.d/kvm.conf,
+    then reload the module with no guest running (or reboot).
+    """
+    host = ctx.host
+    family = ctx.family()
+    mods = ctx.modules()
+    evidence: Dict[str, object] = {"family": family}
+    if family == "arm64":
+        cmdline = ctx.cmdline()
+        if cmdline is None:
+            return Outcome.skipped("no /proc/cmdline to read kvm-arm.mode from", **evidence)
+        mode = cmdline.get("kvm-arm.mode")
+        evidence["kvm-arm.mode"] = mode
+        if mode == "nested":
+            return Outcome.passed("enabled (kvm-arm.mode=nested)", "Needs FEAT_NV2 hardware and Linux >= 6.16; "
+                                  "without them KVM falls back to non-nested.", **evidence)
+        return Outcome.passed(
+            "disabled (fine unless guests run hypervisors)",
+            f"kvm-arm.mode={mode or '(default)'}. To enable: add kvm-arm.mode=nested to the kernel command line and "
+            "reboot (needs ARMv8.4 FEAT_NV2 hardware and Linux >= 6.16).", **evidence)
+    candidates = NESTED_PARAM_MODULES.get(family)
+    if not candidates:
+        return Outcome.skipped(f"no nested-virtualization switch known for {family or 'this architecture'}",
+                               **evidence)
+    module = next((m for m in candidates if m in mods), None)
+    if module is None:
+        if "kvm_pvm" in mods:
+            return Outcome.skipped(
+                "KVM comes from kvm_pvm, which has no nested parameter",
+                "Nested virtualization is a kvm_intel/kvm_amd switch; kvm_pvm (software KVM) runs without VT-x/AMD-V "
+                "and cannot offer it to its guests.", **evidence)
+        if not host.is_dir("/sys/module"):
+            configured = [line for m in candidates for line in _nested_options(ctx, m)]
+            evidence["configured"] = configured
+            return Outcome.skipped("no /sys/module in this root: the loaded module's setting is unknown",
+                                   ("modprobe.d sets " + "; ".join(configured)) if configured else "", **evidence)
+        return Outcome.skipped(f"no {' or '.join(candidates)} loaded (see kvm.modules)", **evidence)
+    path = f"/sys/module/{module}/parameters/nested"
+    value = host.first_line(path)
+    configured = _nested_options(ctx, module)
+    evidence.update(module=module, parameter=path, value=value, configured=configured)
+    if value is None:
+        return Outcome.skipped(f"{module} has no nested parameter ({path} is absent)",
+                               "Kernels that old, or builds without nested support, cannot run nested guests.",
+                               **evidence)
+    enabled = value.upper() in ("Y", "1")
+    note = f" modprobe.d: {'; '.join(configured)}." if configured else ""
+    if enabled:
+        return Outcome.passed(f"enabled ({module} nested={value})",
+                              "Guests may run hypervisors of their own (give them the vmx/svm flag with "
+                              "host-passthrough or host-model CPUs)." + note, **evidence)
+    if any(line.endswith(("nested=1", "nested=Y", "nested=y")) for line in configured[-1:]):
+        note += f" The setting is configured but not in effect: reload {module} (or reboot)."
+    return Outcome.passed(
+        f"disabled (fine unless guests run hypervisors) ({module} nested={value})",
+        "Only guests that run KVM, Hyper-V/WSL2 or other hypervisors need nested virtualization. To enable: "
+        + _nested_fix(module, mods.get(module, "loaded")) + note, **evidence)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from kvmcheck.checks.libvirt import distro_family
 from kvmcheck.context import Context
+from kvmcheck.drivers import TUN, VHOST_NET, Driver, availability, driver_facts, kernel_is_known
 from kvmcheck.model import Outcome
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.libvirt_xml import parse_network_xml
@@ -265,105 +265,11 @@ def network_bridge(ctx: Context) -> Outcome:
 
 
 # --- network.tun and network.vhost-net ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Device:
-    path: str
-    rdev: Tuple[int, int]
-    misc: str  # its name in /proc/misc
-    module: str
-    ko: str  # under /lib/modules/RELEASE/
-    config: str
-    devname: str  # what modules.devname maps the module to
-
-
-TUN = _Device("/dev/net/tun", (10, 200), "tun", "tun", "kernel/drivers/net/tun.ko", "CONFIG_TUN", "net/tun")
-VHOST_NET = _Device("/dev/vhost-net", (10, 238), "vhost-net", "vhost_net", "kernel/drivers/vhost/vhost_net.ko",
-                    "CONFIG_VHOST_NET", "vhost-net")
-
-
-def _driver(ctx: Context, dev: _Device) -> Dict[str, object]:
-    """Everything this root says about the driver: /sys/module, /proc/misc, /lib/modules, the kernel config."""
+def _device(ctx: Context, dev: Driver, missing, why: str, fix_module: str) -> Outcome:  # type: ignore[no-untyped-def]
     host = ctx.host
-    facts: Dict[str, object] = {}
-    if host.is_dir(f"/sys/module/{dev.module}"):
-        facts["sys_module"] = "loaded" if host.exists(f"/sys/module/{dev.module}/initstate") else "built-in"
-    try:
-        misc = host.read_optional("/proc/misc", limit=65536)
-    except OSError:
-        misc = None
-    if misc is not None:
-        facts["registered"] = any(line.split()[1:2] == [dev.misc] for line in misc.splitlines())
-    rel = ctx.osrelease()
-    releases = [rel] if rel and host.is_dir(f"/lib/modules/{rel}") else host.listdir("/lib/modules")
-    releases = [r for r in releases if host.is_dir(f"/lib/modules/{r}")]
-    if releases:
-        # Only a release with modules.builtin (every kernel package ships it) is a complete record:
-        # a captured tree may hold a few .ko files and nothing else.
-        complete = [r for r in releases if host.exists(f"/lib/modules/{r}/modules.builtin")]
-        if complete:
-            facts["kernels"] = complete
-        installed = [p for r in releases for p in host.glob(f"/lib/modules/{r}/{dev.ko}*")]
-        if installed:
-            facts["installed"] = installed
-        builtin, devname = [], []
-        for r in releases:
-            try:
-                listed = host.read_optional(f"/lib/modules/{r}/modules.builtin") or ""
-                names = host.read_optional(f"/lib/modules/{r}/modules.devname") or ""
-            except OSError:
-                continue
-            if f"{dev.ko}\n" in listed + "\n":
-                builtin.append(r)
-            if any(line.split()[:2] == [dev.module, dev.devname] for line in names.splitlines()):
-                devname.append(r)
-        if builtin:
-            facts["modules_builtin"] = builtin
-        if devname:
-            facts["modules_devname"] = devname
-    for r in ([rel] if rel else []) + [r for r in releases if r != rel]:
-        try:
-            config = host.read_optional(f"/boot/config-{r}")
-        except OSError:
-            config = None
-        if config is None:
-            continue
-        value = None
-        for line in config.splitlines():
-            if line.startswith(dev.config + "="):
-                value = line.split("=", 1)[1].strip()
-            elif line.strip() == f"# {dev.config} is not set":
-                value = "n"
-        if value is not None:  # a partial capture without the line says nothing
-            facts["config"] = f"{dev.config}={value} (/boot/config-{r})"
-            facts["config_value"] = value
-        break
-    return facts
-
-
-def _available(facts: Dict[str, object]) -> Optional[str]:
-    """How the driver is available, or None."""
-    if facts.get("sys_module") == "loaded":
-        return "module loaded"
-    if facts.get("sys_module") == "built-in" or facts.get("modules_builtin") or facts.get("config_value") == "y":
-        return "built into the kernel"
-    if facts.get("registered"):
-        return "registered in /proc/misc"
-    if facts.get("installed"):
-        how = "installed as a module"
-        return how + (", loaded on first open through its modules.devname entry" if facts.get("modules_devname")
-                      else ", loaded on first open through its char-major alias")
-    return None
-
-
-def _knows_kernel(facts: Dict[str, object]) -> bool:
-    return "registered" in facts or "kernels" in facts or "config_value" in facts or "sys_module" in facts
-
-
-def _device(ctx: Context, dev: _Device, missing, why: str, fix_module: str) -> Outcome:  # type: ignore[no-untyped-def]
-    host = ctx.host
-    facts = _driver(ctx, dev)
+    facts = driver_facts(ctx, dev)
     node = host.node(dev.path)
-    avail = _available(facts)
+    avail = availability(facts)
     evidence: Dict[str, object] = dict(facts)
     evidence["driver"] = avail
     if node is not None:
@@ -408,7 +314,7 @@ def _device(ctx: Context, dev: _Device, missing, why: str, fix_module: str) -> O
         return Outcome.passed(f"{dev.module} {avail} (offline root: no {dev.path}, /dev is populated at boot)",
                               f"Decided from the kernel modules in this root, since an offline root rarely holds "
                               f"/dev; at boot udev or kmod-static-nodes creates {dev.path}.", **evidence)
-    if not _knows_kernel(facts):
+    if not kernel_is_known(facts):
         return Outcome.skipped(f"cannot tell: no {dev.path}, /proc/misc, /sys/module or /lib/modules in this root",
                                "The root holds no record of the kernel's devices or modules.", **evidence)
     return missing(f"the kernel in this root has no {dev.module} driver",

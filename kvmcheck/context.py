@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional, Tuple
 
 from .host import Host
 from .parsers import ParseError
@@ -18,6 +18,10 @@ from .parsers.cpuinfo import CpuInfo, parse_cpuinfo
 from .parsers.hypervisor import VirtFacts, VirtInputs, detect_hypervisor
 from .parsers.kernel_log import KernelLogFacts, parse_kernel_log
 from .parsers.kernel_version import KernelVersion, parse_kernel_release
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .parsers.cmdline import KernelCmdline
+    from .parsers.kconfig import KConfig
 
 # Log files a captured or Kickstart root may hold, newest information first.
 OFFLINE_LOGS = ("/var/log/dmesg", "/var/log/kern.log", "/var/log/messages", "/var/log/syslog", "/var/log/boot.log")
@@ -84,6 +88,13 @@ class Settings:
     check_timeout: float = 5.0
     online: bool = False  # --online: checks may reach the network (repository URLs)
     images_min_free_gib: float = 20.0  # storage.images-dir warns below this
+    # capacity.resources: the host's floor, and the guest size used to count how many fit
+    min_host_cpus: int = 2
+    min_host_memory_gib: float = 2.0
+    guest_vcpus: int = 2
+    guest_memory_gib: float = 2.0
+    host_reserve_gib: float = 1.0  # kept back for the host: the larger of this and host_reserve_percent
+    host_reserve_percent: float = 10.0
 
 
 class Context:
@@ -141,6 +152,50 @@ class Context:
             except ParseError:
                 return None
         return self._get("kernel_version", load)
+
+    def cmdline(self) -> Optional["KernelCmdline"]:
+        """The kernel command line (/proc/cmdline), parsed; None when the root has none or it is unreadable."""
+        def load() -> Optional["KernelCmdline"]:
+            from .parsers.cmdline import parse_cmdline
+
+            try:
+                text = self.host.read_optional("/proc/cmdline", limit=65536)
+            except OSError:
+                return None
+            return None if text is None else parse_cmdline(text)
+        return self._get("cmdline", load)
+
+    def kernel_config(self) -> Tuple[Optional["KConfig"], Optional[str], List[str]]:
+        """The running kernel's build configuration from /boot/config-RELEASE: (config, path, notes).
+
+        An offline root without /proc tries the kernels installed under /lib/modules, newest first.
+        /proc/config.gz is gzip-compressed and not read (the notes say so).
+        """
+        def load() -> Tuple[Optional["KConfig"], Optional[str], List[str]]:
+            from .parsers.kconfig import parse_kconfig
+
+            host, notes = self.host, []
+            rel = self.osrelease()
+            if rel:
+                candidates = [f"/boot/config-{rel}"]
+            else:
+                releases = [r for r in host.listdir("/lib/modules") if host.is_dir(f"/lib/modules/{r}")]
+                candidates = [f"/boot/config-{r}" for r in reversed(releases)] or host.glob("/boot/config-*")[-1:]
+            for path in candidates:
+                try:
+                    text = host.read_optional(path)
+                except OSError as exc:
+                    notes.append(f"{path} unreadable ({exc.strerror or exc}).")
+                    continue
+                if text is not None:
+                    config = parse_kconfig(text)
+                    if config:
+                        return config, path, notes
+                    notes.append(f"{path} holds no CONFIG_ lines.")
+            if host.exists("/proc/config.gz"):
+                notes.append("/proc/config.gz exists but is gzip-compressed; kvmcheck reads text only.")
+            return None, None, notes
+        return self._get("kernel_config", load)
 
     def kernel_log(self) -> Tuple[KernelLogFacts, List[str]]:
         """Facts from the kernel log, and where they came from ([] when no log could be read)."""

@@ -23,12 +23,14 @@ FIRMWARE_DISABLED = (
     # Not "SVM not supported by CPU": kvm_amd prints it in every VM without nested SVM too.
 )
 _HYPERVISOR = re.compile(r"Hypervisor detected: (.+)$")
+_TDX = re.compile(r"virt/tdx: .*$")  # arch/x86/virt/vmx/tdx/tdx.c, pr_fmt "virt/tdx: "
 
 
 @dataclass(frozen=True)
 class KernelLogFacts:
     firmware_disabled: Tuple[str, ...]  # the lines that say so
     hypervisor: Optional[str]  # from arch/x86/kernel/cpu/hypervisor.c "Hypervisor detected: KVM"
+    tdx: Tuple[str, ...] = ()  # Intel TDX module lines ("virt/tdx: module initialized", errors)
 
 
 _SYSLOG_PREFIX = re.compile(r"^.*?\bkernel: ")  # "Jan  1 00:00:00 host kernel: ..." (rsyslog, journal exports)
@@ -45,7 +47,7 @@ def _message(line: str) -> str:
 
 
 def parse_kernel_log(text: str) -> KernelLogFacts:
-    disabled = []
+    disabled, tdx = [], []
     hypervisor = None
     for raw in text.splitlines():
         msg = _message(raw).strip()
@@ -55,4 +57,7 @@ def parse_kernel_log(text: str) -> KernelLogFacts:
         m = _HYPERVISOR.search(msg)
         if m:
             hypervisor = m.group(1).strip()
-    return KernelLogFacts(tuple(disabled), hypervisor)
+        m = _TDX.search(msg)
+        if m and m.group(0).strip() not in tdx:
+            tdx.append(m.group(0).strip())
+    return KernelLogFacts(tuple(disabled), hypervisor, tuple(tdx))

@@ -66,3 +66,13 @@ def parse_proc_modules(text: str) -> Dict[str, Tuple[str, ...]]:
             users = tuple(u for u in parts[3].split(",") if u and u != "-" and not u.startswith("["))
             mods[normalize(parts[0])] = users
     return mods
+
+
+def parse_modules_dep(text: str) -> List[str]:
+    """Module names listed in modules.dep (``kernel/drivers/vhost/vhost_net.ko.xz: kernel/drivers/vhost/vhost.ko.xz``)."""
+    names = []
+    for line in text.splitlines():
+        path = line.split(":", 1)[0].strip()
+        if ".ko" in path:
+            names.append(normalize(path.rsplit("/", 1)[-1].split(".ko", 1)[0]))
+    return names
