@@ -52,7 +52,7 @@ _PROBES: "weakref.WeakKeyDictionary[Context, Dict[str, Probe]]" = weakref.WeakKe
 
 def probe_timeout(ctx: Context) -> float:
     """Seconds all probes of one check may take: well inside the check's own time limit (the runner's)."""
-    limit = float(getattr(ctx.settings, "check_timeout", 5.0) or 5.0)
+    limit = float(ctx.settings.check_timeout or 5.0)
     return max(0.2, min(2.0, 0.4 * limit))
 
 

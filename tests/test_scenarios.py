@@ -143,3 +143,19 @@ def test_locked_out_advice_never_says_join_the_root_group(host_root):
     _, results = run_on(host_root("pvm-host"), only=["kvm.device"])
     fix = results["kvm.device"].remediation
     assert "usermod -aG root" not in fix and "groupadd --system kvm" in fix  # this root has no kvm group
+
+
+def test_an_etc_file_hides_the_vendor_file_of_the_same_name(host_root):
+    # modprobe.d(5): /etc/modprobe.d/x.conf replaces /usr/lib/modprobe.d/x.conf; /lib -> usr/lib counts once.
+    root = host_root("amd-baremetal-no-svm")
+    vendor = root / "usr/lib/modprobe.d"
+    vendor.mkdir(parents=True)
+    (vendor / "blacklist-kvm.conf").write_text("blacklist kvm\n")  # hidden by the /etc file of that name
+    (vendor / "vendor-extra.conf").write_text("blacklist kvm_intel\n")
+    (root / "lib").symlink_to("usr/lib")
+    _, results = run_on(root, only=["kvm.modules"])
+    assert results["kvm.modules"].evidence["blocked_by"] == [
+        "/etc/modprobe.d/blacklist-kvm.conf:2: blacklist kvm_amd",
+        "/etc/modprobe.d/blacklist-kvm.conf:3: install kvm_amd /bin/false",
+        "/usr/lib/modprobe.d/vendor-extra.conf:1: blacklist kvm_intel",
+    ]
