@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover - Python < 3.9 is not supported, but be 
 from . import __version__
 
 EXIT_READY, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
+EXIT_NAGIOS_UNKNOWN = 3  # --format nagios: usage errors and crashes are UNKNOWN, since 2 means CRITICAL
 
 app = typer.Typer(
     add_completion=False,
@@ -33,6 +34,11 @@ app = typer.Typer(
 class Format(str, enum.Enum):
     text = "text"
     json = "json"
+    html = "html"
+    markdown = "markdown"
+    junit = "junit"
+    prometheus = "prometheus"
+    nagios = "nagios"
 
 
 class ListFormat(str, enum.Enum):
@@ -58,8 +64,8 @@ def _main(
         ctx.invoke(check)
 
 
-def _use_color(no_color: bool, output: Optional[str], fmt: Format) -> bool:
-    if no_color or output or fmt != Format.text or "NO_COLOR" in os.environ:
+def _use_color(no_color: bool, output: Optional[str], fmt: Format, template: Optional[str]) -> bool:
+    if no_color or output or fmt != Format.text or template or "NO_COLOR" in os.environ:
         return False
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
@@ -71,6 +77,10 @@ def check(
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Report format.")] = Format.text,
     output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE",
                                                   help="Write the report to FILE instead of stdout.")] = None,
+    template: Annotated[Optional[str], typer.Option("--template", metavar="FILE",
+                                                    help="Render with your own Jinja template (see README).")] = None,
+    exit_zero: Annotated[bool, typer.Option("--exit-zero", help="Exit 0 whatever the verdict (report-only runs, "
+                                            "such as a Kickstart %post); usage errors still exit 2.")] = False,
     only: Annotated[Optional[List[str]], typer.Option("--only", metavar="PATTERN",
                                                       help="Run only checks whose id matches (glob, repeatable).")] = None,
     skip: Annotated[Optional[List[str]], typer.Option("--skip", metavar="PATTERN",
@@ -94,6 +104,8 @@ def check(
 
     if not os.path.isdir(root):
         raise typer.BadParameter(f"{root!r} is not a directory", param_hint="--root")
+    if template is not None and not os.path.isfile(template):
+        raise typer.BadParameter(f"{template!r} is not a file", param_hint="--template")
     try:
         parse_min_version(min_kernel)
     except ParseError as exc:
@@ -103,17 +115,55 @@ def check(
                      settings=Settings(min_kernel=min_kernel, check_timeout=timeout, online=online))
     except SelectionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only/--skip")
-    text = render(report, fmt.value, color=_use_color(no_color, output, fmt))
+    from .render import nagios_code
+
+    usage_exit = EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE
+    try:
+        text = render(report, fmt.value, color=_use_color(no_color, output, fmt, template), template=template)
+    except Exception as exc:  # a user's template with an error: say where, no traceback
+        if template is None:
+            raise
+        typer.echo(f"kvmcheck: template {template}: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(usage_exit)
     if output:
         try:
-            with open(output, "w", encoding="utf-8") as fh:  # the only file kvmcheck ever writes
-                fh.write(text)
+            _write_output(output, text, atomic=fmt == Format.prometheus)
         except OSError as exc:
             typer.echo(f"kvmcheck: cannot write {output}: {exc.strerror}", err=True)
-            raise typer.Exit(EXIT_USAGE)
+            raise typer.Exit(usage_exit)
     else:
         sys.stdout.write(text)
+    if exit_zero:
+        raise typer.Exit(EXIT_READY)
+    if fmt == Format.nagios:
+        raise typer.Exit(nagios_code(report))
     raise typer.Exit(EXIT_READY if report.ready else EXIT_NOT_READY)
+
+
+def _write_output(path: str, text: str, atomic: bool) -> None:
+    """The only file kvmcheck ever writes.
+
+    Prometheus' textfile collector reads every *.prom file in its directory at any moment, so
+    that format is written to a temporary name without the .prom suffix in the same directory
+    and renamed into place: the collector sees the old file or the new one, never half of one.
+    """
+    if not atomic:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # node_exporter usually runs as its own user
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 @app.command("list")
@@ -157,5 +207,38 @@ def explain(check_id: Annotated[str, typer.Argument(metavar="ID", help="A check 
     raise typer.Exit(EXIT_USAGE)
 
 
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema (draft 2020-12) that every --format json report follows."""
+    from . import reports_dir
+
+    with open(os.path.join(reports_dir(), "report.schema.json"), encoding="utf-8") as fh:
+        sys.stdout.write(fh.read())
+
+
+def _nagios_requested(argv: List[str]) -> bool:
+    for i, arg in enumerate(argv):
+        if arg in ("--format", "-f") and i + 1 < len(argv) and argv[i + 1] == "nagios":
+            return True
+        if arg in ("--format=nagios", "-fnagios"):
+            return True
+    return False
+
+
 def main() -> None:
-    app(prog_name="kvmcheck")
+    argv = sys.argv[1:]
+    if not _nagios_requested(argv):
+        app(prog_name="kvmcheck")
+        return
+    # Nagios reads 2 as CRITICAL and 1 as WARNING: usage errors and crashes must be UNKNOWN (3).
+    import click
+
+    try:
+        code = app(args=argv, prog_name="kvmcheck", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        sys.stdout.write(f"KVMCHECK UNKNOWN - usage error: {exc.format_message()}\n")
+        sys.exit(EXIT_NAGIOS_UNKNOWN)
+    except Exception as exc:  # noqa: BLE001 - a plugin must answer, whatever happened
+        sys.stdout.write(f"KVMCHECK UNKNOWN - kvmcheck failed: {type(exc).__name__}: {exc}\n")
+        sys.exit(EXIT_NAGIOS_UNKNOWN)
+    sys.exit(code or 0)

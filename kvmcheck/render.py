@@ -1,31 +1,74 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Render a Report: JSON directly, everything else through a Jinja template in kvmcheck.reports.
+"""Render a Report: JSON directly, every other format through one Jinja environment.
+
+Templates live in kvmcheck.reports (``reports/`` in the source tree), one per format,
+named ``<format>.<ext>.j2``.  Jinja chooses autoescaping from the end of the template
+name, so the HTML and XML templates end in ``.html.j2`` / ``.xml.j2`` and those two
+suffixes are what turns escaping on.  A user's own template (``--template FILE``)
+gets the same context and filters, escaped when its name ends in .html/.xml(.j2).
+
+The context every template sees (documented in README):
+
+- ``report``: the whole JSON report as a dict (schema_version, tool, generated_at,
+  host, verdict, strict, summary, checks)
+- ``host``, ``checks``, ``summary``, ``verdict``: shortcuts into it
+- ``nagios``: {"code": 0-3, "state": "OK"|"WARNING"|"CRITICAL"|"UNKNOWN"}
 
 jinja2 is imported only here, and only when a template is rendered (about 45 ms).
 """
 from __future__ import annotations
 
 import json
+import os
 import textwrap
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from .model import Report
 
 COLORS = {"pass": "32", "warn": "33", "fail": "31", "error": "35", "skip": "2"}
+
+# --format value -> template file in kvmcheck.reports
+TEMPLATES = {
+    "text": "text.txt.j2",
+    "html": "html.html.j2",
+    "markdown": "markdown.md.j2",
+    "junit": "junit.xml.j2",
+    "prometheus": "prometheus.prom.j2",
+    "nagios": "nagios.txt.j2",
+}
+FORMATS = ("text", "json") + tuple(f for f in TEMPLATES if f != "text")
+NAGIOS_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+
+
+def nagios_code(report: Report) -> int:
+    """Nagios plugin semantics: 2 CRITICAL for fail/error, 1 WARNING for warn, else 0 OK."""
+    summary = report.summary
+    if summary["fail"] or summary["error"]:
+        return 2
+    return 1 if summary["warn"] else 0
 
 
 def render_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2, sort_keys=False, default=str) + "\n"
 
 
-def _environment(color: bool):  # type: ignore[no-untyped-def]
+def prom_label(value: Any) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped (text exposition format)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def nagios_text(value: Any) -> str:
+    """Plugin output is one line, and '|' starts the performance data: keep both out of text."""
+    return " ".join(str(value).split()).replace("|", "/")
+
+
+def _environment(color: bool, search_path: str):  # type: ignore[no-untyped-def]
     import jinja2
 
-    from . import reports_dir
-
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(reports_dir()),
-        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "xml.j2"), default=False),
+        loader=jinja2.FileSystemLoader(search_path),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "xml.j2", "html", "xml"),
+                                            default_for_string=False, default=False),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,  # a line holding only a tag prints nothing
@@ -42,21 +85,39 @@ def _environment(color: bool):  # type: ignore[no-untyped-def]
         textwrap.fill(p, width=100, initial_indent=" " * indent, subsequent_indent=" " * indent)
         for p in str(s).splitlines() if p.strip()
     )
+    env.filters["prom_label"] = prom_label
+    env.filters["nagios_text"] = nagios_text
+    env.filters["tojson_compact"] = lambda v: json.dumps(v, sort_keys=True, default=str)
     return env
 
 
-def render_text(report: Report, color: bool = False) -> str:
+def template_context(report: Report) -> Dict[str, Any]:
     data: Dict[str, Any] = report.to_dict()
-    width = max([len(c["id"]) for c in data["checks"]] + [10])
-    template = _environment(color).get_template("text.txt.j2")
-    return template.render(r=data, h=data["host"], width=width)
+    code = nagios_code(report)
+    return {
+        "report": data, "host": data["host"], "checks": data["checks"], "summary": data["summary"],
+        "verdict": data["verdict"], "nagios": {"code": code, "state": NAGIOS_STATES[code]},
+        "width": max([len(c["id"]) for c in data["checks"]] + [10]),
+    }
 
 
-def render(report: Report, fmt: str, color: bool = False) -> str:
+def render_template(report: Report, path: str, color: bool = False) -> str:
+    """Render a template file (a built-in one or a user's --template) with the documented context."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return _environment(color, folder).get_template(name).render(**template_context(report))
+
+
+def render(report: Report, fmt: str, color: bool = False, template: Optional[str] = None) -> str:
+    if template is not None:
+        return render_template(report, template, color)
     if fmt == "json":
         return render_json(report)
-    if fmt == "text":
-        return render_text(report, color)
-    raise ValueError(f"unknown format {fmt!r}")
+    if fmt not in TEMPLATES:
+        raise ValueError(f"unknown format {fmt!r}")
+    from . import reports_dir
+
+    return render_template(report, os.path.join(reports_dir(), TEMPLATES[fmt]), color)
 
 
+def render_text(report: Report, color: bool = False) -> str:
+    return render(report, "text", color)

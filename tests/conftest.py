@@ -160,3 +160,32 @@ class FdStarved:
             os.close(fd)
         self.dups = []
         resource.setrlimit(resource.RLIMIT_NOFILE, self.limits)
+
+
+# --- reports: a deterministic report for golden files, and the schema every JSON report must follow ------
+SCHEMA = HERE.parent / "reports" / "report.schema.json"
+
+
+def fixed_report(root: Path, **options):
+    """kvmcheck.run on root with what varies between runs pinned: the time stamp, durations, the root path."""
+    import kvmcheck
+
+    report = kvmcheck.run(str(root), **options)
+    report.generated_at = "2026-01-01T00:00:00+00:00"
+    report.host["root"] = "/mnt/sysimage"
+    for result in report.checks:
+        result.duration_ms = 0.0
+    return report
+
+
+def validate_report(data):
+    """Validate a JSON report (a dict) against reports/report.schema.json (draft 2020-12)."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
+    return data
