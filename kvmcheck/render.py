@@ -62,6 +62,21 @@ def nagios_text(value: Any) -> str:
     return " ".join(str(value).split()).replace("|", "/")
 
 
+def unix_seconds(iso: str) -> float:
+    """An ISO 8601 time stamp (the report's generated_at) as Unix seconds."""
+    import datetime
+
+    return datetime.datetime.fromisoformat(iso).timestamp()
+
+
+def md_cell(value: Any) -> str:
+    """Text for a Markdown table cell: '|' escaped, HTML special characters escaped (renderers pass
+    inline HTML through, and host data must not become markup), line breaks as <br>."""
+    import html
+
+    return "<br>".join(html.escape(str(value), quote=False).replace("|", "\\|").splitlines())
+
+
 def _environment(color: bool, search_path: str):  # type: ignore[no-untyped-def]
     import jinja2
 
@@ -87,6 +102,8 @@ def _environment(color: bool, search_path: str):  # type: ignore[no-untyped-def]
     )
     env.filters["prom_label"] = prom_label
     env.filters["nagios_text"] = nagios_text
+    env.filters["unix_seconds"] = unix_seconds
+    env.filters["md_cell"] = md_cell
     env.filters["tojson_compact"] = lambda v: json.dumps(v, sort_keys=True, default=str)
     return env
 
