@@ -22,7 +22,8 @@ APT_LIST = "/etc/apt/sources.list"
 APT_DIR = "/etc/apt/sources.list.d"
 DPKG_STATUS = "/var/lib/dpkg/status"
 RPM_DBS = ("/var/lib/rpm", "/usr/lib/sysimage/rpm")
-RPM_DB_FILES = ("rpmdb.sqlite", "Packages", "Packages.db")
+# Database file -> rpm's backend for it (RHEL 9/Fedora sqlite, SUSE ndb, RHEL <= 8 Berkeley DB read-only).
+RPM_DB_FILES = {"rpmdb.sqlite": "sqlite", "Packages.db": "ndb", "Packages": "bdb_ro"}
 # apt reads only files named like this in sources.list.d (apt-pkg/contrib/fileutl.cc); the rest it ignores.
 APT_FILENAME = re.compile(r"^[A-Za-z0-9_.-]+\.(list|sources)$")
 PKGDB_LIMIT = 256 << 20
@@ -56,10 +57,12 @@ def _distro_kind(ctx: Context) -> Tuple[Optional[str], Dict[str, str]]:
     return kind, info
 
 
-def _rpm_db(ctx: Context) -> Optional[str]:
+def _rpm_db(ctx: Context) -> Optional[Tuple[str, str]]:
+    """(database directory, backend) of the root's rpm database, or None."""
     for d in RPM_DBS:
-        if any(ctx.host.exists(f"{d}/{f}") for f in RPM_DB_FILES):
-            return d
+        for fname, backend in RPM_DB_FILES.items():
+            if ctx.host.exists(f"{d}/{fname}"):
+                return d, backend
     return None
 
 
@@ -79,16 +82,19 @@ def _installed(ctx: Context) -> Dict[str, object]:
                             "reason": f"cannot read {DPKG_STATUS}: {exc.strerror or exc}"}
                 return {"db": "dpkg", "packages": parse_dpkg_status(text), "source": DPKG_STATUS, "reason": ""}
             if db == "rpm" and rpm_dir:
-                return _query_rpm(ctx, rpm_dir)
+                return _query_rpm(ctx, *rpm_dir)
         return {"db": None, "packages": None, "source": "",
                 "reason": "no package database in this root (neither /var/lib/dpkg/status nor an rpm database)"}
     return ctx.host.memo("packages.installed", load)
 
 
-def _query_rpm(ctx: Context, rpm_dir: str) -> Dict[str, object]:
+def _query_rpm(ctx: Context, rpm_dir: str, backend: str) -> Dict[str, object]:
     # --dbpath: the root's own database location (RHEL /var/lib/rpm, SUSE /usr/lib/sysimage/rpm), not
     # whatever the machine running kvmcheck configures (Debian's rpm defaults to ~/.rpmdb).
-    argv = ["rpm", "--root", ctx.host.root, "--dbpath", rpm_dir, "-qa", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n"]
+    # _db_backend: the backend whose file is there. Left to guess, rpm creates an empty database of its
+    # own default kind in the root (a write into the inspected system, which kvmcheck never makes).
+    argv = ["rpm", "--root", ctx.host.root, "--dbpath", rpm_dir, "--define", f"_db_backend {backend}",
+            "-qa", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n"]
     base = {"db": "rpm", "packages": None, "source": rpm_dir}
     try:
         res = ctx.host.run(argv, timeout=max(1.0, ctx.settings.check_timeout - 1.0), offline_ok=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import textwrap
 from typing import Any, Dict, Optional
 
@@ -69,6 +70,17 @@ def unix_seconds(iso: str) -> float:
     return datetime.datetime.fromisoformat(iso).timestamp()
 
 
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_text(value: Any) -> str:
+    """Drop the characters XML 1.0 forbids (control characters but tab, LF, CR): autoescaping leaves them,
+    and one in a hostname would make the whole JUnit file unreadable to Jenkins."""
+    if hasattr(value, "__html__"):  # already-escaped Markup (a macro's output): clean it, keep it Markup
+        return type(value)(_XML_FORBIDDEN.sub("", str(value)))  # type: ignore[return-value]
+    return _XML_FORBIDDEN.sub("", str(value))
+
+
 def md_cell(value: Any) -> str:
     """Text for a Markdown table cell: '|' escaped, HTML special characters escaped (renderers pass
     inline HTML through, and host data must not become markup), line breaks as <br>."""
@@ -77,10 +89,12 @@ def md_cell(value: Any) -> str:
     return "<br>".join(html.escape(str(value), quote=False).replace("|", "\\|").splitlines())
 
 
-def _environment(color: bool, search_path: str):  # type: ignore[no-untyped-def]
+def _environment(color: bool, search_path: str, xml: bool = False):  # type: ignore[no-untyped-def]
     import jinja2
 
     env = jinja2.Environment(
+        # In XML output every printed value loses the characters XML 1.0 forbids, before escaping.
+        finalize=xml_text if xml else None,
         loader=jinja2.FileSystemLoader(search_path),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "xml.j2", "html", "xml"),
                                             default_for_string=False, default=False),
@@ -104,6 +118,7 @@ def _environment(color: bool, search_path: str):  # type: ignore[no-untyped-def]
     env.filters["nagios_text"] = nagios_text
     env.filters["unix_seconds"] = unix_seconds
     env.filters["md_cell"] = md_cell
+    env.filters["xml_text"] = xml_text
     env.filters["tojson_compact"] = lambda v: json.dumps(v, sort_keys=True, default=str)
     return env
 
@@ -121,7 +136,8 @@ def template_context(report: Report) -> Dict[str, Any]:
 def render_template(report: Report, path: str, color: bool = False) -> str:
     """Render a template file (a built-in one or a user's --template) with the documented context."""
     folder, name = os.path.split(os.path.abspath(path))
-    return _environment(color, folder).get_template(name).render(**template_context(report))
+    xml = name.endswith((".xml", ".xml.j2"))
+    return _environment(color, folder, xml).get_template(name).render(**template_context(report))
 
 
 def render(report: Report, fmt: str, color: bool = False, template: Optional[str] = None) -> str:

@@ -61,7 +61,7 @@ def _stub_rpm(name: str, evr: str, workdir: Path) -> Path:
         spec = top / "SPECS" / "stub.spec"
         spec.write_text(f"Name: {name}\nVersion: {version}\nRelease: {release or '1'}\nSummary: test stub\n"
                         "License: MIT\nBuildArch: noarch\n%description\nstub\n%files\n")
-        subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", "--define", "_dbpath /nonexistent",
+        subprocess.run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", "--define", f"_dbpath {top}/db",
                         str(spec)], check=True, capture_output=True, timeout=60)
         _RPM_CACHE[key] = next((top / "RPMS" / "noarch").glob("*.rpm"))
     return _RPM_CACHE[key]
@@ -170,11 +170,18 @@ def fixed_report(root: Path, **options):
     """kvmcheck.run on root with what varies between runs pinned: the time stamp, durations, the root path."""
     import kvmcheck
 
+    import json
+
     report = kvmcheck.run(str(root), **options)
     report.generated_at = "2026-01-01T00:00:00+00:00"
-    report.host["root"] = "/mnt/sysimage"
+    report.host["root"] = pinned = "/mnt/sysimage"
     for result in report.checks:
         result.duration_ms = 0.0
+        # Checks quote the root too (kvm.guest-run: "the root is ..."): pin it there as well.
+        for attr in ("summary", "detail", "remediation"):
+            if getattr(result, attr):
+                setattr(result, attr, getattr(result, attr).replace(str(root), pinned))
+        result.evidence = json.loads(json.dumps(result.evidence).replace(json.dumps(str(root))[1:-1], pinned))
     return report
 
 

@@ -500,3 +500,15 @@ def test_online_expands_dnf_variables(host_root, http_root):
         {"url": "http://127.0.0.1:1/$nosuchvar/", "result": "not probed: unresolved variable"}]}
     assert repos.status.value == "warn"  # one source is still reachable
     assert repos.summary.startswith("3 enabled source(s), but 1 unreachable: lab-appstream (Lab AppStream$rltype)")
+
+
+def test_querying_an_rpm_database_writes_nothing_into_the_root(host_root):
+    # Without the backend named, rpm creates an empty database of its own default kind in the root.
+    root = host_root("pkg-opensuse-leap")
+    db = root / "usr/lib/sysimage/rpm"
+    for f in db.iterdir():
+        f.unlink()
+    (db / "Packages.db").write_bytes(b"")  # an ndb placeholder, as the capture had
+    before = sorted(p.name for p in db.iterdir())
+    run_on(root)
+    assert sorted(p.name for p in db.iterdir()) == before
