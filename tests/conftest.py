@@ -196,3 +196,20 @@ def validate_report(data):
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
     return data
+
+
+@pytest.fixture(autouse=True)
+def _every_report_follows_the_schema(monkeypatch):
+    """Every JSON report a test produces in-process is validated against the shipped schema.
+
+    Report.to_dict is what --format json and every template serialise, so wrapping it (it still runs)
+    checks all of them; CLI runs in subprocesses are validated where their tests parse the JSON.
+    """
+    from kvmcheck.model import Report
+
+    original = Report.to_dict
+
+    def to_dict(self):
+        return validate_report(original(self))
+
+    monkeypatch.setattr(Report, "to_dict", to_dict)

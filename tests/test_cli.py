@@ -52,6 +52,9 @@ def test_json_report_is_the_documented_schema(host_root):
     root = host_root("pvm-host")
     proc = kvmcheck("check", "--root", str(root), "--format", "json")
     data = json.loads(proc.stdout)
+    from conftest import validate_report
+
+    validate_report(data)
     assert proc.returncode == 1
     assert data["verdict"] == "not-ready" and data["schema_version"] == 1
     assert data["host"]["hypervisor"] == "KVM" and data["host"]["arch"] == "x86_64"
