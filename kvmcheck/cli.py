@@ -72,6 +72,7 @@ def _use_color(no_color: bool, output: Optional[str], fmt: Format, template: Opt
 
 @app.command()
 def check(
+    ctx: typer.Context,
     root: Annotated[str, typer.Option("--root", metavar="DIR",
                                       help="Inspect the system under DIR (Kickstart target, captured tree).")] = "/",
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Report format.")] = Format.text,
@@ -79,6 +80,10 @@ def check(
                                                   help="Write the report to FILE instead of stdout.")] = None,
     template: Annotated[Optional[str], typer.Option("--template", metavar="FILE",
                                                     help="Render with your own Jinja template (see README).")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", metavar="FILE", help="Settings, severity overrides and "
+                                                  "ignores in TOML (default: /etc/kvmcheck/config.toml when present).")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", metavar="NAME",
+                                                   help="What the host is for ('kvmcheck profiles' lists them).")] = None,
     exit_zero: Annotated[bool, typer.Option("--exit-zero", help="Exit 0 whatever the verdict (report-only runs, "
                                             "such as a Kickstart %post); usage errors still exit 2.")] = False,
     only: Annotated[Optional[List[str]], typer.Option("--only", metavar="PATTERN",
@@ -102,19 +107,31 @@ def check(
     from .render import render
     from .runner import SelectionError, run
 
+    if os.path.isfile(root) and root.endswith((".tar.gz", ".tgz", ".tar")):
+        # A snapshot archive ('kvmcheck snapshot'): audit it offline, unpacked safely into a private directory.
+        from .snapshot import open_archive
+
+        with open_archive(root) as unpacked:
+            ctx.invoke(check, **dict(ctx.params, root=unpacked))
+        return
     if not os.path.isdir(root):
-        raise typer.BadParameter(f"{root!r} is not a directory", param_hint="--root")
+        raise typer.BadParameter(f"{root!r} is not a directory or a snapshot archive", param_hint="--root")
     if template is not None and not os.path.isfile(template):
         raise typer.BadParameter(f"{template!r} is not a file", param_hint="--template")
     try:
         parse_min_version(min_kernel)
     except ParseError as exc:
         raise typer.BadParameter(str(exc), param_hint="--min-kernel")
+    from .config import ConfigError
+
     try:
-        report = run(root, only, skip, timeout=timeout, strict=strict, debug=debug,
+        report = run(root, only, skip, timeout=timeout, strict=strict, debug=debug, config=config, profile=profile,
                      settings=Settings(min_kernel=min_kernel, check_timeout=timeout, online=online))
     except SelectionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only/--skip")
+    except ConfigError as exc:  # the file, the line and what was expected; never a traceback
+        typer.echo(f"kvmcheck: {exc}", err=True)
+        raise typer.Exit(EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE)
     from .render import nagios_code
 
     usage_exit = EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE
@@ -205,6 +222,63 @@ def explain(check_id: Annotated[str, typer.Argument(metavar="ID", help="A check 
             return
     typer.echo(f"kvmcheck: no check {check_id!r}; 'kvmcheck list' shows them all", err=True)
     raise typer.Exit(EXIT_USAGE)
+
+
+@app.command()
+def profiles() -> None:
+    """List the built-in profiles: what each host kind needs."""
+    from .config import list_profiles
+
+    for name, description in list_profiles():
+        typer.echo(f"{name:20}  {description}")
+
+
+class FleetFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+    csv = "csv"
+    html = "html"
+
+
+@app.command()
+def fleet(
+    paths: Annotated[List[str], typer.Argument(metavar="REPORT_OR_DIR...", help="JSON reports, or directories of them.")],
+    fmt: Annotated[FleetFormat, typer.Option("--format", "-f", help="Fleet report format.")] = FleetFormat.text,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE")] = None,
+    max_age: Annotated[float, typer.Option("--max-age", metavar="HOURS",
+                                           help="Reports older than this are listed as stale.")] = 24.0,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar on a terminal.")] = False,
+) -> None:
+    """Aggregate many JSON reports into a fleet view: ready hosts, failures per check and cause, stale reports."""
+    from .fleet import fleet_command
+
+    raise typer.Exit(fleet_command(paths, fmt.value, output, max_age, show_progress=not no_progress))
+
+
+@app.command("diff")
+def diff_reports(
+    old: Annotated[str, typer.Argument(metavar="OLD", help="The earlier report (host or fleet JSON).")],
+    new: Annotated[str, typer.Argument(metavar="NEW", help="The later report.")],
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="text or json.")] = Format.text,
+) -> None:
+    """What changed between two reports: regressions first, then fixes, new and removed checks.
+
+    Exit 1 when anything regressed, so a cron job or CI step can alert on drift.
+    """
+    from .drift import diff_command
+
+    raise typer.Exit(diff_command(old, new, fmt.value))
+
+
+@app.command()
+def snapshot(
+    output: Annotated[str, typer.Option("--output", "-o", metavar="FILE.tar.gz", help="The archive to write.")],
+    root: Annotated[str, typer.Option("--root", metavar="DIR", help="Capture the system under DIR.")] = "/",
+) -> None:
+    """Capture exactly the files kvmcheck reads (an allowlist), to audit this host offline later."""
+    from .snapshot import snapshot_command
+
+    raise typer.Exit(snapshot_command(root, output))
 
 
 @app.command()

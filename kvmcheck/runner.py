@@ -125,8 +125,13 @@ def run(
     settings: Optional[Settings] = None,
     debug: bool = False,
     progress: Optional[Callable[[Check], None]] = None,
+    config: Optional[str] = None,
+    profile: Optional[str] = None,
 ) -> Report:
-    """Run the selected checks against root and return the Report (the public API)."""
+    """Run the selected checks against root and return the Report (the public API).
+
+    config: a TOML file; profile: a built-in or user profile name (kvmcheck.config).
+    """
     host = Host(root)
     ctx = Context(host, settings or Settings(check_timeout=timeout))
     checks, load_errors = load_checks()
