@@ -63,6 +63,14 @@ def _x86(ctx: Context) -> Outcome:
     evidence.update(hypervisor=virt.vendor, in_guest=virt.in_guest, kvm_pvm=pvm)
     if pvm:
         where = f"this {virt.vendor} virtual machine" if virt.in_guest else "this host"
+        if ctx.settings.accept_software_kvm:  # the configuration's [accept] software_kvm (profile pvm-sandbox)
+            return Outcome.passed(
+                "software KVM through PVM (kvm_pvm), accepted by the configuration; no VT-x/AMD-V",
+                f"The CPU flags list neither vmx nor svm: {where} has no hardware virtualization. /dev/kvm comes "
+                "from kvm_pvm, the Pagetable-based Virtual Machine, and the configuration accepts a software KVM "
+                "provider ([accept] software_kvm). Only PVM-enabled guest kernels run well on it; standard guests "
+                "are emulated and run orders of magnitude slower.", **evidence,
+            )
         return Outcome.failed(
             "no VT-x/AMD-V; /dev/kvm comes from the software provider PVM (kvm_pvm)",
             f"The CPU flags list neither vmx nor svm: {where} has no hardware virtualization"

@@ -403,6 +403,17 @@ def repos_configured(ctx: Context) -> Outcome:
         return Outcome.skipped("no apt, dnf/yum or zypper configuration in /etc",
                                "Package sources are checked for apt, dnf/yum and zypper only.")
     usable = [s for s in sources if s.usable]
+    wanted = ctx.settings.required_repos  # the configuration's [require] repos: an id, a name or part of a URL
+    absent = [w for w in wanted if not any(w in (s.id, s.name) or any(w in u for u in s.urls) for s in usable)]
+    if absent:
+        return Outcome.failed(
+            f"required package source(s) not enabled: {', '.join(absent)}",
+            f"The configuration requires enabled sources matching {', '.join(wanted)} ([require] repos: a "
+            "repository id, its name or part of its URL). Enabled: "
+            + (", ".join(s.label for s in usable) or "none") + ".",
+            "Add and enable the repositories the configuration names (a .repo file in /etc/yum.repos.d, an apt "
+            "source in /etc/apt/sources.list.d, or 'zypper addrepo'), then refresh the package metadata.",
+            managers=managers, sources=[s.to_evidence() for s in sources], required=list(wanted), missing=absent)
     stack = _kvm_stack(ctx)
     installed: Optional[bool] = None if stack is None else not stack["missing"]
     _, info = _distro_kind(ctx)
@@ -512,6 +523,18 @@ def packages_virt(ctx: Context) -> Outcome:
                 "missing": [comp for comp, _ in missing]}
     listing = "; ".join(f"{comp}: " + ", ".join(f"{n} {v}".strip() for n, v in have.items())
                         for comp, have in found.items())
+    required = ctx.settings.required_packages  # the configuration's [require] packages
+    if required:
+        pkgs: Dict[str, str] = db["packages"]  # type: ignore[assignment]
+        absent = [p for p in required if p not in pkgs]
+        evidence.update(required={p: pkgs.get(p) for p in required})
+        if absent:
+            cmd = _install_command(stack["kind"], stack["info"], absent + [s for _, s in missing])  # type: ignore[arg-type]
+            return Outcome.failed(
+                f"required package(s) not installed: {', '.join(absent)}",
+                f"The configuration requires {', '.join(required)} ([require] packages). "
+                + (f"Installed: {listing}." if listing else "None of the KVM stack is installed."),
+                cmd, **evidence)
     if missing:
         cmd = _install_command(stack["kind"], stack["info"], [s for _, s in missing])  # type: ignore[arg-type]
         evidence["install_command"] = cmd

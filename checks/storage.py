@@ -219,6 +219,21 @@ def images_mount(ctx: Context, table: MountTable, path: str, probes: Dict[str, P
     return stuck[0], True
 
 
+def _kinds(m: Mount) -> set:
+    """The words of [require] shared_storage (kvmcheck.config.SHARED_STORAGE_TYPES) that describe m."""
+    fs = m.fstype
+    vers = m.option("vers") or m.option("nfsvers") or ""
+    if fs in ("nfs", "nfs4"):
+        return {"nfs", "nfs4"} if fs == "nfs4" or vers.startswith("4") else {"nfs"}
+    if fs in ("cifs", "smb3", "smbfs"):
+        return {"cifs", "smb"}
+    if fs in ("ceph", "fuse.ceph", "fuse.ceph-fuse"):
+        return {"ceph", "cephfs"}
+    if fs == "fuse.glusterfs":
+        return {"glusterfs"}
+    return {fs}
+
+
 # -- the checks ------------------------------------------------------------------------------------
 
 @check("storage.shared", "Shared storage for live migration",
@@ -313,6 +328,20 @@ def shared(ctx: Context) -> Outcome:
             "Bring the server back (check 'rpcinfo -p SERVER', 'showmount -e SERVER' or the SMB/Ceph/Gluster "
             "service and the network), or detach the mount with 'umount -f -l MOUNTPOINT' and remount it.",
             stuck=[m.target for m in stuck], **evidence)
+    wanted = ctx.settings.required_shared_storage  # the configuration's [require] shared_storage
+    if wanted:
+        kinds = set().union(*(_kinds(m) for m in mounts))  # the stuck ones have failed above
+        kinds |= {k for k, there in (("iscsi", s.iscsi_up), ("fc", s.fc_online), ("multipath", s.mpath)) if there}
+        evidence.update(required_types=list(wanted), found_types=sorted(kinds))
+        if not kinds & set(wanted):
+            return Outcome.failed(
+                f"none of the required shared storage ({', '.join(wanted)}): "
+                + ("; ".join(found) if found else "no shared storage"),
+                f"The configuration requires one of: {', '.join(wanted)} ([require] shared_storage). "
+                + (f"Found: {'; '.join(found)}. " if found else "No shared storage was found. ") + " ".join(notes),
+                f"Mount the cluster's shared storage ({' or '.join(wanted)}) on this host at the same path as on "
+                "the other hosts (with '_netdev' in /etc/fstab), or log in to its iSCSI/FC LUNs, then define the "
+                "libvirt pool on it.", **evidence)
     if found:
         return Outcome.passed("shared storage: " + "; ".join(found), " ".join(notes), **evidence)
     return Outcome.warned(

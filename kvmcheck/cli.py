@@ -109,10 +109,13 @@ def check(
 
     if os.path.isfile(root) and root.endswith((".tar.gz", ".tgz", ".tar")):
         # A snapshot archive ('kvmcheck snapshot'): audit it offline, unpacked safely into a private directory.
-        from .snapshot import open_archive
+        from .snapshot import ArchiveError, open_archive
 
-        with open_archive(root) as unpacked:
-            ctx.invoke(check, **dict(ctx.params, root=unpacked))
+        try:
+            with open_archive(root) as unpacked:
+                ctx.invoke(check, **dict(ctx.params, root=unpacked))
+        except ArchiveError as exc:  # unsafe, oversized or corrupt: refuse, never half-audit
+            raise typer.BadParameter(str(exc), param_hint="--root")
         return
     if not os.path.isdir(root):
         raise typer.BadParameter(f"{root!r} is not a directory or a snapshot archive", param_hint="--root")

@@ -95,6 +95,11 @@ class Settings:
     guest_memory_gib: float = 2.0
     host_reserve_gib: float = 1.0  # kept back for the host: the larger of this and host_reserve_percent
     host_reserve_percent: float = 10.0
+    # From the configuration's [require] and [accept] tables (kvmcheck.config)
+    required_shared_storage: Tuple[str, ...] = ()  # storage.shared fails unless one of these types is there
+    required_packages: Tuple[str, ...] = ()  # packages.virt fails unless all are installed
+    required_repos: Tuple[str, ...] = ()  # repos.configured fails unless each matches an enabled source
+    accept_software_kvm: bool = False  # cpu.virt-flags: KVM through PVM (kvm_pvm) passes
 
 
 class Context:

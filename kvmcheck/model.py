@@ -72,9 +72,14 @@ class Result:
     remediation: Optional[str] = None
     evidence: Dict[str, Any] = field(default_factory=dict)
     duration_ms: float = 0.0
+    # Set by the configuration (kvmcheck.config): a severity override keeps what the check said in
+    # original_status; an ignored result keeps its status, is shown, and does not count against the verdict.
+    original_status: Optional[Status] = None
+    ignored: bool = False
+    ignore_reason: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        data = {
             "id": self.id,
             "title": self.title,
             "status": self.status.value,
@@ -84,6 +89,12 @@ class Result:
             "evidence": self.evidence,
             "duration_ms": round(self.duration_ms, 3),
         }
+        if self.original_status is not None:
+            data["original_status"] = self.original_status.value
+        if self.ignored:
+            data["ignored"] = True
+            data["ignore_reason"] = self.ignore_reason or ""
+        return data
 
 
 @dataclass
@@ -93,6 +104,7 @@ class Report:
     host: Dict[str, Any]
     checks: List[Result]
     strict: bool = False
+    config: Optional[Dict[str, Any]] = None  # {"profile": name or None, "files": [...]} when one was used
 
     @property
     def summary(self) -> Dict[str, int]:
@@ -103,10 +115,11 @@ class Report:
 
     @property
     def blocking(self) -> List[Result]:
-        """Results that make the host not ready, failures first."""
+        """Results that make the host not ready, failures first (ignored results never do)."""
         bad = {Status.FAIL, Status.ERROR} | ({Status.WARN} if self.strict else set())
         order = [Status.FAIL, Status.ERROR, Status.WARN]
-        return sorted((r for r in self.checks if r.status in bad), key=lambda r: order.index(r.status))
+        return sorted((r for r in self.checks if r.status in bad and not r.ignored),
+                      key=lambda r: order.index(r.status))
 
     @property
     def ready(self) -> bool:
@@ -117,7 +130,7 @@ class Report:
         return "ready" if self.ready else "not-ready"
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        data = {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": "kvmcheck", "version": self.tool_version},
             "generated_at": self.generated_at,
@@ -127,3 +140,6 @@ class Report:
             "summary": self.summary,
             "checks": [r.to_dict() for r in self.checks],
         }
+        if self.config is not None:
+            data["config"] = self.config
+        return data

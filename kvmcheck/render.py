@@ -42,11 +42,14 @@ NAGIOS_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 
 
 def nagios_code(report: Report) -> int:
-    """Nagios plugin semantics: 2 CRITICAL for fail/error, 1 WARNING for warn, else 0 OK."""
-    summary = report.summary
-    if summary["fail"] or summary["error"]:
+    """Nagios plugin semantics: 2 CRITICAL for fail/error, 1 WARNING for warn, else 0 OK.
+
+    Ignored results (an operator's accepted exception, with its reason) never raise the state.
+    """
+    live = {r.status.value for r in report.checks if not r.ignored}
+    if live & {"fail", "error"}:
         return 2
-    return 1 if summary["warn"] else 0
+    return 1 if "warn" in live else 0
 
 
 def render_json(report: Report) -> str:

@@ -8,6 +8,7 @@ run goes on.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import errno
 import fnmatch
@@ -130,15 +131,26 @@ def run(
 ) -> Report:
     """Run the selected checks against root and return the Report (the public API).
 
-    config: a TOML file; profile: a built-in or user profile name (kvmcheck.config).
+    config: a TOML file; profile: a built-in profile name or a path (kvmcheck.config).  Without
+    config, /etc/kvmcheck/config.toml is read when root is "/" and it exists.  Settings fields that
+    differ from their defaults (given on the command line) win over the configuration's thresholds.
+    Raises kvmcheck.config.ConfigError for a configuration mistake, before any check runs.
     """
+    from .config import load as load_config
+
     host = Host(root)
-    ctx = Context(host, settings or Settings(check_timeout=timeout))
     checks, load_errors = load_checks()
     results = [_load_error_result(e) for e in load_errors]
+    cfg = load_config(config, profile, root, [c.id for c in checks] + [r.id for r in results])
+    base = settings or Settings(check_timeout=timeout)
+    defaults = Settings()
+    explicit = [f.name for f in dataclasses.fields(Settings) if getattr(base, f.name) != getattr(defaults, f.name)]
+    ctx = Context(host, cfg.apply_settings(base, explicit))
     for c in select(checks, only, skip):
         if progress:
             progress(c)
         results.append(run_check(c, ctx, timeout, debug))
+    cfg.apply(results)
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    return Report(__version__, now, host_facts(ctx, timeout), results, strict)
+    return Report(__version__, now, host_facts(ctx, timeout), results, strict,
+                  config=None if cfg.empty else cfg.to_dict())
