@@ -110,7 +110,8 @@ def _fix(missing: List[str], reasons: Dict[str, str], mode: str) -> str:
 
 @check("cgroups.controllers", "cgroup controllers for guests", reads=(
     "/proc/self/mounts", "/proc/mounts", "/proc/cgroups", "/proc/self/cgroup", "/sys/fs/cgroup/cgroup.controllers",
-    "/sys/fs/cgroup/cgroup.subtree_control", "/sys/fs/cgroup/*/cgroup.freeze", "/boot/config-*",
+    "/sys/fs/cgroup/cgroup.subtree_control", "/sys/fs/cgroup/*/cgroup.freeze", "/sys/fs/cgroup/*/cgroup.controllers",
+    "/boot/config-*",
     "/proc/sys/kernel/osrelease",
 ))
 def cgroups_controllers(ctx: Context) -> Outcome:

@@ -155,7 +155,7 @@ def _passthrough_pass(ctx: Context, groups: Dict[str, List[str]], evidence: Dict
     "/proc/cpuinfo", "/proc/cmdline", "/sys/firmware/acpi/tables/DMAR", "/sys/firmware/acpi/tables/IVRS",
     "/sys/firmware/acpi/tables/IORT", "/sys/class/iommu", "/sys/kernel/iommu_groups",
     "/sys/bus/pci/devices/*/class", "/sys/module/vfio_pci", "/lib/modules/<release>/kernel/drivers/vfio",
-    "/boot/config-<release>", "/proc/device-tree",
+    "/boot/config-<release>", "/proc/device-tree", "/sys/firmware/devicetree/base",
 ))
 def iommu_enabled(ctx: Context) -> Outcome:
     """The IOMMU is on, so PCI devices (GPUs, NICs, NVMe) can be assigned to guests with VFIO.

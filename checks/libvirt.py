@@ -94,7 +94,8 @@ def _readable(ctx: Context, path: str) -> bool:
 
 
 @check("libvirt.layout", "libvirt configuration, state and daemon", reads=(
-    "/etc/libvirt/*.conf", "/var/lib/libvirt/*", "/usr/sbin/libvirtd", "/usr/sbin/virtqemud",
+    "/etc/libvirt/*.conf", "/var/lib/libvirt/*", "/usr/sbin/libvirtd", "/usr/sbin/virtqemud", "/usr/bin/libvirtd",
+    "/usr/bin/virtqemud", "/sbin/libvirtd", "/sbin/virtqemud",
     "/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock", "/run/systemd/system",
     "/etc/systemd/system/*.wants/libvirtd.*", "/etc/systemd/system/*.wants/virtqemud.*", "/etc/os-release",
 ))

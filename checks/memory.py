@@ -53,7 +53,7 @@ def _unit_state(ctx: Context, unit: str) -> Optional[str]:
 
 @check("memory.ksm", "Kernel Samepage Merging (KSM)", reads=(
     "/sys/kernel/mm/ksm/*", "/etc/systemd/system/*.wants/ksm*.service", "/usr/lib/systemd/system/ksm*.service",
-    "/lib/systemd/system/ksm*.service",
+    "/lib/systemd/system/ksm*.service", "/etc/systemd/system/ksm*.service",
 ))
 def memory_ksm(ctx: Context) -> Outcome:
     """Whether the kernel has KSM, whether it is running, and what it saves (informational).

@@ -47,7 +47,7 @@ def _free_subnet(taken: List[ipaddress.IPv4Network]) -> str:
 
 # --- network.default-nat ------------------------------------------------------------------------------
 @check("network.default-nat", "libvirt default NAT network", reads=(
-    f"{NETDIR}/default.xml", f"{NETDIR}/autostart/default.xml", "/run/libvirt/network/default.xml",
+    f"{NETDIR}/*.xml", f"{NETDIR}/autostart/*.xml", "/run/libvirt/network/default.xml",
     "/proc/sys/net/ipv4/ip_forward", "/proc/net/route", "/sys/class/net/virbr0",
 ))
 def default_nat(ctx: Context) -> Outcome:

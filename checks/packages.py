@@ -370,7 +370,8 @@ def _appstream_off(sources: List[Source]) -> List[Source]:
 
 @check("repos.configured", "Package sources for the KVM stack", reads=(
     APT_LIST, APT_DIR + "/*.list", APT_DIR + "/*.sources", "/etc/yum.repos.d/*.repo", "/etc/dnf/dnf.conf",
-    "/etc/yum.conf", "/etc/dnf/vars/*", ZYPP_DIR + "/*.repo", DPKG_STATUS, "/var/lib/rpm",
+    "/etc/yum.conf", "/etc/dnf/vars/*", "/etc/yum/repos.d/*.repo", "/etc/distro.repos.d/*.repo", ZYPP_DIR + "/*.repo",
+    DPKG_STATUS, "/var/lib/rpm",
 ))
 def repos_configured(ctx: Context) -> Outcome:
     """An enabled package source can deliver QEMU, libvirt and friends.

@@ -88,7 +88,8 @@ def _fix(ctx: Context) -> str:
 
 @check("security.svirt", "sVirt guest confinement", reads=(
     SELINUX_ENFORCE, SELINUX_CONFIG, AA_PARAM, AA_FS, "/sys/kernel/security/lsm", AA_DIR + "/usr.sbin.libvirtd",
-    AA_DIR + "/usr.sbin.virtqemud", AA_DIR + "/abstractions/libvirt-qemu", AA_DIR + "/disable", QEMU_CONF,
+    AA_DIR + "/usr.sbin.virtqemud", AA_DIR + "/abstractions/libvirt-qemu", AA_DIR + "/disable", AA_DIR + "/libvirt/*",
+    AA_DIR, "/usr/sbin/apparmor_parser", "/sbin/apparmor_parser", QEMU_CONF,
 ))
 def security_svirt(ctx: Context) -> Outcome:
     """Guests are confined by SELinux or AppArmor (libvirt's sVirt).

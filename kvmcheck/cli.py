@@ -113,7 +113,9 @@ def check(
 
         try:
             with open_archive(root) as unpacked:
-                ctx.invoke(check, **dict(ctx.params, root=unpacked))
+                check(ctx, root=unpacked, fmt=fmt, output=output, template=template, config=config, profile=profile,
+                      exit_zero=exit_zero, only=only, skip=skip, strict=strict, timeout=timeout,
+                      min_kernel=min_kernel, online=online, no_color=no_color, debug=debug)
         except ArchiveError as exc:  # unsafe, oversized or corrupt: refuse, never half-audit
             raise typer.BadParameter(str(exc), param_hint="--root")
         return
