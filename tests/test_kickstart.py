@@ -130,8 +130,10 @@ def build_wheels(dest: Path) -> Path:
     (wheel,) = dest.glob("kvmcheck-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
-    requires = sorted(line.split(":", 1)[1].strip() for line in meta.splitlines()
+    requires = sorted(_for_python39(line.split(":", 1)[1].strip()) for line in meta.splitlines()
                       if line.startswith("Requires-Dist:") and "extra ==" not in line)
+    # pip download --python-version does not apply to environment markers: decide them for 3.9 here.
+    requires = [r for r in requires if r]
     machine = os.uname().machine
     key = hashlib.sha256("\n".join([machine, *requires]).encode()).hexdigest()[:12]
     deps = CACHE / f"wheels-cp39-{key}"
@@ -143,6 +145,16 @@ def build_wheels(dest: Path) -> Path:
     for whl in deps.glob("*.whl"):
         shutil.copy2(whl, dest)
     return dest
+
+
+def _for_python39(requirement: str) -> str:
+    """The requirement without its environment marker if the marker holds on bullseye's Python 3.9, else ""."""
+    from packaging.markers import Marker
+
+    spec, _, marker = requirement.partition(";")
+    if marker.strip() and not Marker(marker.strip()).evaluate({"python_version": "3.9", "python_full_version": "3.9.2"}):
+        return ""
+    return spec.strip()
 
 
 def download(pip, requires, machine, deps):
