@@ -1,0 +1,358 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The Ansible collection in ansible/ (kvmcheck.kvmcheck), run for real with ansible-core on this machine.
+
+Every inventory host is this machine (ansible_connection=local) running the venv's Python, pointed at a different
+captured root through the host var kvmcheck_root. No ansible.cfg, ANSIBLE_* variable or ~/.ansible of the person
+running the tests is used: each test writes its own configuration and keeps Ansible's state under tmp_path.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import validate_report
+
+REPO = Path(__file__).resolve().parent.parent
+COLLECTIONS = REPO / "ansible"
+COLLECTION = COLLECTIONS / "ansible_collections" / "kvmcheck" / "kvmcheck"
+MODULES = COLLECTION / "plugins" / "modules"
+MODULE = "kvmcheck.kvmcheck.kvmcheck_facts"
+BIN = Path(sys.executable).parent
+TIMEOUT = 300  # seconds for one ansible run; the ones here take about 5-10 s
+
+pytestmark = pytest.mark.skipif(not (BIN / "ansible-playbook").exists() or importlib.util.find_spec("ansible") is None,
+                                reason="needs ansible-core installed next to this Python (pip install ansible-core)")
+
+# Captured roots and the verdict kvmcheck gives each (tests/hosts; see tests/test_scenarios.py).
+ROOTS = {
+    "hv-ready-intel": ("prepared-intel-host", "ready"),
+    "hv-ready-arm64": ("arm64-kvm", "ready"),
+    "hv-pvm": ("pvm-host", "not-ready"),
+    "hv-vt-off": ("intel-firmware-disabled", "not-ready"),
+}
+
+
+# ansible-core 2.19 ships no json stdout callback (it lives in ansible.posix): this one prints, at the end, every
+# task's result per host and the stats, as {"plays": [{"tasks": [{"task": {"name"}, "hosts": {host: result}}]}],
+# "stats": {host: {...}}} (the shape of ansible.posix.json).
+JSON_CALLBACK = """
+import json
+
+from ansible.module_utils.common.json import AnsibleJSONEncoder
+from ansible.plugins.callback import CallbackBase
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "stdout"
+    CALLBACK_NAME = "kvmcheck_test_json"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.plays = []
+
+    def v2_playbook_on_play_start(self, play):
+        self.plays.append({"play": {"name": play.get_name()}, "tasks": []})
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self.plays[-1]["tasks"].append({"task": {"name": task.get_name()}, "hosts": {}})
+
+    def _record(self, result, **extra):
+        record = dict(result.result, **extra)
+        if self.plays and self.plays[-1]["tasks"]:
+            self.plays[-1]["tasks"][-1]["hosts"][result.host.name] = record
+
+    def v2_runner_on_ok(self, result, **kwargs):
+        self._record(result)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False, **kwargs):
+        self._record(result, failed=True)
+
+    def v2_runner_on_skipped(self, result, **kwargs):
+        self._record(result, skipped=True)
+
+    def v2_runner_on_unreachable(self, result, **kwargs):
+        self._record(result, unreachable=True)
+
+    def v2_playbook_on_stats(self, stats):
+        hosts = {h: stats.summarize(h) for h in sorted(stats.processed)}
+        self._display.display(json.dumps({"plays": self.plays, "stats": hosts}, cls=AnsibleJSONEncoder))
+"""
+
+
+@pytest.fixture
+def ansible_env(tmp_path):
+    """Environment for ansible-playbook/ansible/ansible-doc: own config, state under tmp, JSON on stdout."""
+    callbacks = tmp_path / "callback_plugins"
+    callbacks.mkdir()
+    (callbacks / "kvmcheck_test_json.py").write_text(JSON_CALLBACK)
+    cfg = tmp_path / "ansible.cfg"
+    cfg.write_text(
+        "[defaults]\n"
+        f"collections_path = {COLLECTIONS}\n"
+        "collections_scan_sys_path = False\n"
+        "host_key_checking = False\n"
+        "retry_files_enabled = False\n"
+        "forks = 8\n"
+        "timeout = 30\n"
+        "task_timeout = 120\n"
+        "interpreter_python = auto_silent\n"
+        "nocolor = True\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    home = tmp_path / "ansible-home"
+    env.update(
+        ANSIBLE_CONFIG=str(cfg),
+        ANSIBLE_HOME=str(home),
+        ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
+        ANSIBLE_REMOTE_TEMP=str(home / "remote-tmp"),
+        ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
+        ANSIBLE_CALLBACK_PLUGINS=str(callbacks),
+        ANSIBLE_STDOUT_CALLBACK="kvmcheck_test_json",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}",
+        LC_ALL="C.UTF-8",
+    )
+    return env
+
+
+def inventory(path: Path, hosts: dict, python: str = sys.executable) -> Path:
+    """An INI inventory: hosts maps a name to its kvmcheck_root (or to a dict of host vars)."""
+    lines = ["[kvmhosts]"]
+    for name, hostvars in hosts.items():
+        if not isinstance(hostvars, dict):
+            hostvars = {"kvmcheck_root": hostvars}
+        lines.append(" ".join([name] + [f"{k}={v}" for k, v in hostvars.items()]))
+    lines += ["[kvmhosts:vars]", "ansible_connection=local", f"ansible_python_interpreter={python}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run(argv, env, cwd):
+    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT)
+    return proc
+
+
+def playbook(argv, env, cwd):
+    """ansible-playbook with the json stdout callback: (returncode, parsed output)."""
+    proc = run([str(BIN / "ansible-playbook")] + argv, env, cwd)
+    try:
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        pytest.fail(f"ansible-playbook printed no JSON (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                    f"{proc.stderr[-3000:]}")
+    return proc.returncode, out, proc.stderr
+
+
+def task_results(out, name):
+    """{host: result} of the task called name in the (first) play."""
+    for task in out["plays"][0]["tasks"]:
+        if task["task"]["name"] == name:
+            return task["hosts"]
+    raise AssertionError(f"no task {name!r} in {[t['task']['name'] for t in out['plays'][0]['tasks']]}")
+
+
+def fleet_available() -> bool:
+    return importlib.util.find_spec("kvmcheck.fleet") is not None
+
+
+def test_ansible_doc_renders_the_module_documentation(ansible_env, tmp_path):
+    proc = run([str(BIN / "ansible-doc"), "-M", str(MODULES), MODULE], ansible_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "[ERROR]" not in text + proc.stderr
+    for word in ("kvmcheck_facts", "OPTIONS", "fail_on_not_ready", "EXAMPLES", "RETURN VALUES", "failed_checks",
+                 "ansible_facts"):
+        assert word in text, word
+    # The documented options are exactly the module's argument_spec, with the same types and defaults.
+    proc = run([str(BIN / "ansible-doc"), "-M", str(MODULES), "--json", MODULE], ansible_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)[MODULE]
+    assert doc["doc"]["module"] == "kvmcheck_facts"
+    spec = argument_spec()
+    assert set(doc["doc"]["options"]) == set(spec)
+    for name, option in doc["doc"]["options"].items():
+        assert option["type"] == spec[name]["type"], name
+        assert option.get("default") == spec[name].get("default"), name
+        assert option.get("elements") == spec[name].get("elements"), name
+    assert "kvmcheck" in doc["return"]["ansible_facts"]["contains"]
+    assert "kvmcheck.kvmcheck.kvmcheck_facts:" in doc["examples"]
+    # Without the collection on the collections path, -M alone finds the module by its short name.
+    (tmp_path / "no-collections").mkdir()
+    proc = run([str(BIN / "ansible-doc"), "-M", str(MODULES), "kvmcheck_facts"],
+               dict(ansible_env, ANSIBLE_COLLECTIONS_PATH=str(tmp_path / "no-collections")), tmp_path)
+    assert proc.returncode == 0 and "fail_on_not_ready" in proc.stdout, proc.stdout + proc.stderr
+
+
+def argument_spec():
+    """The argument_spec the module hands to AnsibleModule, captured without running kvmcheck."""
+    spec = importlib.util.spec_from_file_location("kvmcheck_facts_under_test", MODULES / "kvmcheck_facts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    captured = {}
+
+    class Captured(Exception):
+        pass
+
+    def fake(**kwargs):
+        captured.update(kwargs)
+        raise Captured
+
+    module.AnsibleModule = fake
+    with pytest.raises(Captured):
+        module.main()
+    assert captured["supports_check_mode"] is True
+    return captured["argument_spec"]
+
+
+def test_audit_playbook_writes_one_report_per_host_and_the_fleet_report(ansible_env, host_root, tmp_path):
+    roots = {name: host_root(capture) for name, (capture, _) in ROOTS.items()}
+    inv = inventory(tmp_path / "inventory.ini", roots)
+    out_dir = tmp_path / "reports"
+    with_fleet = fleet_available()
+    rc, out, stderr = playbook(
+        ["-i", str(inv), "kvmcheck.kvmcheck.audit",
+         "-e", f"kvmcheck_report_dir={out_dir}", "-e", f"kvmcheck_cli={BIN / 'kvmcheck'}",
+         "-e", f"kvmcheck_fleet={with_fleet}"],
+        ansible_env, tmp_path)
+    assert rc == 0, (json.dumps(out["stats"]), stderr[-3000:])
+    assert set(out["stats"]) == set(ROOTS) | {"localhost"} or set(out["stats"]) == set(ROOTS)
+    for host in ROOTS:
+        assert out["stats"][host]["failures"] == 0 and out["stats"][host]["unreachable"] == 0, out["stats"][host]
+
+    # kvmcheck was importable, so nothing was installed.
+    assert all(r.get("skipped") for r in task_results(out, "Install kvmcheck with pip for the target's interpreter")
+               .values())
+    audit = task_results(out, "Run kvmcheck")
+    for host, (_, verdict) in ROOTS.items():
+        result = audit[host]
+        assert result["changed"] is False
+        assert result["verdict"] == verdict == result["ansible_facts"]["kvmcheck"]["verdict"]
+        assert result["ready"] is (verdict == "ready")
+        assert bool(result["failed_checks"]) is (verdict != "ready")
+    assert "cpu.virt-flags" in audit["hv-pvm"]["failed_checks"]
+    assert {"cpu.virt-flags", "firmware.vt-enabled"} <= set(audit["hv-vt-off"]["failed_checks"])
+
+    # One JSON report per host on the controller, each a valid kvmcheck report of its own root.
+    files = sorted(p.name for p in (out_dir / "hosts").iterdir())
+    assert files == sorted(f"{h}.json" for h in ROOTS)
+    for host, (_, verdict) in ROOTS.items():
+        report = validate_report(json.loads((out_dir / "hosts" / f"{host}.json").read_text()))
+        assert report["verdict"] == verdict
+        assert report["host"]["root"] == str(roots[host])
+
+    if not with_fleet:
+        pytest.skip("kvmcheck fleet is not implemented yet (no kvmcheck.fleet): per-host reports checked, "
+                    "fleet step skipped with kvmcheck_fleet=false")
+    fleet_file = out_dir / "fleet.json"
+    assert fleet_file.exists()
+    fleet = json.loads(fleet_file.read_text())
+    totals = fleet["totals"]
+    assert (totals["hosts"], totals["ready"], totals["not_ready"]) == (4, 2, 2), totals
+    verdicts = {h["host"]: h["verdict"] for h in fleet["hosts"]}
+    assert sorted(verdicts.values()) == ["not-ready", "not-ready", "ready", "ready"]
+
+
+def test_module_in_check_mode_reports_facts_and_fails_only_when_asked(ansible_env, host_root, tmp_path):
+    no_kvmcheck = tmp_path / "python-without-kvmcheck"  # the venv's Python without site-packages
+    no_kvmcheck.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    no_kvmcheck.chmod(0o755)
+    pvm = host_root("pvm-host")
+    inv = inventory(tmp_path / "inventory.ini", {
+        "hv-ready": host_root("prepared-intel-host"),
+        "hv-pvm": pvm,
+        "hv-bare": {"kvmcheck_root": "/", "ansible_python_interpreter": no_kvmcheck},
+        "hv-no-root": tmp_path / "no-such-root",
+        "hv-typo": {"kvmcheck_root": tmp_path, "kvmcheck_only": "no-such-check.*"},
+        "hv-pvm-sandbox": {"kvmcheck_root": pvm, "kvmcheck_profile": "pvm-sandbox"},
+        "hv-bad-profile": {"kvmcheck_root": tmp_path, "kvmcheck_profile": "no-such-profile"},
+    })
+    play = tmp_path / "check.yml"
+    play.write_text("""\
+- hosts: kvmhosts
+  gather_facts: false
+  tasks:
+    - name: audit
+      kvmcheck.kvmcheck.kvmcheck_facts:
+        root: "{{ kvmcheck_root }}"
+        only: "{{ kvmcheck_only | default(omit) }}"
+        profile: "{{ kvmcheck_profile | default(omit) }}"
+        skip: ["storage.*"]
+        timeout: 30
+      register: audit
+      ignore_errors: true
+    - name: facts stay for later tasks
+      ansible.builtin.debug:
+        msg: "{{ ansible_facts.kvmcheck.verdict }}"
+      when: audit is succeeded
+    - name: strict
+      kvmcheck.kvmcheck.kvmcheck_facts:
+        root: "{{ kvmcheck_root }}"
+        only: ["cpu.*", "kvm.*"]
+        profile: "{{ kvmcheck_profile | default(omit) }}"
+        fail_on_not_ready: true
+      ignore_errors: true
+      when: audit is succeeded
+""")
+    rc, out, stderr = playbook(["-i", str(inv), str(play), "--check"], ansible_env, tmp_path)
+    assert rc == 0, (json.dumps(out["stats"]), stderr[-3000:])
+
+    audit = task_results(out, "audit")
+    for host, verdict in (("hv-ready", "ready"), ("hv-pvm", "not-ready")):
+        result = audit[host]
+        assert result["changed"] is False and not result.get("failed") and not result.get("skipped"), result
+        report = result["ansible_facts"]["kvmcheck"]
+        assert report["verdict"] == verdict and report["schema_version"] == 1
+        assert not [c for c in report["checks"] if c["id"].startswith("storage.")]
+    assert task_results(out, "facts stay for later tasks")["hv-pvm"]["msg"] == "not-ready"
+
+    # Not importable: a clear failure that says how to install kvmcheck.
+    bare = audit["hv-bare"]
+    assert bare["failed"] is True and bare["changed"] is False
+    assert "kvmcheck is not importable" in bare["msg"] and "pip install kvmcheck" in bare["msg"], bare["msg"]
+
+    # Bad arguments: a failure saying what is wrong, never a traceback.
+    assert audit["hv-no-root"]["failed"] is True and "is not a directory" in audit["hv-no-root"]["msg"]
+    assert audit["hv-typo"]["failed"] is True and "kvmcheck could not run" in audit["hv-typo"]["msg"]
+    assert "no-such-check" in audit["hv-typo"]["msg"]
+    assert audit["hv-bad-profile"]["failed"] is True and "no-such-profile" in audit["hv-bad-profile"]["msg"]
+
+    # A profile is handed to kvmcheck: PVM is what a pvm-sandbox host is for.
+    sandbox = audit["hv-pvm-sandbox"]
+    assert sandbox["verdict"] == "ready" and sandbox["ansible_facts"]["kvmcheck"]["config"]["profile"] == "pvm-sandbox"
+    assert not strict_failed(out, "hv-pvm-sandbox")
+
+    # fail_on_not_ready: the ready host passes, the other fails naming its failing checks.
+    strict = task_results(out, "strict")
+    assert not strict["hv-ready"].get("failed") and strict["hv-ready"]["changed"] is False
+    assert strict["hv-pvm"]["failed"] is True and strict["hv-pvm"]["changed"] is False
+    assert "cpu.virt-flags" in strict["hv-pvm"]["msg"] and "not ready" in strict["hv-pvm"]["msg"]
+    assert strict["hv-pvm"]["failed_checks"] == ["cpu.virt-flags"]
+
+
+def strict_failed(out, host):
+    return task_results(out, "strict")[host].get("failed", False)
+
+
+def test_audit_playbook_in_check_mode_installs_nothing_and_still_reports(ansible_env, host_root, tmp_path):
+    inv = inventory(tmp_path / "inventory.ini", {"hv-pvm": host_root("pvm-host")})
+    out_dir = tmp_path / "reports"
+    rc, out, stderr = playbook(
+        ["-i", str(inv), "kvmcheck.kvmcheck.audit", "--check", "-e", f"kvmcheck_report_dir={out_dir}",
+         "-e", "kvmcheck_fleet=false", "-e", "kvmcheck_fail_on_not_ready=true"], ansible_env, tmp_path)
+    # kvmcheck_fail_on_not_ready fails the not-ready host, but only after its report was written.
+    assert rc == 2, (json.dumps(out["stats"]), stderr[-3000:])
+    assert out["stats"]["hv-pvm"]["failures"] == 1
+    failure = task_results(out, "Fail the hosts that are not ready")["hv-pvm"]
+    assert failure["failed"] is True and "cpu.virt-flags" in failure["msg"]
+    result = task_results(out, "Run kvmcheck")["hv-pvm"]
+    assert result["changed"] is False and result["ansible_facts"]["kvmcheck"]["verdict"] == "not-ready"
+    assert json.loads((out_dir / "hosts" / "hv-pvm.json").read_text())["verdict"] == "not-ready"
+    assert not (out_dir / "fleet.json").exists()
