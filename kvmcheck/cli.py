@@ -260,11 +260,16 @@ def fleet(
     raise typer.Exit(fleet_command(paths, fmt.value, output, max_age, show_progress=not no_progress))
 
 
+class DiffFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
 @app.command("diff")
 def diff_reports(
     old: Annotated[str, typer.Argument(metavar="OLD", help="The earlier report (host or fleet JSON).")],
     new: Annotated[str, typer.Argument(metavar="NEW", help="The later report.")],
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="text or json.")] = Format.text,
+    fmt: Annotated[DiffFormat, typer.Option("--format", "-f", help="Output format.")] = DiffFormat.text,
 ) -> None:
     """What changed between two reports: regressions first, then fixes, new and removed checks.
 

@@ -1,0 +1,297 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""kvmcheck fleet: many host reports (made from captured roots) aggregated, every format, every bad input."""
+from __future__ import annotations
+
+import csv
+import datetime
+import html.parser
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import HERE, fixed_report, materialize
+from kvmcheck import fleet
+
+FLEET_SCHEMA = HERE.parent / "reports" / "fleet.schema.json"
+CLI = [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
+HOSTILE = '<script>alert("x")</script>&amp;\x1b[31m'
+
+
+def validate_fleet(data):
+    import jsonschema
+
+    schema = json.loads(FLEET_SCHEMA.read_text())
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
+    return data
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    """Real reports of captured roots, as dicts: name -> report."""
+    roots = tmp_path_factory.mktemp("roots")
+    names = ["pvm-host", "intel-baremetal-vmx", "amd-baremetal-no-svm", "cloud-vm-no-nested", "arm64-kvm"]
+    out = {}
+    for name in names:
+        out[name] = fixed_report(materialize(name, roots)).to_dict()
+    return out
+
+
+def ago(hours: float) -> str:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (now - datetime.timedelta(hours=hours)).isoformat(timespec="seconds")
+
+
+def put(folder: Path, file: str, report: dict, hostname="keep", hours: float = 1.0) -> Path:
+    doc = json.loads(json.dumps(report))
+    if hostname != "keep":
+        doc["host"]["hostname"] = hostname
+    doc["generated_at"] = ago(hours)
+    path = folder / file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+@pytest.fixture
+def fleet_dir(tmp_path, reports):
+    """6 hosts (2 ready; arm stale), 1 duplicate, 3 unreadable files, 2 files that are not *.json."""
+    d = tmp_path / "reports"
+    put(d, "pvm.json", reports["pvm-host"])  # hostname null: named after the file
+    put(d, "virt01.json", reports["intel-baremetal-vmx"])  # hostname virt01, ready
+    put(d, "amd.json", reports["amd-baremetal-no-svm"])
+    put(d, "c1.json", reports["cloud-vm-no-nested"], hostname="cloud-a")
+    put(d, "c2.json", reports["cloud-vm-no-nested"], hostname="cloud-b")
+    put(d, "arm.json", reports["arm64-kvm"], hours=72)  # ready, but 3 days old
+    put(d, "sub/virt01-old.json", reports["amd-baremetal-no-svm"], hostname="virt01", hours=30)  # older duplicate
+    text = json.dumps(reports["pvm-host"], indent=2)
+    (d / "truncated.json").write_text(text[: len(text) // 2])
+    (d / "notjson.json").write_text("hello, world\n")
+    (d / "v99.json").write_text(json.dumps(dict(reports["pvm-host"], schema_version=99)))
+    (d / "README.txt").write_text("reports land here\n")
+    (d / "sub" / "notes.log").write_text("x\n")
+    return d
+
+
+def run_json(paths, **kw):
+    out = io.StringIO()
+    data = fleet.build([str(p) for p in paths], **kw)[0]
+    out.write(fleet.render_json(data))
+    return validate_fleet(json.loads(out.getvalue()))
+
+
+def test_counts_stale_unreadable_duplicates(fleet_dir):
+    data = run_json([fleet_dir], max_age=24)
+    assert data["totals"] == {"files": 10, "hosts": 6, "ready": 2, "not_ready": 4, "stale": 1, "unreadable": 3,
+                              "duplicates": 1, "ignored": 2}
+    assert [h["host"] for h in data["hosts"]] == ["amd", "arm", "cloud-a", "cloud-b", "pvm", "virt01"]
+    virt01 = next(h for h in data["hosts"] if h["host"] == "virt01")
+    assert virt01["verdict"] == "ready" and virt01["file"] == str(fleet_dir / "virt01.json")
+    assert data["duplicates"] == [{"host": "virt01", "kept": str(fleet_dir / "virt01.json"),
+                                   "dropped": [str(fleet_dir / "sub" / "virt01-old.json")]}]
+    assert [(s["host"], round(s["age_hours"])) for s in data["stale"]] == [("arm", 72)]
+    reasons = {Path(u["file"]).name: u["reason"] for u in data["unreadable"]}
+    assert set(reasons) == {"truncated.json", "notjson.json", "v99.json"}
+    assert reasons["truncated.json"].startswith("truncated JSON")
+    assert reasons["notjson.json"].startswith("not JSON")
+    assert "schema_version 99 is not supported" in reasons["v99.json"]
+
+
+def test_per_check_counts_and_failing_hosts(fleet_dir, reports):
+    data = run_json([fleet_dir])
+    checks = {c["id"]: c for c in data["checks"]}
+    assert checks["cpu.virt-flags"]["counts"]["fail"] == 4
+    assert checks["cpu.virt-flags"]["hosts"]["fail"] == ["amd", "cloud-a", "cloud-b", "pvm"]
+    assert checks["kvm.modules"]["hosts"]["fail"] == ["amd", "cloud-a", "cloud-b"]
+    for c in data["checks"]:  # every kept host counted once per check it ran
+        assert sum(c["counts"].values()) == 6
+    expected = {s: 0 for s in fleet.STATUSES}
+    for r in (reports["pvm-host"], reports["intel-baremetal-vmx"], reports["amd-baremetal-no-svm"],
+              reports["cloud-vm-no-nested"], reports["cloud-vm-no-nested"], reports["arm64-kvm"]):
+        for c in r["checks"]:
+            expected[c["status"]] += 1
+    totals = {s: sum(c["counts"][s] for c in data["checks"]) for s in fleet.STATUSES}
+    assert totals == expected
+    assert next(h for h in data["hosts"] if h["host"] == "amd")["problems"]["kernel.modules-blacklist"] == "fail"
+
+
+def test_failures_grouped_by_cause(fleet_dir, reports):
+    data = run_json([fleet_dir])
+    cloud = {c["id"]: c["summary"] for c in reports["cloud-vm-no-nested"]["checks"]}
+    group = next(c for c in data["causes"] if c["check"] == "kvm.modules" and c["summary"] == cloud["kvm.modules"])
+    assert group["status"] == "fail" and group["count"] == 2 and group["hosts"] == ["cloud-a", "cloud-b"]
+    # the same check with another summary is another cause
+    virt = [c for c in data["causes"] if c["check"] == "cpu.virt-flags"]
+    assert sum(c["count"] for c in virt) == 4 and len(virt) == len({c["summary"] for c in virt}) >= 2
+    # most severe first, then most hosts
+    order = [(fleet.SEVERITY[c["status"]], -c["count"]) for c in data["causes"]]
+    assert order == sorted(order)
+
+
+def test_parallel_read_matches_serial(fleet_dir, monkeypatch):
+    serial = run_json([fleet_dir], workers=1)
+    monkeypatch.setattr(fleet, "CHUNK", 2)
+    parallel = run_json([fleet_dir], workers=2)
+    for d in (serial, parallel):
+        d.pop("generated_at")
+        for h in d["hosts"] + d["stale"]:
+            h.pop("age_hours")
+    assert parallel == serial
+
+
+def test_explicit_files_and_missing_path(fleet_dir, tmp_path):
+    data = run_json([fleet_dir / "pvm.json", fleet_dir / "README.txt", tmp_path / "nowhere"])
+    assert data["totals"]["hosts"] == 1
+    reasons = {Path(u["file"]).name: u["reason"] for u in data["unreadable"]}
+    assert reasons["nowhere"] == "no such file or directory"
+    assert reasons["README.txt"].startswith("not JSON")  # named explicitly: read whatever its name
+
+
+def test_unusable_documents_never_crash(tmp_path, reports):
+    base = reports["pvm-host"]
+    cases = {
+        "list.json": "[1, 2]",
+        "empty.json": "",
+        "latin1.json": b"\xff\xfe{".decode("latin-1"),
+        "noversion.json": json.dumps({"host": {}}),
+        "bool.json": json.dumps(dict(base, schema_version=True)),
+        "nochecks.json": json.dumps({k: v for k, v in base.items() if k != "checks"}),
+        "badtime.json": json.dumps(dict(base, generated_at="yesterday")),
+        "badstatus.json": json.dumps(dict(base, checks=[dict(base["checks"][0], status="meh")])),
+        "deep.json": "[" * 100000,
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text, encoding="latin-1")
+    data = run_json([tmp_path])
+    assert data["totals"]["hosts"] == 0 and data["totals"]["unreadable"] == len(cases)
+    assert all(u["reason"] for u in data["unreadable"])
+
+
+def test_exit_codes(tmp_path, reports, fleet_dir, capsys):
+    ok = tmp_path / "ok"
+    put(ok, "a.json", reports["intel-baremetal-vmx"])
+    put(ok, "b.json", reports["arm64-kvm"])
+    put(ok, "b-old.json", reports["arm64-kvm"], hours=5)  # a duplicate alone is no failure
+    assert fleet.fleet_command([str(ok)], "json", show_progress=False) == 0
+    assert fleet.fleet_command([str(fleet_dir)], "text", show_progress=False) == 1
+    stale = tmp_path / "stale"
+    put(stale, "a.json", reports["intel-baremetal-vmx"], hours=50)
+    assert fleet.fleet_command([str(stale)], "text", max_age=24, show_progress=False) == 1
+    assert fleet.fleet_command([str(stale)], "text", max_age=0, show_progress=False) == 0  # staleness off
+    (tmp_path / "empty").mkdir()
+    assert fleet.fleet_command([str(tmp_path / "empty")], "text", show_progress=False) == 2
+    assert "no JSON report found" in capsys.readouterr().err
+    assert fleet.fleet_command([str(ok)], "xml", show_progress=False) == 2
+    assert fleet.fleet_command([str(ok)], "json", output=str(tmp_path / "no" / "dir" / "f.json"),
+                               show_progress=False) == 2
+
+
+def test_json_output_file_follows_schema(fleet_dir, tmp_path):
+    out = tmp_path / "fleet.json"
+    assert fleet.fleet_command([str(fleet_dir)], "json", output=str(out), show_progress=False) == 1
+    data = validate_fleet(json.loads(out.read_text()))
+    assert data["kind"] == "kvmcheck-fleet" and data["max_age_hours"] == 24.0
+    # a fleet report dropped into the directory is not mistaken for a host
+    shutil.copy(out, fleet_dir / "fleet.json")
+    again = run_json([fleet_dir])
+    assert again["totals"]["hosts"] == 6
+    assert any(u["reason"] == "a fleet report, not a host report" for u in again["unreadable"])
+
+
+def test_csv_one_row_per_host_and_check(fleet_dir, tmp_path, reports):
+    out = tmp_path / "fleet.csv"
+    fleet.fleet_command([str(fleet_dir)], "csv", output=str(out), show_progress=False)
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == list(fleet.CSV_FIELDS)
+    hosts = [r for r in rows if r["status"] != "unreadable"]
+    per_host = {"amd": "amd-baremetal-no-svm", "arm": "arm64-kvm", "cloud-a": "cloud-vm-no-nested",
+                "cloud-b": "cloud-vm-no-nested", "pvm": "pvm-host", "virt01": "intel-baremetal-vmx"}
+    assert len(hosts) == sum(len(reports[r]["checks"]) for r in per_host.values())
+    pvm = {r["check"]: r for r in hosts if r["host"] == "pvm"}
+    for c in reports["pvm-host"]["checks"]:  # every summary, pass and skip included
+        assert (pvm[c["id"]]["status"], pvm[c["id"]]["summary"]) == (c["status"], c["summary"])
+    assert {r["stale"] for r in hosts if r["host"] == "arm"} == {"yes"}
+    assert sorted(Path(r["file"]).name for r in rows if r["status"] == "unreadable") == \
+        ["notjson.json", "truncated.json", "v99.json"]
+
+
+class Collect(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_html_self_contained_and_escaped(fleet_dir, tmp_path, reports):
+    put(fleet_dir, "evil.json", reports["pvm-host"], hostname=HOSTILE)
+    out = tmp_path / "fleet.html"
+    fleet.fleet_command([str(fleet_dir)], "html", output=str(out), show_progress=False)
+    page = out.read_text()
+    parser = Collect()
+    parser.feed(page)
+    assert "script" not in parser.tags  # no JavaScript, and the hostile hostname did not become a tag
+    assert "svg" in parser.tags and parser.tags.count("rect") >= 4
+    assert not any(t in parser.tags for t in ("link", "img", "iframe"))
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    text = "".join(parser.text)
+    assert HOSTILE in text  # shown literally, once unescaped by the parser
+    assert "&lt;script&gt;" in page and "&amp;amp;" in page
+
+
+def test_text_view(fleet_dir, capsys, reports):
+    put(fleet_dir, "evil.json", reports["pvm-host"], hostname=HOSTILE)
+    assert fleet.fleet_command([str(fleet_dir)], "text", show_progress=False) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("kvmcheck fleet: 7 hosts from 11 files: 2 ready, 5 not ready\n")
+    assert "1 stale (older than 24.0 h), 3 unreadable, 1 duplicate ignored, 2 non-JSON files skipped" in out
+    assert "\x1b" not in out and "\\x1b[31m" in out  # control characters shown, not sent to the terminal
+    assert "Stale reports" in out and "arm:" in out
+    assert "Duplicate reports" in out and "sub/virt01-old.json" in out
+    assert "truncated.json: truncated JSON" in out
+
+
+def test_no_progress_bar_without_tty(fleet_dir, capsys, monkeypatch):
+    monkeypatch.setattr(fleet, "PROGRESS_MIN", 1)
+    fleet.fleet_command([str(fleet_dir)], "json", show_progress=True)
+    assert capsys.readouterr().err == ""
+    assert isinstance(fleet.progress_bar(10, True, stream=io.StringIO()), fleet._NoProgress)
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert isinstance(fleet.progress_bar(10, False, stream=Tty()), fleet._NoProgress)
+    assert isinstance(fleet.progress_bar(10, True, stream=Tty()), fleet._RichProgress)
+    assert isinstance(fleet.progress_bar(0, True, stream=Tty()), fleet._NoProgress)  # fewer than PROGRESS_MIN
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path, reports):
+    if not shutil.which("script"):
+        pytest.skip("needs script(1) for a pseudo-terminal")
+    d = tmp_path / "many"
+    for i in range(fleet.PROGRESS_MIN):
+        put(d, f"h{i}.json", reports["arm64-kvm"], hostname=f"h{i}")
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", TERM="xterm")
+    base = " ".join(CLI[:2]) + ' "' + CLI[2] + '"' + f" fleet {d} --format json -o {tmp_path}/out.json"
+    tty = subprocess.run(["script", "-qec", base, "/dev/null"], capture_output=True, text=True, env=env, timeout=120)
+    assert "reading reports" in tty.stdout
+    quiet = subprocess.run(["script", "-qec", base + " --no-progress", "/dev/null"], capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert "reading reports" not in quiet.stdout
+    piped = subprocess.run(CLI + ["fleet", str(d), "--format", "json"], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert piped.returncode == 0 and piped.stderr == ""
+    assert validate_fleet(json.loads(piped.stdout))["totals"]["hosts"] == fleet.PROGRESS_MIN
