@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 MAX_SYMLINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
 DEFAULT_READ_LIMIT = 8 << 20  # /proc/cpuinfo of a 1,000-CPU host is about 1.5 MiB
@@ -105,11 +105,14 @@ class Host:
         self._memo: Dict[str, object] = {}
 
     # -- path resolution -------------------------------------------------
-    def resolve(self, path: str) -> str:
+    def resolve(self, path: str, visit: Optional[Callable[[str, Optional[str]], bool]] = None) -> str:
         """Map a host path to a real path under the root, never outside it.
 
         Symlinks are followed by hand: an absolute target restarts at the
         root, and ``..`` stops at the root, the way chroot(2) would see it.
+        visit(host_path, link_target_or_None) is called for each existing
+        component before it is used; returning False stops with
+        PermissionError (the snapshot uses it to refuse and record paths).
         """
         pending = [c for c in reversed(path.split("/")) if c]
         parts: List[str] = []
@@ -130,11 +133,13 @@ class Host:
                 parts.append(name)
                 parts.extend(reversed(pending))
                 break
-            if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(candidate) if stat.S_ISLNK(st.st_mode) else None
+            if visit is not None and not visit("/" + "/".join(parts + [name]), target):
+                raise PermissionError(errno.EACCES, "refused", "/" + "/".join(parts + [name]))
+            if target is not None:
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
                     raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-                target = os.readlink(candidate)
                 if target.startswith("/"):
                     parts = []
                 pending.extend(c for c in reversed(target.split("/")) if c)
@@ -147,8 +152,8 @@ class Host:
             self.reads.append(path)
 
     # -- files -------------------------------------------------------------
-    def read_text(self, path: str, limit: int = DEFAULT_READ_LIMIT) -> str:
-        """Read a regular file as text (undecodable bytes replaced).
+    def read_bytes(self, path: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
+        """Read a regular file's bytes (at most limit).
 
         Raises FileNotFoundError, PermissionError, IsADirectoryError,
         NotRegularFileError or another OSError; never blocks on a FIFO.
@@ -173,7 +178,11 @@ class Host:
                 size += len(chunk)
         finally:
             os.close(fd)
-        return b"".join(chunks).decode("utf-8", errors="replace")
+        return b"".join(chunks)
+
+    def read_text(self, path: str, limit: int = DEFAULT_READ_LIMIT) -> str:
+        """read_bytes as text (undecodable bytes replaced)."""
+        return self.read_bytes(path, limit).decode("utf-8", errors="replace")
 
     def read_optional(self, path: str, limit: int = DEFAULT_READ_LIMIT) -> Optional[str]:
         """Like read_text, but a missing file is None (permission problems still raise)."""

@@ -55,7 +55,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from .host import DEFAULT_READ_LIMIT, MAX_SYMLINK_HOPS, Host
+from .host import DEFAULT_READ_LIMIT, Host
 
 # -- limits (snapshot and unpacking use the same ones, so every snapshot can be read back) ---------
 MAX_ENTRIES = 20_000  # files, directories and links in one snapshot
@@ -302,72 +302,39 @@ class _Capture:
         return absolute
 
     def walk(self, path: str) -> Optional[str]:
-        """Resolve path like Host.resolve, recording each symlink passed; the canonical host path or None."""
-        pending = [c for c in reversed(path.split("/")) if c]
-        parts: List[str] = []
-        hops = 0
-        while pending:
-            name = pending.pop()
-            if name == ".":
-                continue
-            if name == "..":
-                if parts:
-                    parts.pop()
-                continue
-            here = "/" + "/".join(parts + [name])
+        """Resolve path with Host.resolve, refusing denied components and recording each symlink passed;
+        the canonical host path, or None (missing, refused, or a non-directory in the middle)."""
+        def visit(here: str, target: Optional[str]) -> bool:
             why = denied(here)
             if why:
                 self.skip(here, why)
-                return None
-            try:
-                st = os.lstat(self._real(here))
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            except OSError as exc:
-                self.skip(here, f"cannot look at it: {exc.strerror}")
-                return None
-            if stat.S_ISLNK(st.st_mode):
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    self.skip(path, "too many levels of symbolic links")
-                    return None
-                try:
-                    target = os.readlink(self._real(here))
-                except OSError as exc:
-                    self.skip(here, f"cannot read the link: {exc.strerror}")
-                    return None
-                if self.link(here, target) is None:
-                    return None
-                if target.startswith("/"):
-                    parts = []
-                pending.extend(c for c in reversed(target.split("/")) if c)
-                continue
-            if pending and not stat.S_ISDIR(st.st_mode):
-                return None
-            parts.append(name)
-        return "/" + "/".join(parts)
+                return False
+            return target is None or self.link(here, target) is not None
+
+        try:
+            real = self.host.resolve(path, visit=visit)
+        except PermissionError:
+            return None  # refused: visit recorded why
+        except OSError as exc:
+            self.skip(path, exc.strerror or str(exc))
+            return None
+        rel = os.path.relpath(real, self.host.root)
+        if rel == ".." or rel.startswith("../"):
+            return None  # cannot happen: Host.resolve stays inside the root
+        canonical = "/" if rel == "." else "/" + rel
+        node = self.host.node(canonical)
+        if node is None:
+            return None
+        why = denied(canonical)
+        if why:
+            self.skip(canonical, why)
+            return None
+        return canonical
 
     # -- files, devices, trees ------------------------------------------------------------------
     def read(self, path: str, limit: int) -> bytes:
         """The bytes of the regular file at canonical path, like Host.read_text: never follows a link, never blocks."""
-        reader = getattr(self.host, "read_bytes", None)
-        if reader is not None:  # pragma: no cover - when Host grows one
-            return reader(path, limit)
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(self._real(path), flags)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(errno.EINVAL, "not a regular file", path)
-            chunks, size = [], 0
-            while size < limit:
-                chunk = os.read(fd, min(1 << 16, limit - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        finally:
-            os.close(fd)
-        return b"".join(chunks)
+        return self.host.read_bytes(path, limit)
 
     def add_file(self, path: str, st: os.stat_result, in_tree: bool) -> None:
         if path in self.snap.entries:
