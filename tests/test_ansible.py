@@ -64,9 +64,12 @@ class CallbackModule(CallbackBase):
         self.plays[-1]["tasks"].append({"task": {"name": task.get_name()}, "hosts": {}})
 
     def _record(self, result, **extra):
-        record = dict(result.result, **extra)
+        # ansible-core >= 2.19 exposes result.result/result.host; older releases only _result/_host.
+        data = getattr(result, "result", None)
+        host = getattr(result, "host", None)
+        record = dict(data if data is not None else result._result, **extra)
         if self.plays and self.plays[-1]["tasks"]:
-            self.plays[-1]["tasks"][-1]["hosts"][result.host.name] = record
+            self.plays[-1]["tasks"][-1]["hosts"][(host if host is not None else result._host).name] = record
 
     def v2_runner_on_ok(self, result, **kwargs):
         self._record(result)
