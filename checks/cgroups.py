@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Tuple
 
 from kvmcheck.context import Context
 from kvmcheck.model import Outcome
-from kvmcheck.parsers.cgroups import (CgroupLayout, CgroupMount, ProcCgroup, parse_cgroup_mounts,
+from kvmcheck.parsers.cgroups import (CgroupLayout, CgroupMount, ProcCgroup, cgroup_layout,
                                       parse_controller_list, parse_proc_cgroups,
                                       parse_proc_self_cgroup)
 from kvmcheck.registry import check
@@ -21,7 +21,6 @@ KCONFIG = {
     "cpuset": "CONFIG_CPUSETS", "memory": "CONFIG_MEMCG", "devices": "CONFIG_CGROUP_DEVICE",
     "blkio": "CONFIG_BLK_CGROUP", "pids": "CONFIG_CGROUP_PIDS", "freezer": "CONFIG_CGROUP_FREEZER",
 }
-MOUNT_TABLES = ("/proc/self/mounts", "/proc/mounts")
 
 
 def _label(name: str, v2: bool) -> str:
@@ -139,20 +138,15 @@ def cgroups_controllers(ctx: Context) -> Outcome:
     kernel command line; use a kernel built with the controller.
     """
     host = ctx.host
-    text, table_path = None, None
-    for path in MOUNT_TABLES:
-        text = host.read_optional(path)
-        if text is not None:
-            table_path = path
-            break
-    if text is None:
+    table_path, mounts = ctx.mounts()
+    if table_path is None:
         if not host.live:
             return Outcome.skipped("no /proc/mounts in this root",
                                    "The cgroup layout is set up at boot; an offline root without a captured mount "
                                    "table cannot tell.")
         return Outcome.warned("no mount table readable", "Neither /proc/self/mounts nor /proc/mounts could be read, "
                               "so no cgroup hierarchy can be found.", "Mount procfs ('mount -t proc proc /proc').")
-    layout = parse_cgroup_mounts(text)
+    layout = cgroup_layout(mounts)
     try:
         table = parse_proc_cgroups(host.read_optional("/proc/cgroups") or "")
     except OSError:

@@ -9,7 +9,6 @@ from kvmcheck.model import Outcome
 from kvmcheck.parsers.cmdline import KernelCmdline
 from kvmcheck.parsers.iommu import (IommuOptions, class_name, gpus_sharing_groups, iommu_options,
                                     parse_pci_class)
-from kvmcheck.parsers.kconfig import parse_kconfig
 from kvmcheck.registry import check
 
 TABLES = "/sys/firmware/acpi/tables"
@@ -80,16 +79,11 @@ def _vfio(ctx: Context) -> Tuple[Optional[bool], str]:
 
 def _kernel_default(ctx: Context) -> Optional[bool]:
     """CONFIG_INTEL_IOMMU_DEFAULT_ON of the running kernel, when its config is in the root."""
-    release = ctx.osrelease()
-    if not release:
+    if not ctx.osrelease():
         return None
-    try:
-        text = ctx.host.read_optional(f"/boot/config-{release}")
-    except OSError:
+    conf, _, _ = ctx.kernel_config()
+    if conf is None:
         return None
-    if not text:
-        return None
-    conf = parse_kconfig(text)
     if conf.get("CONFIG_INTEL_IOMMU") in (None, "n"):
         return None
     return conf.enabled("CONFIG_INTEL_IOMMU_DEFAULT_ON")

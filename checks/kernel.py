@@ -77,11 +77,6 @@ def _cmdline_blocks(ctx: Context, names: List[str]) -> List[Tuple[str, str, bool
     return found
 
 
-def _builtin(ctx: Context, module: str) -> bool:
-    """Built into the kernel (in /sys/module without initstate): no blacklist can stop it."""
-    return ctx.host.is_dir(f"/sys/module/{module}") and not ctx.host.exists(f"/sys/module/{module}/initstate")
-
-
 @check("kernel.modules-blacklist", "KVM modules not blacklisted", reads=(
     "/etc/modprobe.d/*.conf", "/run/modprobe.d/*.conf", "/usr/local/lib/modprobe.d/*.conf",
     "/usr/lib/modprobe.d/*.conf", "/lib/modprobe.d/*.conf", "/proc/cmdline", "/sys/module/*/initstate",
@@ -136,7 +131,7 @@ def kernel_modules_blacklist(ctx: Context) -> Outcome:
     for module, where, initramfs_only in blocks:
         if module in KVM_CORE_MODULES and module != "kvm" and cpu_known and module not in vendor:
             noted.append(f"{where} (not this CPU's module)")
-        elif _builtin(ctx, module):
+        elif ctx.module_state(module) == "built-in":  # no blacklist can stop a built-in module
             warn.append(f"{where} (ineffective: {module} is built into the kernel; a stale line)")
         elif module in KVM_CORE_MODULES and not initramfs_only:
             fatal.append(where)

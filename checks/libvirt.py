@@ -34,12 +34,8 @@ REINSTALL = {
 }
 
 
-def distro_family(ctx: Context) -> Optional[str]:
-    return ctx.distro_family()
-
-
 def install_hint(ctx: Context) -> str:
-    family = distro_family(ctx)
+    family = ctx.distro_family()
     if family:
         return f"'{INSTALL[family]}'"
     return "'apt-get install libvirt-daemon-system' (Debian, Ubuntu), 'dnf install libvirt' (Fedora, RHEL) or " \
@@ -201,7 +197,7 @@ def libvirt_layout(ctx: Context) -> Outcome:
 
     # -- the daemon's state ------------------------------------------------------------------
     daemon_name = " and ".join(in_use) if in_use else "libvirtd or virtqemud"
-    modular = in_use == ["virtqemud"] or (not in_use and distro_family(ctx) in ("rhel", "suse"))
+    modular = in_use == ["virtqemud"] or (not in_use and ctx.distro_family() in ("rhel", "suse"))
     start = "systemctl enable --now virtqemud.socket" if modular else "systemctl enable --now libvirtd"
     daemon_problem = None
     running = [d for d in in_use if sockets.get(d) == "socket" or any(active.get(u) == "active" for u in UNITS[d])]
@@ -234,7 +230,7 @@ def libvirt_layout(ctx: Context) -> Outcome:
                               detail + ("." if detail else ""), **evidence)
     fixes = []
     if any(p.startswith((ETC, STATE)) for p in problems):
-        family = distro_family(ctx)
+        family = ctx.distro_family()
         fixes.append("Reinstall the daemon packages to restore the missing files: "
                      + (f"'{REINSTALL[family]}'" if family else "reinstall them with the package manager"))
     if len(in_use) > 1:

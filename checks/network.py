@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 from typing import Dict, List, Optional, Tuple
 
-from kvmcheck.checks.libvirt import distro_family
 from kvmcheck.context import Context
 from kvmcheck.drivers import TUN, VHOST_NET, Driver, availability, driver_facts, kernel_is_known
 from kvmcheck.model import Outcome
@@ -189,7 +188,7 @@ def _uplink_guess(ctx: Context, bridges: List[str]) -> str:
 
 
 def bridge_howto(ctx: Context, nic: str) -> str:
-    family = distro_family(ctx)
+    family = ctx.distro_family()
     if family == "ubuntu":
         return (f"With netplan: in /etc/netplan/01-br0.yaml put 'network: {{version: 2, ethernets: {{{nic}: "
                 f"{{dhcp4: false}}}}, bridges: {{br0: {{interfaces: [{nic}], dhcp4: true}}}}}}', then 'netplan "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from kvmcheck.checks.libvirt import install_hint
-from kvmcheck.context import Context
+from kvmcheck.context import MOUNT_TABLES, Context
 from kvmcheck.host import StatVfs
 from kvmcheck.model import Outcome, Status
 from kvmcheck.parsers.mounts import Mount, backing_mount, parse_mounts, top_mounts
@@ -23,7 +23,6 @@ from kvmcheck.registry import check
 
 IMAGES_DIR = "/var/lib/libvirt/images"
 DEFAULT_POOL_XML = "/etc/libvirt/storage/default.xml"
-MOUNT_TABLES = ("/proc/self/mounts", "/proc/mounts")
 FSTAB = "/etc/fstab"
 MULTIPATH_CONF = "/etc/multipath.conf"
 DIR_POOLS = ("dir", "fs", "netfs")  # pool types whose target path is a directory of image files
@@ -89,14 +88,15 @@ class MountTable:
 
 
 def mount_table(ctx: Context) -> MountTable:
-    for path in MOUNT_TABLES + (FSTAB,):
-        try:
-            text = ctx.host.read_optional(path, limit=16 << 20)
-        except OSError:
-            continue  # unreadable or not a file: try the next source
-        if text is not None:
-            return MountTable(path, parse_mounts(text))
-    return MountTable(None, [])
+    """The mounted file systems, or else /etc/fstab (an offline Kickstart target has no /proc)."""
+    path, mounts = ctx.mounts()
+    if path is not None:
+        return MountTable(path, mounts)
+    try:
+        text = ctx.host.read_optional(FSTAB, limit=16 << 20)
+    except OSError:
+        text = None
+    return MountTable(FSTAB, parse_mounts(text)) if text is not None else MountTable(None, [])
 
 
 def has_system(ctx: Context, table: MountTable) -> bool:

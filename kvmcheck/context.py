@@ -22,10 +22,12 @@ from .parsers.kernel_version import KernelVersion, parse_kernel_release
 if TYPE_CHECKING:  # pragma: no cover
     from .parsers.cmdline import KernelCmdline
     from .parsers.kconfig import KConfig
+    from .parsers.mounts import Mount
 
 # Log files a captured or Kickstart root may hold, newest information first.
 OFFLINE_LOGS = ("/var/log/dmesg", "/var/log/kern.log", "/var/log/messages", "/var/log/syslog", "/var/log/boot.log")
 DMI_FIELDS = ("sys_vendor", "product_name", "bios_vendor", "board_vendor")
+MOUNT_TABLES = ("/proc/self/mounts", "/proc/mounts")
 KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd", "kvm_pvm", "kvm_hv", "kvm_pr")
 
 # uname -m -> the family kvmcheck reasons about
@@ -224,17 +226,34 @@ class Context:
             return parse_kernel_log("\n".join(texts)), sources
         return self._get("kernel_log", load)
 
+    def module_state(self, name: str) -> Optional[str]:
+        """"loaded" (a .ko), "built-in", or None when /sys/module does not show the module."""
+        if not self.host.is_dir(f"/sys/module/{name}"):
+            return None
+        # Only loadable modules have initstate (kernel/module/sysfs.c).
+        return "loaded" if self.host.exists(f"/sys/module/{name}/initstate") else "built-in"
+
     def modules(self) -> Dict[str, str]:
         """KVM-related modules present: name -> "loaded" (a .ko) or "built-in"."""
         def load() -> Dict[str, str]:
-            found = {}
-            for name in KVM_MODULES:
-                if self.host.is_dir(f"/sys/module/{name}"):
-                    # Only loadable modules have initstate (kernel/module/sysfs.c).
-                    loadable = self.host.exists(f"/sys/module/{name}/initstate")
-                    found[name] = "loaded" if loadable else "built-in"
-            return found
+            states = {name: self.module_state(name) for name in KVM_MODULES}
+            return {name: state for name, state in states.items() if state}
         return self._get("modules", load)
+
+    def mounts(self) -> Tuple[Optional[str], List["Mount"]]:
+        """The mounted file systems: (the table read, its entries); (None, []) when no table is readable."""
+        def load() -> Tuple[Optional[str], List["Mount"]]:
+            from .parsers.mounts import parse_mounts
+
+            for path in MOUNT_TABLES:
+                try:
+                    text = self.host.read_optional(path, limit=16 << 20)
+                except OSError:
+                    continue  # unreadable or not a file: try the next source
+                if text is not None:
+                    return path, parse_mounts(text)
+            return None, []
+        return self._get("mounts", load)
 
     # -- virtualization context --------------------------------------------------------
     def cpuid(self, leaf: int, subleaf: int = 0) -> Optional[Tuple[int, int, int, int]]:

@@ -39,8 +39,9 @@ def driver_facts(ctx: Context, drv: Driver) -> Dict[str, object]:
     """Everything this root says about the driver: /sys/module, /proc/misc, /lib/modules, the kernel config."""
     host = ctx.host
     facts: Dict[str, object] = {}
-    if host.is_dir(f"/sys/module/{drv.module}"):
-        facts["sys_module"] = "loaded" if host.exists(f"/sys/module/{drv.module}/initstate") else "built-in"
+    state = ctx.module_state(drv.module)
+    if state:
+        facts["sys_module"] = state
     try:
         misc = host.read_optional("/proc/misc", limit=65536)
     except OSError:

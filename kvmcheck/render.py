@@ -13,6 +13,7 @@ The context every template sees (documented in README):
   host, verdict, strict, summary, checks)
 - ``host``, ``checks``, ``summary``, ``verdict``: shortcuts into it
 - ``nagios``: {"code": 0-3, "state": "OK"|"WARNING"|"CRITICAL"|"UNKNOWN"}
+- ``problems``: the fail, error and warn results that are not ignored, most severe first
 
 jinja2 is imported only here, and only when a template is rendered (about 45 ms).
 """
@@ -129,7 +130,12 @@ def _environment(color: bool, search_path: str, xml: bool = False):  # type: ign
 def template_context(report: Report) -> Dict[str, Any]:
     data: Dict[str, Any] = report.to_dict()
     code = nagios_code(report)
+    rank = {"fail": 0, "error": 1, "warn": 2}
+    # What to do, most severe first: fail, error, warn; ignored results are shown but need nothing.
+    problems = sorted((c for c in data["checks"] if c["status"] in rank and not c.get("ignored")),
+                      key=lambda c: rank[c["status"]])
     return {
+        "problems": problems,
         "report": data, "host": data["host"], "checks": data["checks"], "summary": data["summary"],
         "verdict": data["verdict"], "nagios": {"code": code, "state": NAGIOS_STATES[code]},
         "width": max([len(c["id"]) for c in data["checks"]] + [10]),

@@ -185,17 +185,61 @@ def fixed_report(root: Path, **options):
     return report
 
 
-def validate_report(data):
-    """Validate a JSON report (a dict) against reports/report.schema.json (draft 2020-12)."""
+def validate_json(schema_path: Path, data):
+    """Validate data against a JSON Schema file (draft 2020-12, formats checked); returns data."""
     import json
 
     import jsonschema
 
-    schema = json.loads(SCHEMA.read_text())
+    schema = json.loads(schema_path.read_text())
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
     return data
+
+
+def validate_report(data):
+    """Validate a JSON report (a dict) against reports/report.schema.json."""
+    return validate_json(SCHEMA, data)
+
+
+# The CLI run under an audit hook: every open for writing, rename, other file mutation and command it makes.
+AUDIT = """
+import os, sys, json
+sys.dont_write_bytecode = True
+WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+MUTATE = {"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.link", "os.symlink",
+          "os.utime", "shutil.rmtree", "shutil.copyfile", "os.mknod", "os.mkfifo"}
+seen = {"writes": [], "renames": [], "mutations": [], "commands": []}
+def hook(event, args):
+    if event == "open" and isinstance(args[2], int) and args[2] & WRITE:
+        seen["writes"].append(os.path.abspath(str(args[0])))
+    elif event == "os.rename":  # os.rename and os.replace both raise it
+        seen["renames"].append([os.path.abspath(str(args[0])), os.path.abspath(str(args[1]))])
+    elif event in MUTATE:
+        seen["mutations"].append([event, str(args[0])])
+    elif event == "subprocess.Popen":
+        seen["commands"].append([str(a) for a in args[1]] if not isinstance(args[1], (str, bytes)) else [str(args[1])])
+sys.addaudithook(hook)
+from kvmcheck.cli import main
+sys.argv = ["kvmcheck"] + sys.argv[1:]
+try:
+    main()
+except SystemExit as exc:
+    seen["exit"] = exc.code
+sys.stderr.write("AUDIT " + json.dumps(seen) + "\\n")
+"""
+
+
+def run_audited(args):
+    """(the completed process, what the audit hook saw) for kvmcheck ARGS in a child Python."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", AUDIT] + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=120)
+    return proc, json.loads(proc.stderr.rsplit("AUDIT ", 1)[1])
 
 
 @pytest.fixture(autouse=True)

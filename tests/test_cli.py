@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -92,29 +91,6 @@ def test_list_and_explain():
     assert "IA32_FEATURE_CONTROL" in explained.stdout and "Fix:" in explained.stdout
 
 
-AUDIT = textwrap.dedent("""
-    import os, sys, json
-    sys.dont_write_bytecode = True
-    WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    MUTATE = {"os.remove", "os.rename", "os.mkdir", "os.rmdir", "os.chmod", "os.chown", "os.truncate",
-              "os.link", "os.symlink", "os.utime", "shutil.rmtree", "shutil.copyfile", "os.mknod", "os.mkfifo"}
-    seen = {"writes": [], "mutations": [], "commands": []}
-    def hook(event, args):
-        if event == "open" and isinstance(args[2], int) and args[2] & WRITE:
-            seen["writes"].append(str(args[0]))
-        elif event in MUTATE:
-            seen["mutations"].append([event, str(args[0])])
-        elif event == "subprocess.Popen":
-            seen["commands"].append([str(a) for a in args[1]] if not isinstance(args[1], (str, bytes)) else [str(args[1])])
-    sys.addaudithook(hook)
-    from kvmcheck.cli import main
-    sys.argv = ["kvmcheck"] + sys.argv[1:]
-    try:
-        main()
-    except SystemExit as exc:
-        seen["exit"] = exc.code
-    sys.stderr.write("AUDIT " + json.dumps(seen) + "\\n")
-""")
 
 
 @pytest.mark.parametrize("where", ["live", "captured"])
@@ -122,8 +98,9 @@ def test_nothing_is_written_except_the_output_file(where, host_root, tmp_path):
     out = tmp_path / "out" / "report.txt"
     out.parent.mkdir()
     args = ["check", "--output", str(out)] + ([] if where == "live" else ["--root", str(host_root("pvm-host"))])
-    proc = subprocess.run([sys.executable, "-c", AUDIT] + args, capture_output=True, text=True, timeout=120)
-    seen = json.loads(proc.stderr.rsplit("AUDIT ", 1)[1])
+    from conftest import run_audited
+
+    proc, seen = run_audited(args)
     # /dev/kvm is opened read-write to issue ioctls; opening a device node writes nothing to the host.
     writes = [w for w in seen["writes"] if w != "/dev/kvm"]
     assert seen["exit"] in (0, 1)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HERE, fixed_report, materialize
+from conftest import HERE, fixed_report, materialize, validate_json
 from kvmcheck import fleet
 
 FLEET_SCHEMA = HERE.parent / "reports" / "fleet.schema.json"
@@ -24,13 +24,7 @@ HOSTILE = '<script>alert("x")</script>&amp;\x1b[31m'
 
 
 def validate_fleet(data):
-    import jsonschema
-
-    schema = json.loads(FLEET_SCHEMA.read_text())
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
-    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
-    return data
+    return validate_json(FLEET_SCHEMA, data)
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,11 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import fixed_report, validate_report
+from conftest import fixed_report, run_audited, validate_report
 
 from kvmcheck.model import Result, Status
 from kvmcheck.render import nagios_code, render
@@ -215,25 +214,6 @@ def test_prometheus_hostile_hostname_round_trips(host_root):
     assert status["plugin.crashy", "error"] == 1
 
 
-AUDIT = textwrap.dedent("""
-    import os, sys, json
-    sys.dont_write_bytecode = True
-    WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    seen = {"writes": [], "renames": []}
-    def hook(event, args):
-        if event == "open" and isinstance(args[2], int) and args[2] & WRITE:
-            seen["writes"].append(os.path.abspath(str(args[0])))
-        elif event == "os.rename":  # os.rename and os.replace both raise it
-            seen["renames"].append([os.path.abspath(str(args[0])), os.path.abspath(str(args[1]))])
-    sys.addaudithook(hook)
-    from kvmcheck.cli import main
-    sys.argv = ["kvmcheck"] + sys.argv[1:]
-    try:
-        main()
-    except SystemExit as exc:
-        seen["exit"] = exc.code
-    sys.stderr.write("AUDIT " + json.dumps(seen) + "\\n")
-""")
 
 
 def test_prometheus_output_is_written_atomically(host_root, tmp_path):
@@ -241,10 +221,8 @@ def test_prometheus_output_is_written_atomically(host_root, tmp_path):
     folder.mkdir()
     target = folder / "kvmcheck.prom"
     target.write_text("# an older run\n")
-    proc = subprocess.run([sys.executable, "-c", AUDIT, "check", "--root", str(golden_root(host_root)),
-                           "--format", "prometheus", "--output", str(target)],
-                          capture_output=True, text=True, timeout=120)
-    seen = json.loads(proc.stderr.rsplit("AUDIT ", 1)[1])
+    proc, seen = run_audited(["check", "--root", golden_root(host_root), "--format", "prometheus",
+                              "--output", target])
     assert seen["exit"] == 1 and proc.stdout == ""
     assert sorted(os.listdir(folder)) == ["kvmcheck.prom"]  # complete, and no temporary file left
     families = prom_families(target.read_text())

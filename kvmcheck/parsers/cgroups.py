@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from .mounts import parse_mounts
+from .mounts import Mount, parse_mounts
 
 # Controllers a cgroup v1 mount can carry (the option words of a "cgroup" mount that name one).
 V1_CONTROLLERS = frozenset({
@@ -46,9 +46,14 @@ class CgroupLayout:
 
 def parse_cgroup_mounts(text: str) -> CgroupLayout:
     """The cgroup (v1) and cgroup2 lines of a mount table, in table order."""
+    return cgroup_layout(parse_mounts(text))
+
+
+def cgroup_layout(mounts: Sequence[Mount]) -> CgroupLayout:
+    """The cgroup (v1) and cgroup2 entries of parsed mounts, in table order."""
     v1: List[CgroupMount] = []
     v2: List[CgroupMount] = []
-    for m in parse_mounts(text):
+    for m in mounts:
         if m.fstype == "cgroup":
             ctrl = tuple(o for o in m.options if o in V1_CONTROLLERS)
             name = m.option("name")
