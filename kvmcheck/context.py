@@ -315,22 +315,27 @@ class Context:
     # -- the report's host block -----------------------------------------------------------
     def os_name(self) -> Optional[Dict[str, str]]:
         def load() -> Optional[Dict[str, str]]:
-            # distro reads the files itself; only let it when os-release is a regular file
-            # inside the root (Host.read_text refuses FIFOs and links out of the root).
+            from .parsers.os_release import LEGACY_RELEASE_FILES, legacy_identity, os_identity, parse_os_release
+
+            # os-release(5): /etc/os-release first, /usr/lib/os-release when /etc has none.
             for path in ("/etc/os-release", "/usr/lib/os-release"):
                 try:
-                    if self.host.read_optional(path, limit=65536) is not None:
-                        break
+                    text = self.host.read_optional(path, limit=65536)
+                except OSError:
+                    continue  # a FIFO, a directory, unreadable: try the next source
+                if text is not None:
+                    found = os_identity(parse_os_release(text))
+                    if found:
+                        return found
+            for path, *_ in LEGACY_RELEASE_FILES:
+                try:
+                    text = self.host.read_optional(path, limit=4096)
                 except OSError:
                     continue
-            else:
-                return None
-            import distro  # 20 ms; only for the report header
-
-            dist = distro.LinuxDistribution(
-                root_dir=self.host.root, include_lsb=False, include_uname=False, include_oslevel=False
-            )
-            return {"id": dist.id(), "name": dist.name(), "version": dist.version(), "like": dist.like()}
+                found = legacy_identity(path, text) if text is not None else None
+                if found:
+                    return found
+            return None
         return self._get("os", load)
 
     def distro_family(self) -> Optional[str]:
