@@ -139,3 +139,26 @@ def test_garbage_where_cpuinfo_belongs_is_a_clear_skip(tmp_path, make):
     assert r.summary.startswith("cannot read /proc/cpuinfo")
     reason = "not a regular file" if make == "fifo" else "is a directory"
     assert report.host["unreadable"] == [f"/proc/cpuinfo: {reason}"]
+
+
+def test_builtin_modules_are_the_entry_points_pyproject_declares():
+    """Built-ins are imported from BUILTIN_ORDER without importlib.metadata: the list must stay the
+    one pyproject.toml declares, or a check module would be installed yet never run."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    from kvmcheck.registry import BUILTIN_ORDER, ENTRY_POINT_GROUP
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    declared = project["entry-points"][ENTRY_POINT_GROUP]
+    assert sorted(declared) == sorted(BUILTIN_ORDER)
+    assert all(value == f"kvmcheck.checks.{name}" for name, value in declared.items())
+
+
+def test_no_plugin_means_no_importlib_metadata():
+    """The start-up saving is real: a run on a host without plugins never imports importlib.metadata."""
+    code = ("import sys, kvmcheck; kvmcheck.run(only=['kernel.version']); "
+            "print('importlib.metadata' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
