@@ -27,7 +27,8 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain usage errors, no box drawing in Kickstart logs
     pretty_exceptions_enable=False,  # plain tracebacks: Kickstart logs must not hold box drawing
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Can this machine run KVM guests well? If not, exactly why, and what to do.",
+    help="Can this machine run KVM guests well? If not, exactly why, and what to do. "
+         "With no command, runs 'check' (whose options may be given without the command).",
 )
 
 
@@ -309,10 +310,21 @@ def _nagios_requested(argv: List[str]) -> bool:
     return False
 
 
+TOP_LEVEL_OPTIONS = ("--version", "--help", "-h")
+
+
+def default_command(argv: List[str]) -> List[str]:
+    """`kvmcheck --format json` means `kvmcheck check --format json`: with no command, check's options
+    apply (as the bare `kvmcheck` runs check), except the program's own --version and --help."""
+    if argv and argv[0].startswith("-") and argv[0] not in TOP_LEVEL_OPTIONS:
+        return ["check"] + argv
+    return argv
+
+
 def main() -> None:
-    argv = sys.argv[1:]
+    argv = default_command(sys.argv[1:])
     if not _nagios_requested(argv):
-        app(prog_name="kvmcheck")
+        app(args=argv, prog_name="kvmcheck")
         return
     # Nagios reads 2 as CRITICAL and 1 as WARNING: usage errors and crashes must be UNKNOWN (3).
     import click

@@ -129,3 +129,18 @@ def test_text_layout_has_single_blank_lines_between_sections(host_root, scenario
     assert "\n\n\n" not in out
     assert out.splitlines()[-1].startswith("Verdict: ") and out.endswith(")\n")
     assert out.splitlines()[1].startswith("CPU: ")  # the header keeps one fact per line
+
+
+def test_check_options_work_without_the_command(host_root):
+    """The bare `kvmcheck` runs check, so `kvmcheck --root R -f json` is `kvmcheck check --root R -f json`;
+    --version and --help stay the program's own."""
+    root = str(host_root("intel-baremetal-vmx"))
+    short = kvmcheck("--root", root, "--only", "cpu.*", "-f", "json")
+    full = kvmcheck("check", "--root", root, "--only", "cpu.*", "-f", "json")
+    assert short.returncode == full.returncode
+    pairs = [[(c["id"], c["status"]) for c in json.loads(p.stdout)["checks"]] for p in (short, full)]
+    assert pairs[0] == pairs[1] and pairs[0][0][0] == "cpu.virt-flags"
+    assert kvmcheck("--version").stdout.startswith("kvmcheck ")
+    assert "Commands" in kvmcheck("--help").stdout
+    bad = kvmcheck("--no-such-option")
+    assert bad.returncode == 2 and "No such option" in bad.stderr
