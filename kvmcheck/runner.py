@@ -93,7 +93,7 @@ def _unreadable(check: Check, exc: OSError, elapsed: float) -> Result:
     if isinstance(exc, PermissionError):
         return Result(check.id, check.title, Status.SKIP, f"permission denied reading {path}",
                       f"The user running kvmcheck may not read {path}, so this cannot be judged.",
-                      None, evidence, elapsed)
+                      f"Run kvmcheck as root ('sudo kvmcheck'), or let this user read {path}.", evidence, elapsed)
     return Result(check.id, check.title, Status.SKIP, f"cannot read {path}: {exc.strerror}",
                   f"{path} exists but is not readable as a file ({exc.strerror}); the root may be damaged or "
                   "hold something else at that path.", None, evidence, elapsed)
