@@ -140,6 +140,11 @@ def cgroups_controllers(ctx: Context) -> Outcome:
     host = ctx.host
     table_path, mounts = ctx.mounts()
     if table_path is None:
+        problems = ctx.mount_table_problems()
+        if problems and not host.live:
+            return Outcome.skipped(f"mount table unreadable ({problems[-1]})",
+                                   "The cgroup layout is set up at boot; it cannot be told without a readable mount "
+                                   f"table. {'; '.join(problems)}.", unreadable=problems)
         if not host.live:
             return Outcome.skipped("no /proc/mounts in this root",
                                    "The cgroup layout is set up at boot; an offline root without a captured mount "

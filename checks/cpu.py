@@ -147,6 +147,14 @@ def virt_flags(ctx: Context) -> Outcome:
     arch = ctx.arch()[0]
     if ctx.cpuinfo() is None:
         return Outcome.skipped("no /proc/cpuinfo in this root", "Without cpuinfo the CPU cannot be judged.")
+    if arch is None:
+        cpu = ctx.cpuinfo()
+        what = "is empty" if cpu is not None and not cpu.entries else "is not readable text of the expected form"
+        return Outcome.skipped(
+            f"/proc/cpuinfo {what}",
+            "No architecture can be told: /proc/sys/kernel/arch is absent or holds no machine name, and "
+            "/proc/cpuinfo has none of the lines of a layout kvmcheck knows. The root may be damaged.",
+            arch_source=ctx.arch()[1])
     if family == "x86":
         return _x86(ctx)
     if family == "s390":
@@ -252,13 +260,18 @@ def cpu_64bit(ctx: Context) -> Outcome:
                               "Use a 64-bit (x86-64) CPU for a KVM host.", **evidence)
     if kernel_bits == 32:
         return Outcome.failed(
-            "32-bit kernel on a 64-bit CPU",
+            "32-bit kernel on a 64-bit CPU" if cpu_64 else "32-bit kernel",
             f"The kernel is 32-bit ({how}). It can run only 32-bit guests, and current QEMU and libvirt no longer "
             "support 32-bit hosts.",
             "Reinstall with the 64-bit edition of the distribution (x86_64/amd64); a 32-bit userland cannot be "
             "upgraded in place.", **evidence)
     if kernel_bits == 64:
         return Outcome.passed(f"64-bit CPU and 64-bit kernel ({how})", **evidence)
+    if cpu_64 is None:
+        return Outcome.skipped(
+            "neither the CPU's nor the kernel's bitness is recorded in this root",
+            "The architecture is unknown (see cpu.virt-flags), and neither /proc/sys/kernel/arch, a release suffix "
+            "nor /boot/config-<release> says how the kernel was built.", **evidence)
     return Outcome.skipped(
         "the CPU is 64-bit; the kernel's bitness is not recorded in this root",
         "Neither /proc/sys/kernel/arch, a release suffix nor /boot/config-<release> says how the kernel was built.",
@@ -360,6 +373,10 @@ def cpu_vulnerabilities(ctx: Context) -> Outcome:
             continue
         if text is not None:
             files[name] = text
+    if not files and unreadable:
+        return Outcome.skipped(
+            f"{VULN_DIR}: {len(unreadable)} file(s) unreadable ({unreadable[0]})",
+            f"Unreadable: {', '.join(unreadable)}.", unreadable=unreadable)
     if not files:
         return Outcome.skipped(
             "no CPU vulnerability report (/sys/devices/system/cpu/vulnerabilities)",
@@ -385,6 +402,11 @@ def cpu_vulnerabilities(ctx: Context) -> Outcome:
     }
     if unreadable:
         evidence["unreadable"] = unreadable
+    if all(v.state == "other" for v in ranked) and not opt_outs:
+        return Outcome.skipped(
+            f"{VULN_DIR} is not readable text of the expected form",
+            f"None of its {len(ranked)} file(s) starts with 'Not affected', 'Vulnerable', 'Mitigation' or 'Unknown', "
+            "as the kernel writes them; the root may be damaged.", **evidence)
     if open_ or smt_open or opt_outs:
         lines = [f"{v.name}: {v.text}" for v in open_ + smt_open]
         fixes = []

@@ -63,7 +63,7 @@ def vt_enabled(ctx: Context) -> Outcome:
     Fix: enable the option in the firmware setup and power-cycle.
     """
     if ctx.family() != "x86":
-        return Outcome.skipped(f"firmware VT switch applies to x86 only ({ctx.arch()[0]})")
+        return Outcome.skipped(f"firmware VT switch applies to x86 only ({ctx.arch()[0] or 'architecture unknown'})")
     cpu = ctx.cpuinfo()
     if cpu is None:
         return Outcome.skipped("no /proc/cpuinfo in this root")

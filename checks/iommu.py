@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from kvmcheck.context import Context
+from kvmcheck.context import Context, quoted
 from kvmcheck.model import Outcome
 from kvmcheck.parsers.cmdline import KernelCmdline
 from kvmcheck.parsers.iommu import (IommuOptions, class_name, gpus_sharing_groups, iommu_options,
@@ -205,11 +205,12 @@ def iommu_enabled(ctx: Context) -> Outcome:
             "/sys/kernel/iommu_groups fills up and this check passes.", **evidence)
     if family != "x86":
         return Outcome.skipped(
-            f"{family}: no IOMMU groups (no PCI devices, or IOMMU support not in this kernel)",
+            f"{family if family != 'unknown' else 'architecture unknown'}: no IOMMU groups (no PCI devices, or "
+            "IOMMU support not in this kernel)",
             "kvmcheck reads no firmware table on this architecture; s390 zPCI and POWER PowerNV hosts get "
             "IOMMU groups as soon as PCI functions are online.", **evidence)
     if vendor not in VENDOR_TABLE:
-        return Outcome.skipped(f"unknown x86 CPU vendor {vendor!r}: which IOMMU table to expect is unknown",
+        return Outcome.skipped(f"unknown x86 CPU vendor {quoted(vendor)}: which IOMMU table to expect is unknown",
                                "kvmcheck knows Intel and Zhaoxin (DMAR) and AMD and Hygon (IVRS).", **evidence)
     table, name = VENDOR_TABLE[vendor]
     has_tables_dir = host.is_dir(TABLES)

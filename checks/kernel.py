@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import List, Tuple
 
 from kvmcheck.checks.kvm import MODPROBE_DIRS, expected_vendor_modules, modprobe_blocks
-from kvmcheck.context import Context
+from kvmcheck.context import Context, quoted
 from kvmcheck.model import Outcome
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.kernel_version import parse_kernel_release, parse_min_version
@@ -28,6 +28,14 @@ def kernel_version(ctx: Context) -> Outcome:
     min_text = ".".join(map(str, minimum))
     release = ctx.osrelease()
     source = "/proc/sys/kernel/osrelease"
+    text = ctx.osrelease_text()
+    if release is None and text is not None:
+        what = "is empty" if not text else "does not hold a kernel release"
+        return Outcome.failed(f"{source} {what}",
+                              f"The first line of {source} is {quoted(text, 60)}: "
+                              "not a kernel release (at most 64 characters, no blanks, no '/'); the root may be "
+                              "damaged.", "Capture the root again, or check what wrote that file.",
+                              release=text[:200], source=source)
     if release is None:
         installed = [p.rsplit("/", 1)[-1] for p in ctx.host.glob("/lib/modules/*") if ctx.host.is_dir(p)]
         parsed = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from typing import Dict, List
 
-from kvmcheck.context import Context
+from kvmcheck.context import Context, quoted
 from kvmcheck.model import Outcome
 from kvmcheck.parsers.accounts import parse_group, parse_passwd
 from kvmcheck.host import Node
@@ -328,7 +328,7 @@ def kvm_nested(ctx: Context) -> Outcome:
             "reboot (needs ARMv8.4 FEAT_NV2 hardware and Linux >= 6.16).", **evidence)
     candidates = NESTED_PARAM_MODULES.get(family)
     if not candidates:
-        return Outcome.skipped(f"no nested-virtualization switch known for {family or 'this architecture'}",
+        return Outcome.skipped(f"no nested-virtualization switch known for {family if family != 'unknown' else 'an unknown architecture'}",
                                **evidence)
     module = next((m for m in candidates if m in mods), None)
     if module is None:
@@ -351,6 +351,10 @@ def kvm_nested(ctx: Context) -> Outcome:
         return Outcome.skipped(f"{module} has no nested parameter ({path} is absent)",
                                "Kernels that old, or builds without nested support, cannot run nested guests.",
                                **evidence)
+    if value.upper() not in ("Y", "N", "1", "0"):  # module_param bool prints Y/N, kvm_amd's int 1/0
+        return Outcome.skipped(f"{path} holds no Y/N or 1/0 value",
+                               f"It starts with {quoted(value)}: not a module parameter value; the root may be "
+                               "damaged.", **dict(evidence, value=value[:200]))
     enabled = value.upper() in ("Y", "1")
     note = f" modprobe.d: {'; '.join(configured)}." if configured else ""
     if enabled:

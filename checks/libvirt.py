@@ -12,6 +12,7 @@ from kvmcheck.registry import check
 ETC = "/etc/libvirt"
 STATE = "/var/lib/libvirt"
 STATE_DIRS = ("images", "qemu", "network", "dnsmasq", "boot")
+SUMMARY_PROBLEMS = 3  # the rest are in the detail: a summary stays one readable line
 # The two ways libvirt runs QEMU guests: one monolithic daemon, or the per-driver ("modular") daemons.
 DAEMONS = ("libvirtd", "virtqemud")
 DAEMON_CONF = {"libvirtd": "libvirtd.conf", "virtqemud": "virtqemud.conf"}
@@ -240,4 +241,7 @@ def libvirt_layout(ctx: Context) -> Outcome:
         fixes.append(f"'systemctl unmask {' '.join(masked)}', then '{start}'")
     elif daemon_problem:
         fixes.append(f"'{start}'")
-    return Outcome.warned(f"{head}: " + "; ".join(problems), detail + ".", "; ".join(fixes) + ".", **evidence)
+    shown = "; ".join(problems[:SUMMARY_PROBLEMS])  # all of them are in the detail
+    more = len(problems) - SUMMARY_PROBLEMS
+    return Outcome.warned(f"{head}: {shown}" + (f" (and {more} more)" if more > 0 else ""), detail + ".",
+                          "; ".join(fixes) + ".", **evidence)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from kvmcheck.context import Context
 from kvmcheck.model import Outcome
@@ -17,6 +17,9 @@ HUGEPAGES = "/sys/kernel/mm/hugepages"
 UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system", "/run/systemd/system")
 KSM_UNITS = ("ksm.service", "ksmtuned.service")  # RHEL/Fedora: ksm starts KSM at boot, ksmtuned adjusts it
 _SELECTED = re.compile(r"\[([^\]]+)\]")
+# mm/huge_memory.c: the words the kernel prints in transparent_hugepage/enabled and defrag
+THP_MODES = ("always", "madvise", "never")
+THP_DEFRAG_MODES = ("always", "defer", "defer+madvise", "madvise", "never")
 
 
 def _int(ctx: Context, path: str) -> Optional[int]:
@@ -90,7 +93,7 @@ def memory_ksm(ctx: Context) -> Outcome:
     evidence.update(supported=True, **{k: v for k, v in values.items() if v is not None})
     run = values["run"]
     state = {0: "stopped", 1: "running", 2: "stopped (pages unmerged)"}.get(run, f"run={run}") \
-        if run is not None else "state unreadable"
+        if run is not None else f"state unreadable ({KSM}/run)"
     notes: List[str] = []
     sharing = values["pages_sharing"] or 0
     if sharing:
@@ -122,15 +125,17 @@ def _meminfo(ctx: Context) -> Optional[MemInfo]:
         return None
 
 
-def _selected(text: Optional[str]) -> Optional[str]:
-    """"always [madvise] never" -> "madvise"; a bare single word (some backports) is taken as is."""
+def _selected(text: Optional[str], known: Tuple[str, ...]) -> Optional[str]:
+    """"always [madvise] never" -> "madvise"; a bare single word (some backports) is taken as is.
+
+    Only a mode in known counts: anything else there is not a THP setting (a damaged capture).
+    """
     if not text:
         return None
     m = _SELECTED.search(text)
-    if m:
-        return m.group(1)
     words = text.split()
-    return words[0] if len(words) == 1 else None
+    mode = m.group(1) if m else words[0] if len(words) == 1 else None
+    return mode if mode in known else None
 
 
 @check("memory.hugepages", "Huge pages for guest memory", reads=(
@@ -175,8 +180,8 @@ def memory_hugepages(ctx: Context) -> Outcome:
     meminfo = {k: v for k, v in (mem.fields.items() if mem else ()) if k.startswith(("HugePages_", "Hugepagesize",
                                                                                       "Hugetlb"))}
     thp_enabled_text = host.first_line(f"{THP}/enabled")
-    thp = _selected(thp_enabled_text)
-    defrag = _selected(host.first_line(f"{THP}/defrag"))
+    thp = _selected(thp_enabled_text, THP_MODES)
+    defrag = _selected(host.first_line(f"{THP}/defrag"), THP_DEFRAG_MODES)
     evidence: Dict[str, object] = {"pools": pools, "meminfo": meminfo, "thp": thp, "thp_defrag": defrag}
     if not host.is_dir("/sys/kernel/mm"):
         return Outcome.skipped("no /sys/kernel/mm in this root",
@@ -204,7 +209,7 @@ def memory_hugepages(ctx: Context) -> Outcome:
                      "the usual choice.")
     if thp is None:
         if thp_enabled_text is not None or host.is_dir(THP):
-            return Outcome.passed(f"THP mode unreadable; {pool_text}", " ".join(notes), **evidence)
+            return Outcome.passed(f"THP mode unreadable ({THP}/enabled); {pool_text}", " ".join(notes), **evidence)
         notes.insert(0, "The kernel was built without transparent huge pages (no /sys/kernel/mm/transparent_hugepage); "
                         "guests get huge pages only from static pools.")
         return Outcome.passed(f"no THP in this kernel; {pool_text}", " ".join(notes), **evidence)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from kvmcheck.context import Context
+from kvmcheck.context import Context, quoted
 from kvmcheck.model import Outcome
 from kvmcheck.registry import check
 
@@ -205,11 +205,11 @@ def secure_guest_support(ctx: Context) -> Outcome:
             return _amd(ctx, flags, evidence)
         if vendor == "GenuineIntel":
             return _intel(ctx, flags, evidence)
-        return Outcome.passed(f"no confidential-guest support known for CPU vendor {vendor!r} (optional)",
+        return Outcome.passed(f"no confidential-guest support known for CPU vendor {quoted(vendor)} (optional)",
                               "kvmcheck knows AMD SEV and Intel TDX on x86.", **evidence)
     if family == "s390":
         return _s390(ctx, evidence)
     return Outcome.skipped(
-        f"confidential guests are not probed on {family}",
+        f"confidential guests are not probed on {family if family != 'unknown' else 'an unknown architecture'}",
         "kvmcheck checks AMD SEV, Intel TDX and IBM Secure Execution; ARM CCA (Realms) and POWER PEF are not "
         "probed yet.", **evidence)

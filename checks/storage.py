@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from kvmcheck.checks.libvirt import install_hint
-from kvmcheck.context import MOUNT_TABLES, Context
+from kvmcheck.context import MOUNT_TABLES, Context, quoted
 from kvmcheck.host import StatVfs
 from kvmcheck.model import Outcome, Status
 from kvmcheck.parsers.mounts import Mount, backing_mount, parse_mounts, top_mounts
@@ -171,12 +171,19 @@ class San:
         return [h for h, state in self.fc.items() if state == "Online"]
 
 
+def _shown(name: Optional[str]) -> Optional[str]:
+    """A name read from sysfs, quoted and cut when it is not one (control characters, undecodable bytes)."""
+    if name is None or (name.isprintable() and "\ufffd" not in name and len(name) <= 128):
+        return name
+    return quoted(name)
+
+
 def san(ctx: Context) -> San:
     host = ctx.host
     iscsi = []
     for s in host.listdir("/sys/class/iscsi_session"):
         base = f"/sys/class/iscsi_session/{s}"
-        iscsi.append({"session": s, "target": host.first_line(f"{base}/targetname"),
+        iscsi.append({"session": s, "target": _shown(host.first_line(f"{base}/targetname")),
                       "state": host.first_line(f"{base}/state") or None})
     fc = {h: host.first_line(f"/sys/class/fc_host/{h}/port_state") or "unknown"
           for h in host.listdir("/sys/class/fc_host")}
@@ -185,7 +192,7 @@ def san(ctx: Context) -> San:
         uuid = host.first_line(f"{d}/dm/uuid") or ""
         if uuid.startswith("mpath-"):
             dm = d.rsplit("/", 1)[-1]
-            name = host.first_line(f"{d}/dm/name") or dm
+            name = _shown(host.first_line(f"{d}/dm/name")) or dm
             mpath[name], uuids[name] = dm, uuid
     try:
         conf = host.read_optional(MULTIPATH_CONF, limit=1 << 20) is not None
@@ -409,7 +416,12 @@ def images_dir(ctx: Context) -> Outcome:
     if found.state == "ok" and not ctx.host.is_dir(pool.path):  # it answered: a stat is safe now
         found = Probe("notdir", found.stat, "file" if ctx.host.exists(pool.path) else "dangling link")
     evidence["state"] = found.state
-    if found.stuck:
+    if found.state == "error":  # it answered, with an error: a link loop, a damaged or stale file system
+        issues.append((Status.FAIL, f"{pool.path} cannot be examined (statvfs failed)",
+                       f"statvfs of {pool.path} failed: {found.message}. File system: {on}.",
+                       f"Look at {pool.path} ('ls -ld {pool.path}', 'stat -f {pool.path}'): it must be a directory "
+                       "on a working file system."))
+    elif found.stuck:
         issues.append((Status.FAIL, f"{pool.path} does not answer ({on})",
                        f"statvfs of {pool.path} failed: {found.message}. Guests with disks there stall, and "
                        "libvirt hangs refreshing the pool.",

@@ -8,6 +8,7 @@ harmless; hanging the run is not.
 """
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Optional, Tuple
@@ -29,6 +30,18 @@ OFFLINE_LOGS = ("/var/log/dmesg", "/var/log/kern.log", "/var/log/messages", "/va
 DMI_FIELDS = ("sys_vendor", "product_name", "bios_vendor", "board_vendor")
 MOUNT_TABLES = ("/proc/self/mounts", "/proc/mounts")
 KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd", "kvm_pvm", "kvm_hv", "kvm_pr")
+
+# uname -m and uname -r as the kernel prints them (utsname fields hold at most 64 bytes)
+_MACHINE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_RELEASE = re.compile(r"[^\s/\x00-\x1f\x7f\ufffd]{1,64}")
+
+
+def quoted(value: Optional[str], width: int = 40) -> str:
+    """ascii() of a value read from the root, cut to width characters: garbage is named, not echoed."""
+    if value is None or len(value) <= width:
+        return ascii(value)
+    return ascii(value[:width]) + "..."
+
 
 # uname -m -> the family kvmcheck reasons about
 _FAMILIES = (
@@ -129,8 +142,9 @@ class Context:
             if self.host.live:
                 return self.host.machine(), "uname"
             arch = self.host.first_line("/proc/sys/kernel/arch")  # Linux >= 6.1
-            if arch:
+            if arch and _MACHINE.fullmatch(arch):
                 return arch, "/proc/sys/kernel/arch"
+            # Anything else there is not a machine name (a damaged capture): go by /proc/cpuinfo.
             cpu = self.cpuinfo()
             guess = arch_from_cpuinfo(cpu) if cpu else None
             return guess, "inferred from /proc/cpuinfo" if guess else "unknown"
@@ -148,8 +162,18 @@ class Context:
         return self.virt().in_guest
 
     # -- kernel ------------------------------------------------------------------
+    def osrelease_text(self) -> Optional[str]:
+        """The first line of /proc/sys/kernel/osrelease as it is (None when missing or unreadable)."""
+        return self._get("osrelease_text", lambda: self.host.first_line("/proc/sys/kernel/osrelease"))
+
     def osrelease(self) -> Optional[str]:
-        return self._get("osrelease", lambda: self.host.first_line("/proc/sys/kernel/osrelease"))
+        """The kernel release (uname -r); None when the root has none, or what it holds cannot be one.
+
+        Checks build paths from it (/lib/modules/RELEASE, /boot/config-RELEASE), so a blank, a '/',
+        a control character or more than the kernel's 64 bytes disqualify it.
+        """
+        text = self.osrelease_text()
+        return text if text and _RELEASE.fullmatch(text) and text not in (".", "..") else None
 
     def kernel_version(self) -> Optional[KernelVersion]:
         def load() -> Optional[KernelVersion]:
@@ -245,15 +269,22 @@ class Context:
         def load() -> Tuple[Optional[str], List["Mount"]]:
             from .parsers.mounts import parse_mounts
 
+            problems = self._memo.setdefault("mount_table_problems", [])
             for path in MOUNT_TABLES:
                 try:
                     text = self.host.read_optional(path, limit=16 << 20)
-                except OSError:
-                    continue  # unreadable or not a file: try the next source
+                except OSError as exc:  # unreadable or not a file: try the next source
+                    problems.append(f"{path}: {exc.strerror or exc}")
+                    continue
                 if text is not None:
                     return path, parse_mounts(text)
             return None, []
         return self._get("mounts", load)
+
+    def mount_table_problems(self) -> List[str]:
+        """Why mount tables present in the root could not be read ("PATH: reason"); [] when none failed."""
+        self.mounts()
+        return list(self._memo.get("mount_table_problems", []))
 
     # -- virtualization context --------------------------------------------------------
     def cpuid(self, leaf: int, subleaf: int = 0) -> Optional[Tuple[int, int, int, int]]:
@@ -314,6 +345,10 @@ class Context:
 
     # -- the report's host block -----------------------------------------------------------
     def os_name(self) -> Optional[Dict[str, str]]:
+        """The report's host.os block ({id, name, version, like}) from os-release, else from the
+        release file of a distribution older than os-release; None when neither says.
+
+        Read through the Host (kvmcheck.parsers.os_release tells why not the distro package)."""
         def load() -> Optional[Dict[str, str]]:
             from .parsers.os_release import LEGACY_RELEASE_FILES, legacy_identity, os_identity, parse_os_release
 
@@ -373,7 +408,7 @@ class Context:
         return vendor, model
 
     def host_facts(self) -> Dict[str, Any]:
-        """The report's host block; a fact whose files cannot be read is null, named in "unreadable"."""
+        """The report's host block; a fact whose files cannot be read or understood is null, named in "unreadable"."""
         host = self.host
         unreadable: List[str] = []
 
@@ -382,13 +417,25 @@ class Context:
                 return compute()
             except OSError as exc:
                 unreadable.append(f"{exc.filename or '?'}: {exc.strerror or exc}")
-                return default
+            except ValueError as exc:  # ParseError: text of an unexpected form (a damaged root)
+                what = getattr(compute, "__name__", "?")
+                unreadable.append(f"{what}: not readable text of the expected form ({exc})")
+            return default
+
+        def plain(what: str, value: Optional[str]) -> Optional[str]:
+            """value, unless it is no name at all (control characters, undecodable bytes, a 2 MB line)."""
+            if value is None or (value.isprintable() and "\ufffd" not in value and len(value) <= 256):
+                return value
+            unreadable.append(f"{what}: not readable text of the expected form")
+            return None
 
         arch, arch_source = safe(self.arch, (None, "unknown"))
         vendor, model = safe(self.cpu_model, (None, None))
+        vendor, model = plain("/proc/cpuinfo (vendor)", vendor), plain("/proc/cpuinfo (model)", model)
         virt = safe(self.virt)
+        hostname = host.first_line("/proc/sys/kernel/hostname") or host.first_line("/etc/hostname")
         facts = {
-            "hostname": host.first_line("/proc/sys/kernel/hostname") or host.first_line("/etc/hostname"),
+            "hostname": plain("hostname", hostname),
             "root": host.root,
             "live": host.live,
             "arch": arch,

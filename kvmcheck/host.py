@@ -20,7 +20,6 @@ import fnmatch
 import os
 import stat
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -51,6 +50,11 @@ class Node:
 
 _KINDS = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "dir"), (stat.S_ISCHR, "char"), (stat.S_ISBLK, "block"),
           (stat.S_ISFIFO, "fifo"), (stat.S_ISSOCK, "socket"), (stat.S_ISLNK, "link"))
+
+
+def _named(exc: OSError, path: str) -> OSError:
+    """exc naming the host path asked for instead of the real path under the root (reports quote it)."""
+    return type(exc)(exc.errno, exc.strerror, path)
 
 
 def _node(st: os.stat_result) -> Node:
@@ -160,6 +164,8 @@ class Host:
                 parts.append(name)
                 parts.extend(reversed(pending))
                 break
+            except OSError as exc:  # EACCES on a directory above, ENAMETOOLONG
+                raise _named(exc, path) from None
             target = os.readlink(candidate) if stat.S_ISLNK(st.st_mode) else None
             if visit is not None and not visit("/" + "/".join(parts + [name]), target):
                 raise PermissionError(errno.EACCES, "refused", "/" + "/".join(parts + [name]))
@@ -188,7 +194,10 @@ class Host:
         self._note(path)
         real = self.resolve(path)
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(real, flags)
+        try:
+            fd = os.open(real, flags)
+        except OSError as exc:
+            raise _named(exc, path) from None
         try:
             mode = os.fstat(fd).st_mode
             if stat.S_ISDIR(mode):
@@ -243,10 +252,13 @@ class Host:
     def stat(self, path: str) -> Optional[os.stat_result]:
         """stat() of the resolved path, or None when it does not exist."""
         self._note(path)
+        real = self.resolve(path)
         try:
-            return os.stat(self.resolve(path))
+            return os.stat(real)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise _named(exc, path) from None
 
     def exists(self, path: str) -> bool:
         return self.stat(path) is not None
@@ -258,10 +270,13 @@ class Host:
     def listdir(self, path: str) -> List[str]:
         """Sorted entries of a directory; [] when it is missing."""
         self._note(path)
+        real = self.resolve(path)
         try:
-            return sorted(os.listdir(self.resolve(path)))
+            return sorted(os.listdir(real))
         except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError as exc:
+            raise _named(exc, path) from None
 
     def glob(self, pattern: str) -> List[str]:
         """Host paths matching a shell pattern, one wildcard component at a time."""
