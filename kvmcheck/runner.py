@@ -55,13 +55,50 @@ def _call_with_timeout(func: Callable[[], Any], timeout: float) -> Tuple[str, An
     return box[0]
 
 
+# Evidence quotes what the host's files hold, and a hostile or damaged root can hold megabytes (a 2 MB
+# repository URL, a million mount entries): a fleet report of thousands of hosts must stay small.
+MAX_EVIDENCE_TEXT = 2048  # characters of one string
+MAX_EVIDENCE_ITEMS = 256  # entries of one list or mapping
+MAX_EVIDENCE_DEPTH = 8
+
+
+def bounded_evidence(evidence: Any) -> dict:
+    """A copy of a check's evidence with every string, list and mapping cut to the limits above
+    (a cut is marked: "... (N more characters)", or a last item "... (N more)")."""
+    def cut(value: Any, depth: int) -> Any:
+        if isinstance(value, str):
+            if len(value) <= MAX_EVIDENCE_TEXT:
+                return value
+            return value[:MAX_EVIDENCE_TEXT] + f"... ({len(value) - MAX_EVIDENCE_TEXT} more characters)"
+        if isinstance(value, dict):
+            if depth >= MAX_EVIDENCE_DEPTH:
+                return "... (nested too deep)"
+            items = list(value.items())
+            out = {str(k)[:MAX_EVIDENCE_TEXT]: cut(v, depth + 1) for k, v in items[:MAX_EVIDENCE_ITEMS]}
+            if len(items) > MAX_EVIDENCE_ITEMS:
+                out["..."] = f"{len(items) - MAX_EVIDENCE_ITEMS} more"
+            return out
+        if isinstance(value, (list, tuple, set, frozenset)):
+            if depth >= MAX_EVIDENCE_DEPTH:
+                return "... (nested too deep)"
+            items = list(value) if not isinstance(value, (set, frozenset)) else sorted(value, key=str)
+            out_list = [cut(v, depth + 1) for v in items[:MAX_EVIDENCE_ITEMS]]
+            if len(items) > MAX_EVIDENCE_ITEMS:
+                out_list.append(f"... ({len(items) - MAX_EVIDENCE_ITEMS} more)")
+            return out_list
+        return value
+
+    return cut(dict(evidence), 0)
+
+
 def run_check(check: Check, ctx: Context, timeout: float, debug: bool = False) -> Result:
     start = time.perf_counter()
     kind, value = _call_with_timeout(lambda: check(ctx), timeout)
     elapsed = (time.perf_counter() - start) * 1000
     if kind == "ok" and isinstance(value, Outcome):
         o = value
-        return Result(check.id, check.title, o.status, o.summary, o.detail, o.remediation, dict(o.evidence), elapsed)
+        return Result(check.id, check.title, o.status, o.summary, o.detail, o.remediation,
+                      bounded_evidence(o.evidence), elapsed)
     if kind == "timeout":
         return Result(
             check.id, check.title, Status.ERROR, f"did not finish within {timeout:g} s",
@@ -108,12 +145,21 @@ def _load_error_result(err: LoadError) -> Result:
     )
 
 
+HOST_FIELDS = ("hostname", "root", "live", "arch", "arch_source", "kernel", "os", "cpu_vendor", "cpu_model",
+               "hypervisor", "hypervisor_source", "kvm_modules", "unreadable", "error")
+
+
 def host_facts(ctx: Context, timeout: float) -> dict:
     kind, value = _call_with_timeout(ctx.host_facts, timeout)
     if kind == "ok":
         return value
     reason = "timed out" if kind == "timeout" else f"{type(value[0]).__name__}: {value[0]}"
-    return {"root": ctx.host.root, "live": ctx.host.live, "error": f"host facts unavailable ({reason})"}
+    # Every field the templates and the schema know, null: a report whose header could not be
+    # gathered still renders in every format.
+    facts: dict = dict.fromkeys(HOST_FIELDS)
+    facts.update(root=ctx.host.root, live=ctx.host.live, kvm_modules={}, unreadable=[],
+                 error=f"host facts unavailable ({reason})")
+    return facts
 
 
 def run(

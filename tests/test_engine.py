@@ -162,3 +162,19 @@ def test_no_plugin_means_no_importlib_metadata():
             "print('importlib.metadata' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_evidence_is_bounded_whatever_the_host_holds():
+    """A 2 MB repository URL or a million mounts in a damaged root must not make a 4 MB report."""
+    from kvmcheck.runner import MAX_EVIDENCE_ITEMS, MAX_EVIDENCE_TEXT, bounded_evidence
+
+    huge = {"url": "x" * 2_000_000, "mounts": list(range(1_000_000)), "small": [1, "a"], "n": 3,
+            "map": {f"k{i}": i for i in range(1000)}, "deep": [[[[[[[[[["bottom"]]]]]]]]]]}
+    out = bounded_evidence(huge)
+    assert out["url"] == "x" * MAX_EVIDENCE_TEXT + f"... ({2_000_000 - MAX_EVIDENCE_TEXT} more characters)"
+    assert out["mounts"][:3] == [0, 1, 2] and out["mounts"][-1] == f"... ({1_000_000 - MAX_EVIDENCE_ITEMS} more)"
+    assert len(out["mounts"]) == MAX_EVIDENCE_ITEMS + 1
+    assert out["small"] == [1, "a"] and out["n"] == 3
+    assert len(out["map"]) == MAX_EVIDENCE_ITEMS + 1 and out["map"]["..."] == f"{1000 - MAX_EVIDENCE_ITEMS} more"
+    assert "nested too deep" in json.dumps(out["deep"])
+    assert len(json.dumps(out)) < 20_000

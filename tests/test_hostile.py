@@ -187,6 +187,7 @@ def run_cli(root: Path, fmt: str = "json", argv: Optional[List[str]] = None, cwd
         pytest.fail(f"kvmcheck did not finish within {HANG_GUARD_S} s on {root}: something blocks")
 
 
+MAX_REPORT = 1_000_000  # characters of JSON: a real host's report is about 30,000
 MAX_SUMMARY = 300  # the longest on the captured hosts is about 260 characters
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ufffd]")
 _EXC_NAME = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception)\b|Traceback")
@@ -196,6 +197,8 @@ def assert_sane(proc) -> dict:
     """Exit 0/1, no traceback, a valid report, and a clear answer from every check (returns the report)."""
     assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
     assert proc.returncode in (0, 1), (proc.returncode, proc.stderr[-2000:], proc.stdout[-2000:])
+    # Evidence is bounded (runner.bounded_evidence): megabytes of garbage make no megabyte report.
+    assert len(proc.stdout) < MAX_REPORT, f"a {len(proc.stdout)}-character report"
     return assert_clear(validate_report(json.loads(proc.stdout)))
 
 

@@ -357,3 +357,24 @@ def test_junit_survives_control_characters_from_the_host(host_root):
     report.checks[0].summary = "nul\x00 and bell\x07 in a summary"
     tree = ET.fromstring(render(report, "junit"))  # would raise "not well-formed" with them left in
     assert tree.find("testsuite").get("hostname") == "badhost[31m"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "html", "markdown", "junit", "prometheus", "nagios"])
+def test_every_format_renders_when_host_facts_crashed(fmt, host_root, monkeypatch):
+    """A crash while gathering the header (a kvmcheck bug) leaves a host block of nulls and the error;
+    every format still renders it, and JSON still follows the schema."""
+    from kvmcheck.context import Context
+
+    def crash(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Context, "host_facts", crash)
+    report = golden_report(host_root("intel-baremetal-vmx"))
+    assert report.host["error"] == "host facts unavailable (RuntimeError: boom)"
+    assert report.host["hostname"] is None and report.host["kvm_modules"] == {}
+    out = render(report, fmt)
+    assert out.strip()
+    if fmt == "json":
+        validate_report(json.loads(out))
+    if fmt == "text":
+        assert "unknown host" in out and "Host facts: host facts unavailable (RuntimeError: boom)" in out
