@@ -57,6 +57,11 @@ def test_identity_from_real_files_and_the_distro_package_ids():
     ("/etc/debian_version", "bookworm/sid\n", None),
     ("/etc/redhat-release", "\n\n", None),
     ("/etc/not-a-release-file", "Foo 1.0\n", None),
+    # garbage in a damaged root names no release (it once gave rhel "2")
+    ("/etc/redhat-release", "\x8a\x02 2 \ufffd\x00junk\n", None),
+    ("/etc/redhat-release", "2 3 4\n", None),
+    ("/etc/SuSE-release", "VERSION = 12\n", None),
+    ("/etc/debian_version", "12.4 but not only\n", None),
 ])
 def test_legacy_release_files(path, text, expected):
     found = legacy_identity(path, text)

@@ -66,6 +66,7 @@ LEGACY_RELEASE_FILES = (
     ("/etc/debian_version", "debian", "Debian GNU/Linux", ""),
 )
 _VERSION = re.compile(r"\b(\d+(?:\.\d+)*)\b")
+_DEBIAN_VERSION = re.compile(r"\d+(?:\.\d+)*")
 
 
 def legacy_identity(path: str, text: str) -> Optional[Dict[str, str]]:
@@ -79,9 +80,14 @@ def legacy_identity(path: str, text: str) -> Optional[Dict[str, str]]:
     else:
         return None
     first = text.strip().splitlines()[0].strip() if text.strip() else ""
-    if not first:
+    if not first or not first.isprintable() or len(first) > 200:
         return None
     lowered = first.lower()
+    # Each file says what it is in its own words; anything else there (a damaged root) names no release.
+    if path in ("/etc/redhat-release", "/etc/centos-release", "/etc/oracle-release") and " release " not in lowered:
+        return None
+    if path == "/etc/SuSE-release" and "suse" not in lowered:
+        return None
     if path == "/etc/redhat-release":
         if lowered.startswith("centos"):
             ident, label, like = "centos", "CentOS Linux", "rhel fedora"
@@ -89,7 +95,7 @@ def legacy_identity(path: str, text: str) -> Optional[Dict[str, str]]:
             ident, label, like = "fedora", "Fedora Linux", ""
     if path == "/etc/SuSE-release" and "opensuse" in lowered:
         ident, label = "opensuse", "openSUSE"
-    if path == "/etc/debian_version" and not _VERSION.match(first):
+    if path == "/etc/debian_version" and not _DEBIAN_VERSION.fullmatch(first):
         return None  # "bookworm/sid" on testing: no number to report, and the id alone is not worth guessing
     found = _VERSION.search(first)
     return {"id": ident, "name": label, "version": found.group(1)[:32] if found else "", "like": like}
