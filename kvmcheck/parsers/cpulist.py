@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import compress
 from typing import Iterable, List, Tuple
 
 from kvmcheck.parsers import ParseError
@@ -10,14 +11,19 @@ from kvmcheck.parsers import ParseError
 # "N", "N-M", and the bitmap_parselist group form "N-M:used/group" (e.g. 0-15:2/4).
 _ITEM = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+)/(\d+))?)?$")
 MAX_CPUS = 1 << 16  # far above any NR_CPUS; a bound against "0-4294967295"
+# CPUs a whole list may name, counting overlaps again.  The kernel never repeats a CPU, so a real
+# list names at most MAX_CPUS; without a bound, "0-65535," repeated over a megabyte is hours of work.
+MAX_WORK = 64 * MAX_CPUS
+_ONES = memoryview(b"\1" * MAX_CPUS)
 
 
 def parse_cpulist(text: str) -> Tuple[int, ...]:
     """The CPU numbers of a list, sorted and unique; "" (an empty offline file) is ()."""
-    cpus = set()
     body = text.strip()
     if not body:
         return ()
+    items = []
+    work = 0
     for item in body.split(","):
         item = item.strip()
         if not item:
@@ -25,19 +31,38 @@ def parse_cpulist(text: str) -> Tuple[int, ...]:
         m = _ITEM.match(item)
         if not m:
             raise ParseError(f"not a CPU list item: {item[:40]!r}")
+        # Longer numbers are out of range anyway; and int() refuses (or takes quadratic time on)
+        # thousands of digits, which would escape as a plain ValueError.
+        if any(g is not None and len(g) > 6 for g in m.groups()):
+            raise ParseError(f"CPU number out of range in {item[:40]!r}")
         first = int(m.group(1))
         last = int(m.group(2)) if m.group(2) is not None else first
         if last < first:
-            raise ParseError(f"descending CPU range {item!r}")
+            raise ParseError(f"descending CPU range {item[:40]!r}")
         if last >= MAX_CPUS:
-            raise ParseError(f"CPU number out of range in {item!r}")
+            raise ParseError(f"CPU number out of range in {item[:40]!r}")
         used, group = (int(m.group(3)), int(m.group(4))) if m.group(3) is not None else (1, 1)
         if not 0 < used <= group:
-            raise ParseError(f"bad CPU group {item!r}")
-        for cpu in range(first, last + 1):
-            if (cpu - first) % group < used:
-                cpus.add(cpu)
-    return tuple(sorted(cpus))
+            raise ParseError(f"bad CPU group {item[:40]!r}")
+        work += last - first + 1
+        if work > MAX_WORK:
+            raise ParseError(f"CPU list names more than {MAX_WORK} CPUs, overlaps counted: not a kernel CPU list")
+        items.append((first, last, used, group))
+    if not items:
+        return ()
+    # A bitmap filled with slice assignments: linear in the list, not in the CPUs times the items.
+    bits = bytearray(max(last for _, last, _, _ in items) + 1)
+    for first, last, used, group in items:
+        if used == group:
+            bits[first:last + 1] = _ONES[:last + 1 - first]
+        elif used <= (last - first) // group + 1:  # fewer offsets than groups: one strided slice per offset
+            for off in range(first, min(first + used, last + 1)):
+                bits[off:last + 1:group] = _ONES[:len(range(off, last + 1, group))]
+        else:  # fewer groups than offsets: one contiguous slice per group
+            for start in range(first, last + 1, group):
+                end = min(start + used, last + 1)
+                bits[start:end] = _ONES[:end - start]
+    return tuple(compress(range(len(bits)), bits))
 
 
 def format_cpulist(cpus: Iterable[int]) -> str:

@@ -75,7 +75,10 @@ def sysinfo_hypervisor(text: str) -> Optional[str]:
     """IBM Z: the innermost ``VMnn Control Program`` names the hypervisor; else the LPAR's PR/SM."""
     if "LPAR" not in text and "VM00" not in text:
         return None
-    programs = re.findall(r"^VM\d\d Control Program:\s*(.+?)\s*$", text, re.MULTILINE)
+    # The value is stripped in Python: the pattern's old "(.+?)\s*$" tail backtracked quadratically
+    # over a long run of blanks inside the value.
+    programs = [p.strip() for p in re.findall(r"^VM\d\d Control Program:(.*)$", text, re.MULTILINE)]
+    programs = [p for p in programs if p]
     if programs:
         first = re.sub(r"\s+", " ", programs[0])  # VM00 is the level this Linux runs in
         if "KVM" in first:

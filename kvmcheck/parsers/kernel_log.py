@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 # Each pattern comes from the kernel source that prints it.
 FIRMWARE_DISABLED = (
@@ -47,17 +47,18 @@ def _message(line: str) -> str:
 
 
 def parse_kernel_log(text: str) -> KernelLogFacts:
-    disabled, tdx = [], []
+    # dicts as ordered sets: a "not in list" test made a log of many distinct such lines quadratic
+    disabled: Dict[str, None] = {}
+    tdx: Dict[str, None] = {}
     hypervisor = None
     for raw in text.splitlines():
         msg = _message(raw).strip()
         if any(rx.search(msg) for rx in FIRMWARE_DISABLED):
-            if msg not in disabled:
-                disabled.append(msg)
+            disabled.setdefault(msg)
         m = _HYPERVISOR.search(msg)
         if m:
             hypervisor = m.group(1).strip()
         m = _TDX.search(msg)
-        if m and m.group(0).strip() not in tdx:
-            tdx.append(m.group(0).strip())
+        if m:
+            tdx.setdefault(m.group(0).strip())
     return KernelLogFacts(tuple(disabled), hypervisor, tuple(tdx))

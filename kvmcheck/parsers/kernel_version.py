@@ -50,7 +50,11 @@ def parse_kernel_release(text: str) -> KernelVersion:
     if not m:
         raise ParseError(f"not a kernel release string: {release[:80]!r}")
     major, minor, patch, extra = m.groups()
-    return KernelVersion(release, (int(major), int(minor), int(patch or 0)), extra)
+    try:
+        version = (int(major), int(minor), int(patch or 0))
+    except ValueError:  # thousands of digits: int() refuses them (sys.int_info.str_digits_check_threshold)
+        raise ParseError(f"version number too long in {release[:80]!r}") from None
+    return KernelVersion(release, version, extra)
 
 
 def parse_min_version(text: str) -> Tuple[int, int, int]:

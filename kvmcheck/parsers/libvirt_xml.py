@@ -73,7 +73,9 @@ def _prefix(elem: ET.Element, family: str, address: str) -> Optional[int]:
     netmask = (elem.get("netmask") or "").strip()
     limit = 32 if family == "ipv4" else 128
     if prefix:
-        return int(prefix) if prefix.isdigit() and int(prefix) <= limit else None
+        # isdecimal, not isdigit: int() refuses superscripts such as "\u00b2" that isdigit accepts;
+        # and a few digits at most, since int() also refuses thousands of them.
+        return int(prefix) if prefix.isdecimal() and len(prefix) <= 3 and int(prefix) <= limit else None
     if netmask:
         if family != "ipv4":
             return None  # libvirt accepts netmask= for IPv4 only

@@ -26,16 +26,16 @@ def parse_modprobe_conf(text: str) -> List[Block]:
     Backslash continuations are joined as modprobe does.
     """
     blocks = []
-    pending = ""
+    pending: List[str] = []  # parts of a continued line, joined once at its end (not re-copied per line)
     start = 0
     for num, raw in enumerate(text.splitlines(), 1):
         if not pending:
             start = num
-        line = pending + raw
-        if line.endswith("\\"):
-            pending = line[:-1] + " "
+        if raw.endswith("\\"):
+            pending.append(raw[:-1] + " ")
             continue
-        pending = ""
+        line = "".join(pending) + raw
+        pending = []
         words = line.split("#", 1)[0].split()
         if len(words) >= 2 and words[0] == "blacklist":
             blocks.append(Block(normalize(words[1]), "blacklist", start))

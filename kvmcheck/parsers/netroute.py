@@ -10,11 +10,13 @@ masks, which must be contiguous runs of ones; the hint breaks a tie.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from . import ParseError
 
+_HEX8 = re.compile(r"[0-9A-Fa-f]{8}")
 RTF_UP, RTF_GATEWAY, RTF_HOST, RTF_REJECT = 0x1, 0x2, 0x4, 0x200
 
 
@@ -71,11 +73,12 @@ def parse_proc_net_route(text: str, byteorder: Optional[str] = None, hint: str =
         if len(cols) < 8:
             continue
         iface, dest, gw, flags, _, _, metric, mask = cols[:8]
-        if not all(len(f) == 8 for f in (dest, gw, mask)):
+        # Exactly eight hex digits: int(f, 16) alone also takes "0x", "_" and non-ASCII digits, which
+        # bytes.fromhex then refuses with a ValueError.
+        if not all(_HEX8.fullmatch(f) for f in (dest, gw, mask)):
             continue
         try:
-            for f in (dest, gw, mask, flags):
-                int(f, 16)
+            int(flags, 16)
             int(metric)
         except ValueError:
             continue

@@ -42,15 +42,16 @@ def parse_rpm_qa(text: str) -> Dict[str, str]:
     a name is installed more than once (kernels, multilib), the versions are
     joined with ", ".
     """
-    installed: Dict[str, str] = {}
+    # name -> its versions as an ordered set; re-splitting the joined string per line was quadratic
+    # in the number of versions of one name.
+    versions: Dict[str, Dict[str, None]] = {}
     for raw in text.replace("\r\n", "\n").split("\n"):
         line = raw.strip()
         if not line:
             continue
         name, _, version = line.partition("\t") if "\t" in line else line.partition(" ")
         name, version = name.strip(), version.strip()
-        if name in installed and version and version not in installed[name].split(", "):
-            installed[name] = f"{installed[name]}, {version}" if installed[name] else version
-        else:
-            installed.setdefault(name, version)
-    return installed
+        seen = versions.setdefault(name, {})
+        if version:
+            seen.setdefault(version)
+    return {name: ", ".join(seen) for name, seen in versions.items()}

@@ -7,7 +7,6 @@ Names are kept exactly as written: no variable expansion, no unescaping.
 """
 from __future__ import annotations
 
-import configparser
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -18,7 +17,6 @@ _DNF_FALSE = ("0", "no", "false", "off")
 # libzypp str::strToTrue: these are true, everything else false.
 _ZYPP_TRUE = ("1", "yes", "true", "on", "always", "+")
 _DNF_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")  # libdnf Repo::verifyId
-_PREAMBLE = "\x00preamble"
 APT_TYPES = ("deb", "deb-src")
 
 
@@ -86,42 +84,65 @@ def _split_urls(value: str) -> Tuple[str, ...]:
     return tuple(u for u in re.split(r"[\s,]+", value) if u)
 
 
+_MAX_BAD_LINES = 10  # unparsable lines named one by one; every section repeats the file's problems
+_NO_CONTINUATION = 1 << 62  # configparser: indent_level = sys.maxsize
+
+
 def _ini_sections(text: str) -> Tuple[List[Tuple[str, int, Dict[str, str]]], List[str]]:
-    """(section, line, options) in file order, and problems with the file as a whole."""
-    text = _normalize_newlines(text)
+    """(section, line, options) in file order, and problems with the file as a whole.
+
+    The reading of configparser.RawConfigParser (delimiter "=", "#" and ";" full-line comments,
+    indented continuation lines, no interpolation, keys lower-cased, repeated sections merged,
+    the last of repeated keys wins), done here because configparser is not fit for hostile files:
+    its option pattern backtracks quadratically over a run of blanks in a line, its ParsingError
+    grows its message by string concatenation per bad line (both took minutes on a 1 MB file),
+    and its section pattern differs between Python versions (3.9 "[^]]+", 3.11 ".+").
+    """
+    lines = _normalize_newlines(text).split("\n")
     problems: List[str] = []
-    lines = text.split("\n")
-    first = next((i for i, raw in enumerate(lines) if raw.strip() and raw.lstrip()[0] not in "#;"), None)
-    if first is not None and not lines[first].lstrip().startswith("["):
-        problems.append(f"line {first + 1}: settings before the first [section] header")
-        text = f"[{_PREAMBLE}]\n" + text
-        offset = -1
-    else:
-        offset = 0
-    parser = configparser.RawConfigParser(delimiters=("=",), strict=False, interpolation=None,
-                                          default_section="\x00none",
-                                          comment_prefixes=("#", ";"), inline_comment_prefixes=None,
-                                          empty_lines_in_values=False)
-    try:
-        parser.read_string(text)
-    except configparser.ParsingError as exc:  # what was parsed before and after the bad lines is kept
-        parsed_lines = text.split("\n")
-        for lineno, _ in getattr(exc, "errors", []):
-            bad = parsed_lines[lineno - 1].strip() if 0 < lineno <= len(parsed_lines) else "?"
-            problems.append(f"line {lineno + offset}: cannot parse {bad[:80]}")
-    except configparser.Error as exc:
-        problems.append(str(exc).splitlines()[0][:200])
-        return [], problems
+    bad: List[int] = []
+    sections: Dict[str, Dict[str, List[str]]] = {}
     starts: Dict[str, int] = {}
-    for num, raw in enumerate(text.split("\n"), 1 + offset):
-        m = re.match(r"\s*\[(.+)\]\s*$", raw)
-        if m:
-            starts.setdefault(m.group(1), num)
-    out = []
-    for sect in parser.sections():
-        if sect == _PREAMBLE:
+    current: Optional[Dict[str, List[str]]] = None
+    key: Optional[str] = None
+    indent = 0
+    for num, raw in enumerate(lines, 1):
+        value = raw.strip()
+        if not value or value.startswith(("#", ";")):
+            indent = _NO_CONTINUATION  # a blank or comment line ends a continued value
             continue
-        out.append((sect, starts.get(sect, 0), dict(parser.items(sect))))
+        level = len(raw) - len(raw.lstrip())
+        if current is not None and key is not None and level > indent:
+            current[key].append(value)  # a continuation line
+            continue
+        indent = level
+        close = value.rfind("]")
+        if value.startswith("[") and close >= 2:  # configparser's "\[(?P<header>.+)\]", matched at the start
+            name = value[1:close]
+            current = sections.setdefault(name, {})
+            starts.setdefault(name, num)
+            key = None
+            continue
+        if current is None:
+            if value.startswith("["):  # configparser gives up at once: MissingSectionHeaderError
+                problems.append(f"line {num}: cannot parse {value[:80]}")
+                return [], problems
+            # dnf and zypper ignore what comes before the first section; say so
+            problems.append(f"line {num}: settings before the first [section] header")
+            current = {}
+        option, sep, rest = value.partition("=")
+        if not sep or not option.rstrip():
+            bad.append(num)
+            if not sep:
+                continue
+        key = option.rstrip().lower()
+        current[key] = [rest.strip()]
+    for num in bad[:_MAX_BAD_LINES]:
+        problems.append(f"line {num}: cannot parse {lines[num - 1].strip()[:80]}")
+    if len(bad) > _MAX_BAD_LINES:  # else a file of bad lines and sections gave quadratic output
+        problems.append(f"{len(bad) - _MAX_BAD_LINES} more lines cannot be parsed")
+    out = [(name, starts[name], {k: "\n".join(v).rstrip() for k, v in opts.items()})
+           for name, opts in sections.items()]
     return out, problems
 
 
@@ -230,21 +251,27 @@ def parse_apt_list(text: str, path: str = "") -> List[Source]:
 def _deb822_stanzas(text: str) -> List[Tuple[int, Dict[str, str]]]:
     """Stanzas as (first line, {lowercased field: value}); continuation lines are joined with newlines."""
     stanzas: List[Tuple[int, Dict[str, str]]] = []
-    fields: Dict[str, str] = {}
+    # Each field's lines, joined at the stanza's end: "+=" on a dict value copied the whole value
+    # for every continuation line (quadratic in a long embedded key).
+    fields: Dict[str, List[str]] = {}
     start = 0
     key = None
+
+    def flush() -> None:
+        if fields:
+            stanzas.append((start, {k: "\n".join(v) for k, v in fields.items()}))
+
     for num, raw in enumerate(_normalize_newlines(text).split("\n"), 1):
         if raw.startswith("#"):
             continue  # a comment line, even between continuation lines
         if not raw.strip():
-            if fields:
-                stanzas.append((start, fields))
+            flush()
             fields, key = {}, None
             continue
         if raw[0] in " \t":
             if key is not None:
                 cont = raw.strip()
-                fields[key] += "\n" + ("" if cont == "." else cont)
+                fields[key].append("" if cont == "." else cont)
             continue
         name, sep, value = raw.partition(":")
         if not sep:
@@ -252,9 +279,8 @@ def _deb822_stanzas(text: str) -> List[Tuple[int, Dict[str, str]]]:
         if not fields:
             start = num
         key = name.strip().lower()
-        fields[key] = value.strip()
-    if fields:
-        stanzas.append((start, fields))
+        fields[key] = [value.strip()]
+    flush()
     return stanzas
 
 
