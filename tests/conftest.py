@@ -257,3 +257,19 @@ def _every_report_follows_the_schema(monkeypatch):
         return validate_report(original(self))
 
     monkeypatch.setattr(Report, "to_dict", to_dict)
+
+
+# --- hypothesis profiles (tests/test_properties.py) ------------------------------------------------------------
+# "ci" is the default, since CI runs plain pytest: thousands of examples per parser (issue 9), the same ones
+# every run (derandomize), no deadline (a noisy VM makes timings flaky), and no example database written
+# into the checkout.  HYPOTHESIS_PROFILE=dev runs a quick 200.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis is a test extra; only the property tests need it
+    pass
+else:
+    _quiet = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile("ci", max_examples=3000, deadline=None, derandomize=True, database=None,
+                              suppress_health_check=_quiet)
+    settings.register_profile("dev", max_examples=200, deadline=None, database=None, suppress_health_check=_quiet)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
