@@ -54,11 +54,17 @@ def parse_libvirt_conf(text: str, keys: Tuple[str, ...]) -> Dict[str, Setting]:
     i = 0
     while i < len(lines):
         start = i
-        stmt = lines[i].split("#", 1)[0]
-        # A list may span lines until its closing bracket.
-        while "[" in stmt and "]" not in stmt and i + 1 < len(lines):
-            i += 1
-            stmt += " " + lines[i].split("#", 1)[0]
+        first = lines[i].split("#", 1)[0]
+        parts = [first]
+        # A list may span lines until its closing bracket.  Only each new line is searched for it:
+        # rescanning the joined text made an unclosed '[' quadratic in the file's length.
+        if "[" in first and "]" not in first:
+            while i + 1 < len(lines):
+                i += 1
+                parts.append(lines[i].split("#", 1)[0])
+                if "]" in parts[-1]:
+                    break
+        stmt = " ".join(parts)
         i += 1
         key, sep, value = stmt.partition("=")
         key = key.strip()
