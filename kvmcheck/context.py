@@ -277,7 +277,7 @@ class Context:
                     problems.append(f"{path}: {exc.strerror or exc}")
                     continue
                 if text is not None:
-                    return path, parse_mounts(text)
+                    return path, parse_mounts(text, comments=False)
             return None, []
         return self._get("mounts", load)
 

@@ -231,6 +231,14 @@ def test_parse_mounts_odd_lines():
     assert parse_mounts("") == [] and parse_mounts("garbage\n\x00\x01") == []
 
 
+def test_kernel_mount_tables_have_no_comments():
+    """fstab's '#' starts a comment; in /proc/mounts it can only start a source (the kernel does not escape it)."""
+    line = "#sshfs-box:/srv /mnt/remote fuse.sshfs rw,nosuid 0 0\n"
+    assert parse_mounts(line) == []
+    (m,) = parse_mounts(line, comments=False)
+    assert (m.source, m.target, m.fstype) == ("#sshfs-box:/srv", "/mnt/remote", "fuse.sshfs")
+
+
 def test_parse_fstab_defaults_when_options_missing():
     (m,) = parse_mounts("LABEL=data /data ext4\n")
     assert (m.source, m.options) == ("LABEL=data", ("defaults",))

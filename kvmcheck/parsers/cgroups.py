@@ -46,7 +46,7 @@ class CgroupLayout:
 
 def parse_cgroup_mounts(text: str) -> CgroupLayout:
     """The cgroup (v1) and cgroup2 lines of a mount table, in table order."""
-    return cgroup_layout(parse_mounts(text))
+    return cgroup_layout(parse_mounts(text, comments=False))
 
 
 def cgroup_layout(mounts: Sequence[Mount]) -> CgroupLayout:

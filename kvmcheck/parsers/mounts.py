@@ -61,17 +61,20 @@ def _normalize_target(target: str) -> str:
     return "/" + "/".join(parts)
 
 
-def parse_mounts(text: str) -> List[Mount]:
+def parse_mounts(text: str, comments: bool = True) -> List[Mount]:
     """Lines of /proc/mounts or /etc/fstab: source, target, type, options[, freq, passno].
 
-    Comments and blank lines are skipped, and so are lines with fewer than
-    three fields.  Swap entries of fstab are kept (target "none" or "swap");
-    :func:`backing_mount` never matches them.
+    Blank lines are skipped, and so are lines with fewer than three fields.
+    comments: '#' starts a comment line (fstab); the kernel's tables have no
+    comments, and a source may begin with '#' there (the kernel escapes only
+    blanks, tab, newline and backslash), so they pass comments=False.  Swap
+    entries of fstab are kept (target "none" or "swap"); :func:`backing_mount`
+    never matches them.
     """
     mounts = []
     for num, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if not line or (comments and line.startswith("#")):
             continue
         fields = line.split()
         if len(fields) < 3:
