@@ -121,7 +121,8 @@ def test_the_guard_catches_a_leak(tmp_path):
 
 def test_engine_path_imports_neither_typer_nor_jinja2(tmp_path):
     code = ("import sys, kvmcheck; r = kvmcheck.run(sys.argv[1]); r.to_dict(); "
-            "print(sorted(m for m in ('typer', 'jinja2', 'click', 'rich', 'cpuinfo') if m in sys.modules))")
+            "print(sorted(m for m in ('typer', 'jinja2', 'click', 'rich', 'cpuinfo', 'psutil', 'distro', "
+            "'importlib.metadata') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
