@@ -2,8 +2,7 @@
 """Security modules: sVirt confinement of guests by SELinux or AppArmor."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from kvmcheck.context import Context
 from kvmcheck.model import Outcome
@@ -40,8 +39,7 @@ FIX = {
 FIX["ubuntu"] = FIX["debian"].replace("keep apparmor=0", "AppArmor is on by default on Ubuntu; keep apparmor=0")
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     value: str
     line: int
     text: str

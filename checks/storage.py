@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import weakref
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from kvmcheck.checks.libvirt import install_hint
 from kvmcheck.context import MOUNT_TABLES, Context, quoted
@@ -31,8 +30,7 @@ GIB = 1 << 30
 
 # -- probing without hanging -----------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Probe:
+class Probe(NamedTuple):
     """What one bounded statvfs found: state is ok, absent, timeout or error."""
 
     state: str
@@ -76,8 +74,7 @@ def probe(ctx: Context, paths: List[str], timeout: float) -> Dict[str, Probe]:
 
 # -- what the root holds ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class MountTable:
+class MountTable(NamedTuple):
     path: Optional[str]  # where it came from; None when the root has none
     mounts: List[Mount]
 
@@ -104,8 +101,7 @@ def has_system(ctx: Context, table: MountTable) -> bool:
     return table.path is not None or ctx.host.is_dir("/etc")
 
 
-@dataclass(frozen=True)
-class PoolPath:
+class PoolPath(NamedTuple):
     path: str
     source: str  # "default" or the pool XML path
     pool_type: str
@@ -154,8 +150,7 @@ def gib(n: int) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
-@dataclass(frozen=True)
-class San:
+class San(NamedTuple):
     iscsi: List[Dict[str, Any]]
     fc: Dict[str, str]
     mpath: Dict[str, str]  # map name -> dm-N

@@ -10,15 +10,13 @@ opened: opening /dev/vhost-net can load a module, and kvmcheck changes nothing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from .context import Context
 from .parsers.modprobe import parse_modules_dep
 
 
-@dataclass(frozen=True)
-class Driver:
+class Driver(NamedTuple):
     """A character-device driver the host needs, and where each source of truth names it."""
 
     path: str

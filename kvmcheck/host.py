@@ -21,8 +21,7 @@ import os
 import stat
 import subprocess
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 MAX_SYMLINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
 DEFAULT_READ_LIMIT = 8 << 20  # /proc/cpuinfo of a 1,000-CPU host is about 1.5 MiB
@@ -36,8 +35,7 @@ class NotRegularFileError(OSError):
     """A FIFO, socket or device sits where a text file was expected."""
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(NamedTuple):
     """What sits at a path: kind is file, dir, char, block, fifo, socket, link or other."""
 
     kind: str
@@ -62,8 +60,7 @@ def _node(st: os.stat_result) -> Node:
     return Node(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, os.major(st.st_rdev), os.minor(st.st_rdev))
 
 
-@dataclass(frozen=True)
-class StatVfs:
+class StatVfs(NamedTuple):
     block_size: int
     blocks: int
     blocks_free: int  # available to unprivileged users
@@ -80,8 +77,7 @@ class StatVfs:
         return self.block_size * self.blocks
 
 
-@dataclass(frozen=True)
-class CommandResult:
+class CommandResult(NamedTuple):
     argv: Tuple[str, ...]
     returncode: int
     stdout: str

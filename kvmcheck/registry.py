@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass
-from typing import Callable, Iterable, List, Tuple
+from typing import Callable, Iterable, List, NamedTuple, Tuple
 
 from .model import Check, Outcome
 
@@ -40,8 +39,7 @@ def check(id: str, title: str, reads: Iterable[str] = ()) -> Callable[[Callable[
     return wrap
 
 
-@dataclass(frozen=True)
-class LoadError:
+class LoadError(NamedTuple):
     entry_point: str
     message: str
 

@@ -2,20 +2,17 @@
 """/etc/passwd and /etc/group (the files only; NSS sources such as LDAP are not seen)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Tuple
 
 
-@dataclass(frozen=True)
-class User:
+class User(NamedTuple):
     name: str
     uid: int
     gid: int
     shell: str
 
 
-@dataclass(frozen=True)
-class Group:
+class Group(NamedTuple):
     name: str
     gid: int
     members: Tuple[str, ...]

@@ -5,8 +5,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .mounts import Mount, parse_mounts
 
@@ -17,8 +16,7 @@ V1_CONTROLLERS = frozenset({
 })
 
 
-@dataclass(frozen=True)
-class CgroupMount:
+class CgroupMount(NamedTuple):
     target: str
     version: int  # 1 or 2
     controllers: Tuple[str, ...]  # v1: from the mount options; v2: () (see cgroup.controllers)
@@ -26,8 +24,7 @@ class CgroupMount:
     line: int
 
 
-@dataclass(frozen=True)
-class CgroupLayout:
+class CgroupLayout(NamedTuple):
     v1: Tuple[CgroupMount, ...]
     v2: Tuple[CgroupMount, ...]
 
@@ -63,8 +60,7 @@ def cgroup_layout(mounts: Sequence[Mount]) -> CgroupLayout:
     return CgroupLayout(tuple(v1), tuple(v2))
 
 
-@dataclass(frozen=True)
-class ProcCgroup:
+class ProcCgroup(NamedTuple):
     name: str
     hierarchy: int  # 0: not bound to a v1 hierarchy (unmounted, or on cgroup v2)
     num_cgroups: int
@@ -90,8 +86,7 @@ def parse_controller_list(text: str) -> Tuple[str, ...]:
     return tuple(text.split())
 
 
-@dataclass(frozen=True)
-class Membership:
+class Membership(NamedTuple):
     hierarchy: int  # 0 is the cgroup v2 entry
     controllers: Tuple[str, ...]  # () for v2; may hold "name=systemd"
     path: str

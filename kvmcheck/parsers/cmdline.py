@@ -2,8 +2,7 @@
 """The kernel command line (/proc/cmdline, GRUB_CMDLINE_LINUX), split the way the kernel splits it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 
 def _key(name: str) -> str:
@@ -11,8 +10,7 @@ def _key(name: str) -> str:
     return name.replace("-", "_")
 
 
-@dataclass(frozen=True)
-class KernelCmdline:
+class KernelCmdline(NamedTuple):
     params: Tuple[Tuple[str, Optional[str]], ...]  # (name, value or None for a bare flag), in order
     init_args: Tuple[str, ...] = ()  # what follows "--": arguments for init, not kernel parameters
 

@@ -11,14 +11,12 @@ lets callers ask by key.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import FrozenSet, List, Optional, Tuple
+from typing import FrozenSet, List, NamedTuple, Optional, Tuple
 
 _SPACES = re.compile(r"\s+")
 
 
-@dataclass(frozen=True)
-class CpuInfo:
+class CpuInfo(NamedTuple):
     entries: Tuple[Tuple[str, str], ...]
 
     def values(self, key: str) -> List[str]:

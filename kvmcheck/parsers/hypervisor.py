@@ -11,8 +11,8 @@ clock sources the kernel registered and its "Hypervisor detected" boot line.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Optional, Tuple
+from types import MappingProxyType
+from typing import Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple
 
 # CPUID leaf 0x40000000 EBX:ECX:EDX signatures (each hypervisor's documentation).
 CPUID_SIGNATURES = {
@@ -37,26 +37,28 @@ PCI_GRAPHICS = {"58530001": "Xen", "15ad0710": "VMware", "80eebeef": "Oracle"}
 CLOCKSOURCES = {"kvm-clock": "KVM", "hyperv_clocksource_tsc_page": "Microsoft", "xen": "Xen"}
 
 
-@dataclass(frozen=True)
-class VirtInputs:
+# The default of a mapping field: shared by every instance, so read-only (nothing mutates these).
+_NO_ENTRIES: Mapping[str, str] = MappingProxyType({})
+
+
+class VirtInputs(NamedTuple):
     """Everything the decision reads; None means the file was absent."""
 
     x86_flags: FrozenSet[str] = frozenset()
     cpuid_signature: Optional[str] = None
-    dmi: Dict[str, str] = field(default_factory=dict)
+    dmi: Mapping[str, str] = _NO_ENTRIES
     sysinfo: Optional[str] = None
     pci_devices: Optional[str] = None
     xen_capabilities: Optional[str] = None
     has_proc_xen: bool = False
     has_iseries: bool = False
-    device_tree: Dict[str, str] = field(default_factory=dict)  # name -> content, NULs kept
+    device_tree: Mapping[str, str] = _NO_ENTRIES  # name -> content, NULs kept
     clocksources: Optional[str] = None
     boot_log_hypervisor: Optional[str] = None
     osrelease: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class VirtFacts:
+class VirtFacts(NamedTuple):
     vendor: Optional[str]  # None: bare metal as far as the evidence goes
     source: str  # which evidence decided
     in_guest: bool  # True also when the vendor is unknown but a guest is certain

@@ -10,8 +10,7 @@ identity-mapped (device assignment still works).  Repeated options: the last win
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from .cmdline import KernelCmdline
 
@@ -33,8 +32,7 @@ def _bool(value: Optional[str]) -> Optional[bool]:
     return None
 
 
-@dataclass(frozen=True)
-class IommuOptions:
+class IommuOptions(NamedTuple):
     intel_iommu: Optional[bool]  # intel_iommu=on -> True, =off -> False, not given -> None (kernel default)
     amd_iommu_off: bool  # amd_iommu=off
     amd_iommu_on: bool  # amd_iommu=on (not a documented value; AMD-Vi is on by default anyway)
@@ -117,8 +115,7 @@ def is_bridge(pci_class: Optional[int]) -> bool:
     return pci_class is not None and pci_class >> 8 in BRIDGE_CLASSES
 
 
-@dataclass(frozen=True)
-class SharedGpu:
+class SharedGpu(NamedTuple):
     address: str
     group: str
     others: Tuple[str, ...]  # devices that must go to the guest (or to vfio) along with it

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, NamedTuple, Optional
 
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^#\s*(CONFIG_[A-Za-z0-9_]+) is not set\s*$")
 
 
-@dataclass(frozen=True)
-class KConfig:
+class KConfig(NamedTuple):
     """Option -> value: "y", "m", "n" (written as '# CONFIG_X is not set'), a number or a string (unquoted)."""
 
     options: Dict[str, str]

@@ -7,8 +7,7 @@ files (/var/log/dmesg, kern.log, messages); only the message text matters.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 # Each pattern comes from the kernel source that prints it.
 FIRMWARE_DISABLED = (
@@ -26,8 +25,7 @@ _HYPERVISOR = re.compile(r"Hypervisor detected: (.+)$")
 _TDX = re.compile(r"virt/tdx: .*$")  # arch/x86/virt/vmx/tdx/tdx.c, pr_fmt "virt/tdx: "
 
 
-@dataclass(frozen=True)
-class KernelLogFacts:
+class KernelLogFacts(NamedTuple):
     firmware_disabled: Tuple[str, ...]  # the lines that say so
     hypervisor: Optional[str]  # from arch/x86/kernel/cpu/hypervisor.c "Hypervisor detected: KVM"
     tdx: Tuple[str, ...] = ()  # Intel TDX module lines ("virt/tdx: module initialized", errors)

@@ -9,8 +9,7 @@ PAE), ``6.1.0-18-amd64`` and ``6.1.0-18-686-pae`` (Debian), ``4.4.0-19041-Micros
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 from . import ParseError
 
@@ -26,8 +25,7 @@ _ARCH_HINTS = (
 )
 
 
-@dataclass(frozen=True)
-class KernelVersion:
+class KernelVersion(NamedTuple):
     release: str
     version: Tuple[int, int, int]
     extra: str

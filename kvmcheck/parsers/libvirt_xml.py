@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 from . import ParseError
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
-@dataclass(frozen=True)
-class NetworkIP:
+class NetworkIP(NamedTuple):
     family: str  # "ipv4" or "ipv6"
     address: str
     prefix: Optional[int]  # None when the netmask or prefix is unusable
@@ -36,8 +34,7 @@ class NetworkIP:
             return None
 
 
-@dataclass(frozen=True)
-class LibvirtNetwork:
+class LibvirtNetwork(NamedTuple):
     name: Optional[str]
     forward_mode: Optional[str]  # "nat", "route", "bridge", "open", ...; None: isolated (no <forward>)
     bridge: Optional[str]  # <bridge name='virbr0'/>

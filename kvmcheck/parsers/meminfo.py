@@ -2,16 +2,14 @@
 """/proc/meminfo: sizes in bytes, hugepage counts as counts."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, NamedTuple, Optional
 
 from kvmcheck.parsers import ParseError
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3}
 
 
-@dataclass(frozen=True)
-class MemInfo:
+class MemInfo(NamedTuple):
     """Every field of /proc/meminfo: bytes for "kB" fields, plain numbers for counts (HugePages_*)."""
 
     fields: Dict[str, int]

@@ -2,8 +2,7 @@
 """modprobe.d(5) configuration and modules.builtin, as far as KVM cares."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Tuple
+from typing import Dict, FrozenSet, List, NamedTuple, Tuple
 
 
 def normalize(name: str) -> str:
@@ -11,8 +10,7 @@ def normalize(name: str) -> str:
     return name.strip().replace("-", "_")
 
 
-@dataclass(frozen=True)
-class Block:
+class Block(NamedTuple):
     module: str
     how: str  # "blacklist" or "install /bin/false"
     line: int

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 MSR_IA32_FEATURE_CONTROL = 0x3A  # Intel SDM vol. 4, table 2-2
 MSR_VM_CR = 0xC0010114  # AMD APM vol. 2, section 15.30.1
 
 
-@dataclass(frozen=True)
-class VtState:
+class VtState(NamedTuple):
     disabled: bool  # firmware switched VT off (no kernel setting can turn it back on)
     locked: bool
     explanation: str

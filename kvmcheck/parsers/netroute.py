@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from . import ParseError
 
@@ -20,8 +19,7 @@ _HEX8 = re.compile(r"[0-9A-Fa-f]{8}")
 RTF_UP, RTF_GATEWAY, RTF_HOST, RTF_REJECT = 0x1, 0x2, 0x4, 0x200
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     iface: str
     destination: ipaddress.IPv4Address
     gateway: ipaddress.IPv4Address

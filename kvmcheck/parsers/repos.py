@@ -8,8 +8,8 @@ Names are kept exactly as written: no variable expansion, no unescaping.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from types import MappingProxyType
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 # libdnf OptionBool; anything else makes dnf refuse the repository.
 _DNF_TRUE = ("1", "yes", "true", "on")
@@ -20,8 +20,11 @@ _DNF_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")  # libdnf Repo::verifyId
 APT_TYPES = ("deb", "deb-src")
 
 
-@dataclass(frozen=True)
-class Source:
+# The default of a mapping field: shared by every instance, so read-only (nothing mutates these).
+_NO_ENTRIES: Mapping[str, str] = MappingProxyType({})
+
+
+class Source(NamedTuple):
     """One repository section, deb822 stanza or one-line entry."""
 
     manager: str  # "dnf", "zypper" or "apt"
@@ -35,7 +38,7 @@ class Source:
     types: Tuple[str, ...] = ()  # apt: deb / deb-src
     suites: Tuple[str, ...] = ()
     components: Tuple[str, ...] = ()
-    options: Dict[str, str] = field(default_factory=dict)  # apt [options] / other deb822 fields
+    options: Mapping[str, str] = _NO_ENTRIES  # apt [options] / other deb822 fields
     format: str = ""  # "ini", "one-line", "deb822"
     commented: bool = False  # a one-line entry disabled by a leading '#'
     problems: Tuple[str, ...] = ()  # why the package manager would not use it

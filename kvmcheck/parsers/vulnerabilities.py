@@ -11,8 +11,7 @@ tsx_async_abort, retbleed).  Old kernels (RHEL 7) also say ``Processor vulnerabl
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 NOT_AFFECTED = "not-affected"
 MITIGATED = "mitigated"
@@ -24,8 +23,7 @@ _SMT = re.compile(r"\bSMT (vulnerable|disabled|mitigated|Host state unknown)\b",
 _LABEL = re.compile(r"^[A-Za-z0-9_-]+: ")
 
 
-@dataclass(frozen=True)
-class Vulnerability:
+class Vulnerability(NamedTuple):
     name: str
     text: str
     state: str  # NOT_AFFECTED, MITIGATED, VULNERABLE, UNKNOWN or OTHER (the overall verdict, first word)
