@@ -144,17 +144,17 @@ def virt_flags(ctx: Context) -> Outcome:
     hypervisor expose nested virtualization.
     """
     family = ctx.family()
-    arch = ctx.arch()[0]
-    if ctx.cpuinfo() is None:
+    arch, arch_source = ctx.arch()
+    cpu = ctx.cpuinfo()
+    if cpu is None:
         return Outcome.skipped("no /proc/cpuinfo in this root", "Without cpuinfo the CPU cannot be judged.")
     if arch is None:
-        cpu = ctx.cpuinfo()
-        what = "is empty" if cpu is not None and not cpu.entries else "is not readable text of the expected form"
+        what = "is empty" if not cpu.entries else "is not readable text of the expected form"
         return Outcome.skipped(
             f"/proc/cpuinfo {what}",
             "No architecture can be told: /proc/sys/kernel/arch is absent or holds no machine name, and "
             "/proc/cpuinfo has none of the lines of a layout kvmcheck knows. The root may be damaged.",
-            arch_source=ctx.arch()[1])
+            arch_source=arch_source)
     if family == "x86":
         return _x86(ctx)
     if family == "s390":

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from kvmcheck.checks.libvirt import install_hint
-from kvmcheck.context import MOUNT_TABLES, Context, quoted
+from kvmcheck.context import MOUNT_TABLES, Context, is_name, quoted
 from kvmcheck.host import StatVfs
 from kvmcheck.model import Outcome, Status
 from kvmcheck.parsers.mounts import Mount, backing_mount, parse_mounts, top_mounts
@@ -168,7 +168,7 @@ class San(NamedTuple):
 
 def _shown(name: Optional[str]) -> Optional[str]:
     """A name read from sysfs, quoted and cut when it is not one (control characters, undecodable bytes)."""
-    if name is None or (name.isprintable() and "\ufffd" not in name and len(name) <= 128):
+    if name is None or is_name(name, 128):
         return name
     return quoted(name)
 

@@ -36,6 +36,12 @@ _MACHINE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _RELEASE = re.compile(r"[^\s/\x00-\x1f\x7f\ufffd]{1,64}")
 
 
+def is_name(value: str, limit: int = 256) -> bool:
+    """Whether text read from the root can stand as a name in a report: printable, decoded, not huge
+    (a damaged capture puts control characters, undecodable bytes or a 2 MB line where a name belongs)."""
+    return value.isprintable() and "\ufffd" not in value and len(value) <= limit
+
+
 def quoted(value: Optional[str], width: int = 40) -> str:
     """ascii() of a value read from the root, cut to width characters: garbage is named, not echoed."""
     if value is None or len(value) <= width:
@@ -424,7 +430,7 @@ class Context:
 
         def plain(what: str, value: Optional[str]) -> Optional[str]:
             """value, unless it is no name at all (control characters, undecodable bytes, a 2 MB line)."""
-            if value is None or (value.isprintable() and "\ufffd" not in value and len(value) <= 256):
+            if value is None or is_name(value):
                 return value
             unreadable.append(f"{what}: not readable text of the expected form")
             return None
