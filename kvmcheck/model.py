@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-SCHEMA_VERSION = 1
+# 2: the verdict "unknown" and the fields essential, undecided, verdict_reason, fix_first (report) and
+# cause, caused_by, blocked_by (result).  A consumer validating version 1 would reject "unknown".
+SCHEMA_VERSION = 2
 
 
 class Status(str, enum.Enum):
@@ -20,6 +22,41 @@ class Status(str, enum.Enum):
         return self.value
 
 
+# The one severity order, most severe first: what a person should look at first, and how fleet and diff
+# rank statuses.  A failure is a finding about the host; an error is kvmcheck's own trouble (it decided
+# nothing), so it ranks after the findings it could not make.
+SEVERITY: Tuple[str, ...] = ("fail", "error", "warn", "skip", "pass")
+PROBLEMS = frozenset({Status.FAIL, Status.ERROR, Status.WARN})  # statuses a cause can have
+
+
+def severity(status: Any) -> int:
+    """Rank of a status (a Status or its value) in SEVERITY: 0 is the most severe; unknown values last."""
+    value = getattr(status, "value", status)
+    return SEVERITY.index(value) if value in SEVERITY else len(SEVERITY)
+
+
+class Verdict(str, enum.Enum):
+    READY = "ready"
+    NOT_READY = "not-ready"
+    UNKNOWN = "unknown"  # nothing failed, but the evidence a "ready" needs is missing
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ExitStatus(enum.IntEnum):
+    """Every command's exit status (check, fleet, diff, snapshot, the Ansible module's rc)."""
+
+    READY = 0  # check: ready; fleet/diff/snapshot: done, nothing to report
+    NOT_READY = 1  # check: not ready; fleet: some host not ready; diff: something regressed
+    USAGE = 2  # a usage or configuration error: nothing was judged
+    UNKNOWN = 3  # check: no evidence for a verdict; with -f nagios also every usage error and crash
+
+
+# Nagios plugin states by verdict: a ready host with warnings is WARNING (1).
+NAGIOS_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a check function returns; the runner adds id, title and timing."""
@@ -29,6 +66,20 @@ class Outcome:
     detail: str = ""
     remediation: Optional[str] = None
     evidence: Dict[str, Any] = field(default_factory=dict)
+    # A stable key for this kind of finding (fleet groups hosts by check id and cause), for example
+    # "not-accelerated": never a measurement.  None: the runner derives one from the summary.
+    cause: Optional[str] = None
+    # The checks whose finding would explain this one (kvm.acceleration fails because cpu.virt-flags
+    # found no VT-x): the runner keeps those that really found a problem in this run as caused_by.
+    caused_by: Tuple[str, ...] = ()
+
+    def keyed(self, cause: str) -> "Outcome":
+        """This outcome with a stable cause key (see cause)."""
+        return replace(self, cause=cause)
+
+    def because(self, *check_ids: str) -> "Outcome":
+        """This outcome, explained by these checks' findings when they have one (see caused_by)."""
+        return replace(self, caused_by=self.caused_by + tuple(check_ids))
 
     @classmethod
     def passed(cls, summary: str, detail: str = "", **evidence: Any) -> "Outcome":
@@ -57,6 +108,10 @@ class Check:
     func: Callable[..., Outcome]
     doc: str
     source: str  # the entry point (module) that registered it
+    # Checks that must not have failed for this one to run its probe: when one did, this check is not run
+    # and reports skip with blocked_by (one cause, one failure).
+    requires: Tuple[str, ...] = ()
+    live_only: bool = False  # needs the running kernel: on an offline root it has nothing to decide
 
     def __call__(self, ctx: Any) -> Outcome:
         return self.func(ctx)
@@ -77,6 +132,9 @@ class Result:
     original_status: Optional[Status] = None
     ignored: bool = False
     ignore_reason: Optional[str] = None
+    cause: Optional[str] = None  # stable key of the finding (not for pass)
+    caused_by: List[str] = field(default_factory=list)  # failing checks this finding follows from
+    blocked_by: List[str] = field(default_factory=list)  # failed prerequisites: the probe did not run
 
     def to_dict(self) -> Dict[str, Any]:
         data = {
@@ -94,7 +152,18 @@ class Result:
         if self.ignored:
             data["ignored"] = True
             data["ignore_reason"] = self.ignore_reason or ""
+        if self.cause is not None and self.status is not Status.PASS:
+            data["cause"] = self.cause
+        if self.caused_by:
+            data["caused_by"] = list(self.caused_by)
+        if self.blocked_by:
+            data["blocked_by"] = list(self.blocked_by)
         return data
+
+
+# The essential chain a "ready" needs evidence for, unless the profile names its own: the CPU can
+# virtualize, the KVM driver is loaded, /dev/kvm is usable, and (on the running host) a guest ran.
+DEFAULT_ESSENTIAL: Tuple[str, ...] = ("cpu.virt-flags", "kvm.modules", "kvm.device", "kvm.guest-run")
 
 
 @dataclass
@@ -105,6 +174,11 @@ class Report:
     checks: List[Result]
     strict: bool = False
     config: Optional[Dict[str, Any]] = None  # {"profile": name or None, "files": [...]} when one was used
+    essential: Tuple[str, ...] = DEFAULT_ESSENTIAL
+    # Why the root cannot be judged at all ("this root holds no installed system ..."), or None.
+    no_system: Optional[str] = None
+    live: bool = True
+    live_only: Tuple[str, ...] = ()  # checks that need the running kernel (exempt offline)
 
     @property
     def summary(self) -> Dict[str, int]:
@@ -115,19 +189,86 @@ class Report:
 
     @property
     def blocking(self) -> List[Result]:
-        """Results that make the host not ready, failures first (ignored results never do)."""
-        bad = {Status.FAIL, Status.ERROR} | ({Status.WARN} if self.strict else set())
-        order = [Status.FAIL, Status.ERROR, Status.WARN]
+        """Results that make the host not ready, most severe first (ignored results never do).
+
+        A failure is a finding; an error decided nothing, so it makes the verdict unknown instead
+        (see undecided)."""
+        bad = {Status.FAIL} | ({Status.WARN} if self.strict else set())
         return sorted((r for r in self.checks if r.status in bad and not r.ignored),
-                      key=lambda r: order.index(r.status))
+                      key=lambda r: severity(r.status))
 
     @property
-    def ready(self) -> bool:
-        return not self.blocking
+    def undecided(self) -> List[Result]:
+        """What a "ready" would need and lacks: essential checks that were selected but could not decide
+        (skip or error; a check that needs the running kernel is exempt on an offline root), and any
+        check that errored (kvmcheck could not judge it)."""
+        out = []
+        for r in self.checks:
+            if r.ignored:
+                continue
+            essential_gap = (r.id in self.essential and r.status in (Status.SKIP, Status.ERROR)
+                             and (self.live or r.id not in self.live_only))
+            if essential_gap or r.status is Status.ERROR:
+                out.append(r)
+        return out
 
     @property
     def verdict(self) -> str:
-        return "ready" if self.ready else "not-ready"
+        if self.blocking:
+            return Verdict.NOT_READY.value
+        if self.no_system or self.undecided or not any(
+                r.status in (Status.PASS, Status.WARN) and not r.ignored for r in self.checks):
+            return Verdict.UNKNOWN.value
+        return Verdict.READY.value
+
+    @property
+    def ready(self) -> bool:
+        return self.verdict == Verdict.READY.value
+
+    @property
+    def verdict_reason(self) -> str:
+        """One sentence: why this verdict."""
+        verdict = self.verdict
+        if verdict == Verdict.NOT_READY.value:
+            roots = self.fix_first
+            return (f"{len(self.blocking)} finding(s) block KVM here; "
+                    f"fix {', '.join(roots) if roots else 'the failures'} first")
+        if verdict == Verdict.UNKNOWN.value:
+            if self.no_system:
+                return self.no_system
+            gaps = self.undecided
+            if gaps:
+                return "no evidence from " + ", ".join(f"{r.id} ({r.status.value}: {r.summary})" for r in gaps)
+            return "no check found anything to judge"
+        essentials = [r.id for r in self.checks if r.id in self.essential and r.status is not Status.SKIP]
+        return ("nothing blocks KVM; evidence from " + ", ".join(essentials)) if essentials else \
+            "nothing blocks KVM in the selected checks"
+
+    @property
+    def fix_first(self) -> List[str]:
+        """The checks to act on first, by id: the root causes of a not-ready verdict (a finding that
+        follows from another is left to its cause), or what an unknown verdict lacks evidence from."""
+        if self.blocking:
+            return [r.id for r in self.blocking if not r.caused_by]
+        if self.verdict == Verdict.UNKNOWN.value:
+            return [r.id for r in self.undecided if not r.blocked_by]
+        return []
+
+    @property
+    def exit_status(self) -> "ExitStatus":
+        return {Verdict.READY.value: ExitStatus.READY, Verdict.NOT_READY.value: ExitStatus.NOT_READY}.get(
+            self.verdict, ExitStatus.UNKNOWN)
+
+    @property
+    def nagios_code(self) -> int:
+        """Nagios plugin semantics: CRITICAL (2) not ready, UNKNOWN (3) unknown, WARNING (1) a ready host
+        with warnings, else OK (0).  Ignored results never raise the state."""
+        verdict = self.verdict
+        if verdict == Verdict.NOT_READY.value:
+            return 2
+        if verdict == Verdict.UNKNOWN.value:
+            return 3
+        return 1 if any(r.status is Status.WARN and not r.ignored for r in self.checks) else 0
 
     def to_dict(self) -> Dict[str, Any]:
         data = {
@@ -136,7 +277,11 @@ class Report:
             "generated_at": self.generated_at,
             "host": self.host,
             "verdict": self.verdict,
+            "verdict_reason": self.verdict_reason,
             "strict": self.strict,
+            "essential": list(self.essential),
+            "undecided": [r.id for r in self.undecided],
+            "fix_first": self.fix_first,
             "summary": self.summary,
             "checks": [r.to_dict() for r in self.checks],
         }
