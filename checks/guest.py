@@ -166,7 +166,8 @@ def probe_guest(ctx: Context, fd: int) -> Outcome:
     return _mapped(_guest, ctx, fd)
 
 
-@check("kvm.guest-run", "A real guest runs through /dev/kvm", reads=(KVM_PATH,))
+@check("kvm.guest-run", "A real guest runs through /dev/kvm", reads=(KVM_PATH,), requires=("kvm.device",),
+       live_only=True)
 def guest_run(ctx: Context) -> Outcome:
     """A tiny guest runs through /dev/kvm and computes the right answer.
 
@@ -268,10 +269,12 @@ def assess_loop(loop: kvmapi.LoopRun, facts: Dict[str, Any], virt: Optional[Call
            "enabled (see cpu.virt-flags for the switch of each hypervisor).")
     if facts.get("provider") == "kvm_pvm":
         fix += " If this host only serves PVM sandboxes (PVM guest kernels), this failure is expected."
+    # Without VT-x/AMD-V offered to this host (cpu.virt-flags) or enabled (firmware.vt-enabled), no KVM
+    # provider can accelerate: those checks name the cause and its fix.
     return Outcome.failed(
         f"guest code is not hardware-accelerated: {_rate(loop.per_second)} instructions/s "
         f"(hardware >= {_rate(threshold)})",
-        measured + " " + " ".join(why), fix, **evidence)
+        measured + " " + " ".join(why), fix, **evidence).because("cpu.virt-flags", "firmware.vt-enabled")
 
 
 def _timed_loop(fd: int, rate: float, seconds: float) -> "kvmapi.LoopRun":
@@ -305,7 +308,7 @@ def probe_acceleration(ctx: Context, fd: int) -> Outcome:
 @check("kvm.acceleration", "Guest code runs hardware-accelerated", reads=(
     KVM_PATH, "/sys/module/kvm_intel/parameters/nested", "/sys/module/kvm_amd/parameters/nested",
     "/sys/module/kvm*", "/proc/cpuinfo",
-))
+), requires=("kvm.device", "kvm.guest-run"), live_only=True)
 def acceleration(ctx: Context) -> Outcome:
     """Guest instructions run at hardware speed, not emulated.
 

@@ -132,7 +132,10 @@ def kvm_modules(ctx: Context) -> Outcome:
             f in s for s in ctx.cpuinfo().x86_flags for f in ("vmx", "svm")):  # type: ignore[union-attr]
         detail += " The CPU flags show no vmx/svm, so the vendor module would refuse to load (see cpu.virt-flags)."
         fix = "Enable virtualization first (see cpu.virt-flags and firmware.vt-enabled), then 'modprobe " + missing[-1] + "'."
-    return Outcome.failed(f"missing: {', '.join(missing)}", detail, fix, **evidence)
+    outcome = Outcome.failed(f"missing: {', '.join(missing)}", detail, fix, **evidence)
+    if blocked:
+        return outcome.because("kernel.modules-blacklist")
+    return outcome.because("cpu.virt-flags", "firmware.vt-enabled")
 
 
 def _group_access(ctx: Context, st: Node) -> Dict[str, object]:
@@ -203,7 +206,8 @@ def kvm_device(ctx: Context) -> Outcome:
             "/dev/kvm does not exist",
             "The KVM driver did not create its device node: the modules are not loaded, or firmware has VT "
             "disabled so they refused to load.",
-            "See kvm.modules and firmware.vt-enabled; usually 'modprobe kvm_intel' or 'modprobe kvm_amd'.")
+            "See kvm.modules and firmware.vt-enabled; usually 'modprobe kvm_intel' or 'modprobe kvm_amd'.",
+        ).because("kvm.modules")
     if st.kind == "link":
         return Outcome.failed("/dev/kvm is a dangling symlink", "The link points nowhere.",
                               "Remove the link and reload the KVM modules so udev recreates the node.")
@@ -239,7 +243,8 @@ def kvm_device(ctx: Context) -> Outcome:
         return Outcome.failed(
             f"/dev/kvm exists but cannot be opened ({errno.errorcode.get(err, err)})",
             "The node is there but no driver answers (ENXIO/ENODEV: a stale node with the module unloaded).",
-            "Reload the KVM modules (see kvm.modules) so the driver backs the node again.", **evidence)
+            "Reload the KVM modules (see kvm.modules) so the driver backs the node again.", **evidence,
+        ).because("kvm.modules")
     if euid == 0 and access.get("locked_out"):
         locked = ", ".join(access["locked_out"])  # type: ignore[arg-type]
         return Outcome.warned(

@@ -133,7 +133,7 @@ def libvirt_layout(ctx: Context) -> Outcome:
         return Outcome.warned(
             "libvirt is not installed", f"{what[0].upper()}{what[1:]}. QEMU can run guests alone, but virsh, "
             "virt-manager, virt-install, Cockpit and libvirt's default NAT network need the daemon.",
-            f"Install it with {install_hint(ctx)}, then run kvmcheck again.", **evidence)
+            f"Install it with {install_hint(ctx)}, then run kvmcheck again.", **evidence).because("packages.virt")
 
     problems: List[str] = []
     notes: List[str] = []

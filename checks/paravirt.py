@@ -134,5 +134,6 @@ def paravirt_virtio(ctx: Context) -> Outcome:
             + ": QEMU moves virtio-net packets in userspace, with more CPU per packet and higher latency "
             "(the same cause as network.vhost-net). " + " ".join(notes),
             "'modprobe vhost_net'; if there is no such module, install the distribution's full kernel modules "
-            "package (linux-modules-extra, kernel-modules) or a kernel built with CONFIG_VHOST_NET=m.", **evidence)
+            "package (linux-modules-extra, kernel-modules) or a kernel built with CONFIG_VHOST_NET=m.", **evidence,
+        ).because("network.vhost-net")
     return Outcome.passed(summary, " ".join(notes), **evidence)

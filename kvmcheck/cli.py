@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The command line (typer only): options -> runner -> renderer -> exit status.
 
-Exit status: 0 ready, 1 not ready, 2 usage or configuration error.
+Exit status (kvmcheck.model.ExitStatus): 0 ready, 1 not ready, 2 usage or configuration error,
+3 unknown (no evidence for a verdict; with -f nagios also every usage error and crash).
 """
 # No "from __future__ import annotations" here: typer on Python 3.9 reads Annotated only from real objects.
 
@@ -18,9 +19,10 @@ except ImportError:  # pragma: no cover - Python < 3.9 is not supported, but be 
     from typing_extensions import Annotated  # type: ignore
 
 from . import __version__
+from .model import ExitStatus
 
-EXIT_READY, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
-EXIT_NAGIOS_UNKNOWN = 3  # --format nagios: usage errors and crashes are UNKNOWN, since 2 means CRITICAL
+EXIT_READY, EXIT_NOT_READY, EXIT_USAGE = ExitStatus.READY, ExitStatus.NOT_READY, ExitStatus.USAGE
+EXIT_NAGIOS_UNKNOWN = ExitStatus.UNKNOWN  # -f nagios: usage errors and crashes are UNKNOWN, since 2 means CRITICAL
 
 app = typer.Typer(
     add_completion=False,
@@ -100,8 +102,15 @@ def check(
                                          "(off by default: a check run needs no network).")] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No ANSI colours (NO_COLOR is honoured too).")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of checks that crash.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Text format: print only the verdict, why, and the "
+                                        "checks to fix first.")] = False,
 ) -> None:
-    """Run the checks and report whether this host is ready for KVM."""
+    """Run the checks and report whether this host is ready for KVM.
+
+    Exit status: 0 ready, 1 not ready, 2 usage or configuration error, 3 unknown (nothing failed, but an
+    essential check could not decide, or the root holds no system). -f nagios: 0 OK, 1 WARNING, 2 CRITICAL,
+    3 UNKNOWN.
+    """
     from .context import Settings
     from .parsers import ParseError
     from .parsers.kernel_version import parse_min_version
@@ -116,12 +125,15 @@ def check(
             with open_archive(root) as unpacked:
                 check(ctx, root=unpacked, fmt=fmt, output=output, template=template, config=config, profile=profile,
                       exit_zero=exit_zero, only=only, skip=skip, strict=strict, timeout=timeout,
-                      min_kernel=min_kernel, online=online, no_color=no_color, debug=debug)
+                      min_kernel=min_kernel, online=online, no_color=no_color, debug=debug, quiet=quiet)
         except ArchiveError as exc:  # unsafe, oversized or corrupt: refuse, never half-audit
             raise typer.BadParameter(str(exc), param_hint="--root")
         return
     if not os.path.isdir(root):
         raise typer.BadParameter(f"{root!r} is not a directory or a snapshot archive", param_hint="--root")
+    if quiet and (fmt != Format.text or template is not None):
+        raise typer.BadParameter("-q prints the text report's verdict block; it does not apply to --format "
+                                 f"{fmt.value} or --template", param_hint="--quiet")
     if template is not None and not os.path.isfile(template):
         raise typer.BadParameter(f"{template!r} is not a file", param_hint="--template")
     try:
@@ -136,13 +148,17 @@ def check(
     except SelectionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only/--skip")
     except ConfigError as exc:  # the file, the line and what was expected; never a traceback
+        if fmt == Format.nagios:  # a plugin always prints its one status line
+            from .render import nagios_text
+
+            typer.echo(f"KVMCHECK UNKNOWN - configuration error: {nagios_text(exc)}")
         typer.echo(f"kvmcheck: {exc}", err=True)
         raise typer.Exit(EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE)
-    from .render import nagios_code
 
     usage_exit = EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE
     try:
-        text = render(report, fmt.value, color=_use_color(no_color, output, fmt, template), template=template)
+        text = render(report, fmt.value, color=_use_color(no_color, output, fmt, template), template=template,
+                      quiet=quiet)
     except Exception as exc:  # a user's template with an error: say where, no traceback
         if template is None:
             raise
@@ -159,8 +175,8 @@ def check(
     if exit_zero:
         raise typer.Exit(EXIT_READY)
     if fmt == Format.nagios:
-        raise typer.Exit(nagios_code(report))
-    raise typer.Exit(EXIT_READY if report.ready else EXIT_NOT_READY)
+        raise typer.Exit(report.nagios_code)
+    raise typer.Exit(int(report.exit_status))
 
 
 def _write_output(path: str, text: str, atomic: bool) -> None:

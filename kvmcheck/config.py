@@ -41,7 +41,7 @@ SHARED_STORAGE_TYPES = ("nfs", "nfs4", "cifs", "smb", "glusterfs", "ceph", "ceph
                         "gpfs", "beegfs", "iscsi", "fc", "multipath")
 REQUIRE = {"shared_storage": "required_shared_storage", "packages": "required_packages", "repos": "required_repos"}
 ACCEPT = {"software_kvm": "accept_software_kvm"}
-TOP_KEYS = ("description", "extends", "thresholds", "severity", "ignore", "require", "accept")
+TOP_KEYS = ("description", "extends", "thresholds", "severity", "ignore", "require", "accept", "verdict")
 STATUSES = tuple(s.value for s in Status)
 TARGETS = ("pass", "warn", "fail", "skip")  # "error" is kvmcheck's own trouble, never a verdict to choose
 
@@ -149,6 +149,8 @@ class Config:
     ignore: Dict[str, Tuple[str, str]] = field(default_factory=dict)  # pattern -> (reason, file)
     require: Dict[str, List[str]] = field(default_factory=dict)
     accept: Dict[str, bool] = field(default_factory=dict)
+    # [verdict] essential: the checks a "ready" needs evidence from (None: kvmcheck's default chain)
+    essential: Optional[List[str]] = None
 
     @property
     def empty(self) -> bool:
@@ -360,6 +362,18 @@ def _merge_file(cfg: Config, src: _Source, data: Dict[str, Any], known: Sequence
         if not isinstance(value, bool):
             raise src.error(path, f"accept.{key} is {_type_name(value)}; expected true or false")
         cfg.accept[key] = value
+
+    for key, value in table("verdict").items():
+        path = ("verdict", key)
+        if key != "essential":
+            raise src.error(path, f"unknown key {key!r} in [verdict]; expected: essential")
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise src.error(path, f"verdict.essential is {_type_name(value)}; expected an array of check ids")
+        for check_id in value:
+            if known and check_id.strip() not in known:
+                raise src.error(path, f"verdict.essential names {check_id!r}, which is not a check id "
+                                      "(see 'kvmcheck list')")
+        cfg.essential = [v.strip() for v in value]
 
 
 # -- profiles and extends ------------------------------------------------------------------------------------

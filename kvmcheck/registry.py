@@ -23,8 +23,13 @@ BUILTIN_ORDER = ("cpu", "firmware", "kernel", "kvm", "guest", "iommu", "secure_g
 _ID = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+$")
 
 
-def check(id: str, title: str, reads: Iterable[str] = ()) -> Callable[[Callable[..., Outcome]], Check]:
+def check(id: str, title: str, reads: Iterable[str] = (), requires: Iterable[str] = (),
+          live_only: bool = False) -> Callable[[Callable[..., Outcome]], Check]:
     """Declare a check: a public dotted id, a title, and the paths it reads.
+
+    requires: checks that must not have failed for this one to run its probe (when one did, this
+    check reports skip, blocked by it).  live_only: the check needs the running kernel, so on an
+    offline root it has nothing to decide and is no gap in the evidence for a verdict.
 
     The function's docstring is the user documentation shown by
     ``kvmcheck explain ID``: what it checks, why it matters, how to fix it.
@@ -34,7 +39,8 @@ def check(id: str, title: str, reads: Iterable[str] = ()) -> Callable[[Callable[
 
     def wrap(func: Callable[..., Outcome]) -> Check:
         doc = inspect.cleandoc(func.__doc__ or "")
-        return Check(id=id, title=title, reads=tuple(reads), func=func, doc=doc, source=func.__module__)
+        return Check(id=id, title=title, reads=tuple(reads), func=func, doc=doc, source=func.__module__,
+                     requires=tuple(requires), live_only=live_only)
 
     return wrap
 

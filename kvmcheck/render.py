@@ -39,18 +39,43 @@ TEMPLATES = {
     "nagios": "nagios.txt.j2",
 }
 FORMATS = ("text", "json") + tuple(f for f in TEMPLATES if f != "text")
-NAGIOS_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+from .model import NAGIOS_STATES  # noqa: E402 - re-exported for templates and callers
 
 
 def nagios_code(report: Report) -> int:
-    """Nagios plugin semantics: 2 CRITICAL for fail/error, 1 WARNING for warn, else 0 OK.
+    """Nagios plugin semantics (Report.nagios_code): CRITICAL not ready, UNKNOWN unknown, WARNING a ready
+    host with warnings, else OK."""
+    return report.nagios_code
 
-    Ignored results (an operator's accepted exception, with its reason) never raise the state.
-    """
-    live = {r.status.value for r in report.checks if not r.ignored}
-    if live & {"fail", "error"}:
-        return 2
-    return 1 if "warn" in live else 0
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a fix: the step to take first.  A full stop inside quotes (a command such
+    as 'modprobe kvm_intel'. or a path) does not end it."""
+    quoted = False
+    for i, ch in enumerate(text):
+        if ch == "'":  # an apostrophe inside a word (libvirt's) neither opens nor closes a quote
+            before = text[i - 1] if i else " "
+            after = text[i + 1] if i + 1 < len(text) else " "
+            if not quoted and not before.isalnum():
+                quoted = True
+            elif quoted and not after.isalnum():
+                quoted = False
+        if not quoted and ch in ".!?" and _SENTENCE_END.match(text, i + 1):
+            return text[: i + 1]
+    return text
+
+
+def wrap(text: Any, indent: int, width: int = 100, hanging: Optional[int] = None) -> str:
+    """Paragraphs of text, each filled to width, indented; continuation lines by hanging (default indent)."""
+    return "\n".join(
+        textwrap.fill(p, width=width, initial_indent=" " * indent,
+                      subsequent_indent=" " * (indent if hanging is None else hanging),
+                      break_on_hyphens=False, break_long_words=False)
+        for p in str(text).splitlines() if p.strip()
+    )
 
 
 def render_json(report: Report) -> str:
@@ -114,10 +139,8 @@ def _environment(color: bool, search_path: str, xml: bool = False):  # type: ign
     env.filters["paint"] = paint
     env.filters["verdict_paint"] = lambda ok, text: paint("pass" if ok else "fail", text)
     env.filters["ljust"] = lambda s, n: str(s).ljust(n)
-    env.filters["wrap"] = lambda s, indent: "\n".join(
-        textwrap.fill(p, width=100, initial_indent=" " * indent, subsequent_indent=" " * indent)
-        for p in str(s).splitlines() if p.strip()
-    )
+    env.filters["wrap"] = wrap
+    env.filters["first_sentence"] = first_sentence
     env.filters["prom_label"] = prom_label
     env.filters["nagios_text"] = nagios_text
     env.filters["unix_seconds"] = unix_seconds
@@ -127,38 +150,41 @@ def _environment(color: bool, search_path: str, xml: bool = False):  # type: ign
     return env
 
 
-def template_context(report: Report) -> Dict[str, Any]:
+def template_context(report: Report, quiet: bool = False) -> Dict[str, Any]:
     data: Dict[str, Any] = report.to_dict()
-    code = nagios_code(report)
+    code = report.nagios_code
     rank = {"fail": 0, "error": 1, "warn": 2}
-    # What to do, most severe first: fail, error, warn; ignored results are shown but need nothing.
+    # What to do: root causes first, then what follows from them (whose fix points to the cause), each
+    # most severe first; ignored results are shown but need nothing.
     problems = sorted((c for c in data["checks"] if c["status"] in rank and not c.get("ignored")),
-                      key=lambda c: rank[c["status"]])
+                      key=lambda c: (bool(c.get("caused_by")), rank[c["status"]]))
     return {
-        "problems": problems,
+        "problems": problems, "quiet": quiet, "by_id": {c["id"]: c for c in data["checks"]},
         "report": data, "host": data["host"], "checks": data["checks"], "summary": data["summary"],
         "verdict": data["verdict"], "nagios": {"code": code, "state": NAGIOS_STATES[code]},
         "width": max([len(c["id"]) for c in data["checks"]] + [10]),
     }
 
 
-def render_template(report: Report, path: str, color: bool = False) -> str:
+def render_template(report: Report, path: str, color: bool = False, quiet: bool = False) -> str:
     """Render a template file (a built-in one or a user's --template) with the documented context."""
     folder, name = os.path.split(os.path.abspath(path))
     xml = name.endswith((".xml", ".xml.j2"))
-    return _environment(color, folder, xml).get_template(name).render(**template_context(report))
+    return _environment(color, folder, xml).get_template(name).render(**template_context(report, quiet))
 
 
-def render(report: Report, fmt: str, color: bool = False, template: Optional[str] = None) -> str:
+def render(report: Report, fmt: str, color: bool = False, template: Optional[str] = None,
+           quiet: bool = False) -> str:
+    """quiet: the text format's verdict block only (the verdict, why, and the checks to fix first)."""
     if template is not None:
-        return render_template(report, template, color)
+        return render_template(report, template, color, quiet)
     if fmt == "json":
         return render_json(report)
     if fmt not in TEMPLATES:
         raise ValueError(f"unknown format {fmt!r}")
     from . import reports_dir
 
-    return render_template(report, os.path.join(reports_dir(), TEMPLATES[fmt]), color)
+    return render_template(report, os.path.join(reports_dir(), TEMPLATES[fmt]), color, quiet)
 
 
 def render_text(report: Report, color: bool = False) -> str:

@@ -15,12 +15,12 @@ import fnmatch
 import threading
 import time
 import traceback
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import __version__
 from .context import Context, Settings
 from .host import Host, OfflineError
-from .model import Check, Outcome, Report, Result, Status
+from .model import DEFAULT_ESSENTIAL, PROBLEMS, Check, Outcome, Report, Result, Status, cause_key
 from .registry import LoadError, load_checks
 
 
@@ -97,8 +97,18 @@ def run_check(check: Check, ctx: Context, timeout: float, debug: bool = False) -
     elapsed = (time.perf_counter() - start) * 1000
     if kind == "ok" and isinstance(value, Outcome):
         o = value
-        return Result(check.id, check.title, o.status, o.summary, o.detail, o.remediation,
-                      bounded_evidence(o.evidence), elapsed)
+        result = Result(check.id, check.title, o.status, o.summary, o.detail, o.remediation,
+                        bounded_evidence(o.evidence), elapsed)
+        result.cause = o.cause or cause_key(o.summary)
+        result.caused_by = [c for c in dict.fromkeys(o.caused_by) if c != check.id]  # candidates, see run()
+        return result
+    result = _failed_run(check, kind, value, timeout, elapsed, debug)
+    result.cause = cause_key(result.summary)
+    return result
+
+
+def _failed_run(check: Check, kind: str, value: Any, timeout: float, elapsed: float, debug: bool) -> Result:
+    """The result of a check that gave no outcome: it hung, raised, or returned something else."""
     if kind == "timeout":
         return Result(
             check.id, check.title, Status.ERROR, f"did not finish within {timeout:g} s",
@@ -121,6 +131,55 @@ def run_check(check: Check, ctx: Context, timeout: float, debug: bool = False) -
         )
     return Result(check.id, check.title, Status.ERROR, "the check returned no outcome",
                   f"returned {value!r}", "This is a kvmcheck bug.", {}, elapsed)
+
+
+def blocked_result(check: Check, blockers: List[Result]) -> Result:
+    """A check whose prerequisite failed: its probe would fail for the same reason, so it does not run."""
+    ids = list(dict.fromkeys(b for r in blockers for b in (r.blocked_by or [r.id])))
+    first = blockers[0]
+    lead = first.id if not first.blocked_by else ids[0]
+    result = Result(
+        check.id, check.title, Status.SKIP, f"blocked by {', '.join(ids)}",
+        f"Not run: {lead} failed ({first.summary if not first.blocked_by else 'see it'}), and this check "
+        "would fail for the same reason. Fix that first; this check runs again then.",
+        None, {}, 0.0)
+    result.blocked_by = ids
+    result.cause = "blocked"
+    return result
+
+
+def run_order(checks: Sequence[Check]) -> List[Check]:
+    """checks, each after the selected checks it requires (otherwise in the given order)."""
+    by_id = {c.id: c for c in checks}
+    done: Dict[str, None] = {}
+
+    def visit(c: Check, path: Tuple[str, ...]) -> None:
+        if c.id in done or c.id in path:  # a cycle is a registration mistake: the given order breaks it
+            return
+        for dep in c.requires:
+            if dep in by_id:
+                visit(by_id[dep], path + (c.id,))
+        done[c.id] = None
+
+    for c in checks:
+        visit(c, ())
+    return [by_id[i] for i in done]
+
+
+def attribute_causes(results: Sequence[Result]) -> None:
+    """Keep, of each result's candidate causes, those that found a problem in this run; a finding that
+    follows from another points to it instead of repeating its fix.  Two findings naming each other
+    keep the earlier one (in report order, from the hardware up) as the cause."""
+    by_id = {r.id: r for r in results}
+    for r in results:
+        if r.status not in PROBLEMS:
+            r.caused_by = []
+            continue
+        r.caused_by = [c for c in r.caused_by if c in by_id and by_id[c].status in PROBLEMS
+                       and not by_id[c].ignored and r.id not in by_id[c].caused_by]
+        if r.caused_by:
+            causes = " and ".join(r.caused_by)
+            r.remediation = f"Fix {causes} first (see its fix): this finding follows from it."
 
 
 def _unreadable(check: Check, exc: OSError, elapsed: float) -> Result:
@@ -162,6 +221,20 @@ def host_facts(ctx: Context, timeout: float) -> dict:
     return facts
 
 
+# What marks a root as holding a system to judge: an installed system's identity or users, or a capture
+# of the running kernel's /proc and /sys (kvmcheck snapshot, the lscpu corpus).
+SYSTEM_MARKERS = ("/etc/os-release", "/usr/lib/os-release", "/etc/passwd", "/proc/cpuinfo", "/sys/devices",
+                  "/sys/module")
+
+
+def no_system(host: Host) -> Optional[str]:
+    """Why an offline root cannot be judged at all (an empty directory, /tmp, a mistyped --root), or None."""
+    if host.live or any(host.exists(p) for p in SYSTEM_MARKERS):
+        return None
+    return (f"this root holds no installed system: {host.root} has none of "
+            f"{', '.join(SYSTEM_MARKERS)}; check the --root path")
+
+
 def run(
     root: str = "/",
     only: Optional[Iterable[str]] = None,
@@ -180,7 +253,8 @@ def run(
     config: a TOML file; profile: a built-in profile name or a path (kvmcheck.config).  Without
     config, /etc/kvmcheck/config.toml is read when root is "/" and it exists.  Settings fields that
     differ from their defaults (given on the command line) win over the configuration's thresholds.
-    Raises kvmcheck.config.ConfigError for a configuration mistake, before any check runs.
+    Raises kvmcheck.config.ConfigError for a configuration mistake and SelectionError for a selection
+    that matches no check, before any check runs.
     """
     from .config import load as load_config
 
@@ -192,11 +266,26 @@ def run(
     defaults = Settings()
     explicit = [f.name for f in dataclasses.fields(Settings) if getattr(base, f.name) != getattr(defaults, f.name)]
     ctx = Context(host, cfg.apply_settings(base, explicit))
-    for c in select(checks, only, skip):
-        if progress:
-            progress(c)
-        results.append(run_check(c, ctx, timeout, debug))
-    cfg.apply(results)
+    chosen = select(checks, only, skip)
+    if not chosen and not results:
+        raise SelectionError("the selection leaves no check to run (--only/--skip exclude each other)")
+    done: Dict[str, Result] = {}
+    for c in run_order(chosen):
+        blockers = [done[d] for d in c.requires
+                    if d in done and not done[d].ignored and (done[d].status is Status.FAIL or done[d].blocked_by)]
+        if blockers:
+            result = blocked_result(c, blockers)
+        else:
+            if progress:
+                progress(c)
+            result = run_check(c, ctx, timeout, debug)
+        cfg.apply([result])  # severity overrides and ignores count before a dependent check looks
+        done[c.id] = result
+    results += [done[c.id] for c in chosen]  # report order: from the hardware up, as registered
+    attribute_causes(results)
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     return Report(__version__, now, host_facts(ctx, timeout), results, strict,
-                  config=None if cfg.empty else cfg.to_dict())
+                  config=None if cfg.empty else cfg.to_dict(),
+                  essential=tuple(cfg.essential) if cfg.essential is not None else DEFAULT_ESSENTIAL,
+                  no_system=no_system(host), live=host.live,
+                  live_only=tuple(c.id for c in checks if c.live_only))
