@@ -101,7 +101,7 @@ def _x86(ctx: Context) -> Outcome:
         f"Reboot into the BIOS/UEFI setup and enable '{setting}' (often under Advanced > CPU Configuration), "
         "save, and power-cycle. If the option does not exist, the CPU does not support hardware virtualization.",
         **evidence,
-    )
+    ).because("firmware.vt-enabled")  # when firmware's own answer is "disabled", that is the cause
 
 
 def _flag_check(ctx: Context, words: List[str], keys: tuple, name: str, guest_note: str) -> Outcome:

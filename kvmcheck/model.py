@@ -241,7 +241,8 @@ class Report:
         verdict = self.verdict
         if verdict == Verdict.NOT_READY.value:
             roots = self.fix_first
-            return (f"{len(self.blocking)} finding(s) block KVM here; "
+            n = len(self.blocking)
+            return (f"{n} finding{'s block' if n != 1 else ' blocks'} KVM here; "
                     f"fix {', '.join(roots) if roots else 'the failures'} first")
         if verdict == Verdict.UNKNOWN.value:
             if self.no_system:
@@ -272,10 +273,11 @@ class Report:
     @property
     def nagios_code(self) -> int:
         """Nagios plugin semantics: CRITICAL (2) not ready, UNKNOWN (3) unknown, WARNING (1) a ready host
-        with warnings, else OK (0).  Ignored results never raise the state."""
+        with warnings (or one that only --strict's warnings make not ready), else OK (0).  Ignored results
+        never raise the state."""
         verdict = self.verdict
-        if verdict == Verdict.NOT_READY.value:
-            return 2
+        if verdict == Verdict.NOT_READY.value:  # CRITICAL, or WARNING when only --strict's warnings block
+            return 2 if any(r.status is Status.FAIL for r in self.blocking) else 1
         if verdict == Verdict.UNKNOWN.value:
             return 3
         return 1 if any(r.status is Status.WARN and not r.ignored for r in self.checks) else 0

@@ -221,18 +221,24 @@ def host_facts(ctx: Context, timeout: float) -> dict:
     return facts
 
 
-# What marks a root as holding a system to judge: an installed system's identity or users, or a capture
-# of the running kernel's /proc and /sys (kvmcheck snapshot, the lscpu corpus).
-SYSTEM_MARKERS = ("/etc/os-release", "/usr/lib/os-release", "/etc/passwd", "/proc/cpuinfo", "/sys/devices",
-                  "/sys/module")
+# What marks a root as holding a system to judge: the top directories of an installed system, or of a
+# capture of one (kvmcheck snapshot, the lscpu corpus, a tree of a few captured files).  An empty directory,
+# /tmp or a home directory given by mistake has none of them.
+SYSTEM_MARKERS = ("/etc", "/usr", "/var", "/proc", "/sys")
 
 
 def no_system(host: Host) -> Optional[str]:
     """Why an offline root cannot be judged at all (an empty directory, /tmp, a mistyped --root), or None."""
-    if host.live or any(host.exists(p) for p in SYSTEM_MARKERS):
+    def present(path: str) -> bool:
+        try:
+            return host.exists(path)
+        except OSError:  # something is there (a symlink loop, a file that cannot be read): not an empty root
+            return True
+
+    if host.live or any(present(p) for p in SYSTEM_MARKERS):
         return None
     return (f"this root holds no installed system: {host.root} has none of "
-            f"{', '.join(SYSTEM_MARKERS)}; check the --root path")
+            f"{', '.join(SYSTEM_MARKERS)} (check the --root path)")
 
 
 def run(

@@ -26,13 +26,18 @@ def test_ready_host_exits_0_and_not_ready_exits_1(host_root):
     assert "Verdict: NOT READY" in bad.stdout
 
 
-def test_text_report_puts_failures_first_with_their_fix(host_root):
+def test_text_report_puts_root_causes_first_and_each_fix_once(host_root):
     out = kvmcheck("check", "--root", str(host_root("intel-firmware-disabled")), "--only", "cpu.*",
                    "--only", "firmware.*", "--only", "kvm.modules").stdout
-    table, tail = out.split("What to do, most severe first:", 1)
+    table, tail = out.split("What to do, root causes first, most severe first:", 1)
     assert table.index("PASS   cpu.64bit") < table.index("FAIL   firmware.vt-enabled")  # the table keeps check order
-    assert tail.index("FAIL cpu.virt-flags") < tail.index("FAIL kvm.modules") < tail.index("Verdict: NOT READY")
-    assert "Fix: Reboot into the BIOS/UEFI setup" in tail
+    # Firmware locked VT off: the missing vmx flag and the missing kvm_intel follow from it.
+    assert tail.index("FAIL firmware.vt-enabled") < tail.index("FAIL cpu.virt-flags") < tail.index("FAIL kvm.modules")
+    assert tail.count("Fix: Reboot into the BIOS/UEFI setup") == 1
+    assert "Fix: Fix firmware.vt-enabled first" in tail
+    verdict = tail[tail.index("Verdict: NOT READY"):]
+    assert "Fix first:\n  - firmware.vt-enabled: Reboot into the BIOS/UEFI setup" in verdict
+    assert "cpu.virt-flags" not in verdict.split("Fix first:", 1)[1]
     assert "\x1b[" not in out  # not a terminal: no colour codes
 
 
@@ -55,7 +60,7 @@ def test_json_report_is_the_documented_schema(host_root):
 
     validate_report(data)
     assert proc.returncode == 1
-    assert data["verdict"] == "not-ready" and data["schema_version"] == 1
+    assert data["verdict"] == "not-ready" and data["schema_version"] == 2
     assert data["host"]["hypervisor"] == "KVM" and data["host"]["arch"] == "x86_64"
     statuses = {c["id"]: c["status"] for c in data["checks"]}
     assert statuses["cpu.virt-flags"] == "fail" and statuses["kvm.modules"] == "pass"
@@ -127,7 +132,8 @@ def test_unprivileged_run_answers_every_check_and_names_permissions():
 def test_text_layout_has_single_blank_lines_between_sections(host_root, scenario):
     out = kvmcheck("check", "--root", str(host_root(scenario))).stdout
     assert "\n\n\n" not in out
-    assert out.splitlines()[-1].startswith("Verdict: ") and out.endswith(")\n")
+    verdict_block = out[out.rindex("\n\nVerdict: ") + 2:]  # the report ends with the verdict block
+    assert verdict_block.count("\n\n") == 0 and out.endswith("\n") and not out.endswith("\n\n")
     assert out.splitlines()[1].startswith("CPU: ")  # the header keeps one fact per line
 
 

@@ -118,7 +118,7 @@ def test_migration_pool_needs_shared_storage(host_root):
     res = next(c for c in d["checks"] if c["id"] == "storage.shared")
     assert res["status"] == "fail" and res["original_status"] == "warn" and "ignored" not in res
     # with its NFS mount the same host is a fine pool member
-    assert kvmcheck.run(str(host_root("storage-nfs4")), profile="migration-pool").ready
+    assert not kvmcheck.run(str(host_root("storage-nfs4")), profile="migration-pool").blocking
 
 
 def test_pvm_sandbox_accepts_software_kvm(host_root):
@@ -148,13 +148,13 @@ def test_pvm_sandbox_turns_an_acceleration_failure_into_a_warning():
 def test_gpu_passthrough_needs_isolated_gpus(host_root, tmp_path):
     shared = with_kvm_modules(host_root("iommu-intel-gpu-shared"))
     default = kvmcheck.run(str(shared))
-    assert default.ready, blocking(default)
+    assert not default.blocking, blocking(default)  # a captured IOMMU root: no verdict, nothing blocks
     assert by_id(default)["iommu.enabled"].status == Status.WARN
     gpu = kvmcheck.run(str(shared), profile="gpu-passthrough")
     assert blocking(gpu) == ["iommu.enabled"]
     assert "cannot be assigned alone" in by_id(gpu)["iommu.enabled"].summary
     isolated = with_kvm_modules(host_root("iommu-intel-gpu-isolated"))
-    assert kvmcheck.run(str(isolated), profile="gpu-passthrough").ready
+    assert not kvmcheck.run(str(isolated), profile="gpu-passthrough").blocking
 
 
 def test_rhel_virt_host(host_root):
@@ -168,7 +168,7 @@ def test_rhel_virt_host(host_root):
 
 
 def test_openstack_compute(host_root):
-    assert kvmcheck.run(str(host_root("cap-plenty")), profile="openstack-compute").ready
+    assert not kvmcheck.run(str(host_root("cap-plenty")), profile="openstack-compute").blocking
     # prepared-intel-host has 2 CPU threads: a fine KVM host, too small for a compute node
     prepared = str(host_root("prepared-intel-host"))
     small = kvmcheck.run(prepared, profile="openstack-compute")
@@ -181,14 +181,14 @@ def test_openstack_compute(host_root):
 
 def test_proxmox_ve(host_root):
     plain = host_root("pkg-debian12-deb822")
-    assert kvmcheck.run(str(plain)).ready
+    assert not kvmcheck.run(str(plain)).blocking
     report = kvmcheck.run(str(plain), profile="proxmox-ve")
     assert blocking(report) == ["packages.virt", "repos.configured"]
     checks = by_id(report)
     assert "pve-qemu-kvm" in checks["packages.virt"].summary
     assert "proxmox.com" in checks["repos.configured"].summary
     pve = kvmcheck.run(str(as_proxmox(plain)), profile="proxmox-ve")
-    assert pve.ready, blocking(pve)
+    assert not pve.blocking, blocking(pve)  # a captured package root: no verdict, nothing blocks
     assert by_id(pve)["libvirt.layout"].ignored
 
 
@@ -223,7 +223,7 @@ def test_required_repos_and_packages(host_root, tmp_path):
     root = host_root("pkg-debian12-deb822")
     conf = write(tmp_path / "r.toml", '[require]\nrepos = ["deb.debian.org/debian-security"]\n'
                                       'packages = ["qemu-system-x86", "ovmf"]\n')
-    assert kvmcheck.run(str(root), config=conf).ready
+    assert not kvmcheck.run(str(root), config=conf).blocking
 
 
 # -- ignores -------------------------------------------------------------------------------------------------

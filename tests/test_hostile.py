@@ -194,9 +194,9 @@ _EXC_NAME = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception)\b|Traceback")
 
 
 def assert_sane(proc) -> dict:
-    """Exit 0/1, no traceback, a valid report, and a clear answer from every check (returns the report)."""
+    """Exit 0/1/3, no traceback, a valid report, and a clear answer from every check (returns the report)."""
     assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
-    assert proc.returncode in (0, 1), (proc.returncode, proc.stderr[-2000:], proc.stdout[-2000:])
+    assert proc.returncode in (0, 1, 3), (proc.returncode, proc.stderr[-2000:], proc.stdout[-2000:])
     # Evidence is bounded (runner.bounded_evidence): megabytes of garbage make no megabyte report.
     assert len(proc.stdout) < MAX_REPORT, f"a {len(proc.stdout)}-character report"
     return assert_clear(validate_report(json.loads(proc.stdout)))

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "plugin"
 EXAMPLE_HOSTS = EXAMPLE / "tests" / "hosts"
 DOCS = REPO / "docs" / "plugins.md"
-EXIT_READY, EXIT_NOT_READY = 0, 1
+EXIT_READY, EXIT_NOT_READY, EXIT_UNKNOWN = 0, 1, 3
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_an_import_error_and_a_crashing_check_are_errors_and_the_run_completes(e
     root = root_copy("swap-partition", tmp_path)
     proc = kvmcheck("check", "--root", str(root), "--only", "example.*", "--only", "broken.*", "-f", "json",
                     sites=[example_site, broken_site])
-    assert proc.returncode == EXIT_NOT_READY, proc.stderr
+    assert proc.returncode == EXIT_UNKNOWN, proc.stderr  # an error decided nothing: no verdict
     report = json.loads(proc.stdout)
     results = by_id(report)
     assert list(results) == ["plugin.broken_import", "broken.crashes", "example.swap"]
@@ -201,13 +201,14 @@ def test_an_import_error_and_a_crashing_check_are_errors_and_the_run_completes(e
                                                    "the check crashed: RuntimeError: plugin bug: swaps table exploded")
     assert "Traceback" not in crash["detail"]
     assert results["example.swap"]["status"] == "pass"  # the checks after the broken ones still ran
-    assert report["verdict"] == "not-ready" and report["summary"]["error"] == 2
+    assert report["verdict"] == "unknown" and report["summary"]["error"] == 2
+    assert report["undecided"] == ["plugin.broken_import", "broken.crashes"]
 
 
 def test_a_full_run_with_broken_plugins_still_runs_every_builtin_check(example_site, broken_site, tmp_path):
     root = root_copy("swap-partition", tmp_path)
     proc = kvmcheck("check", "--root", str(root), "-f", "json", "--timeout", "10", sites=[example_site, broken_site])
-    assert proc.returncode == EXIT_NOT_READY, proc.stderr
+    assert proc.returncode == EXIT_UNKNOWN, proc.stderr
     ids = [r["id"] for r in json.loads(proc.stdout)["checks"]]
     assert ids == ["plugin.broken_import"] + [c.id for c in load_checks()[0]] + ["broken.crashes", "example.swap"]
     debug = kvmcheck("check", "--root", str(root), "--only", "broken.*", "--debug", "-f", "json", sites=[broken_site])
@@ -220,7 +221,7 @@ def test_exit_zero_and_nagios_treat_a_broken_plugin_like_any_error(broken_site, 
     assert kvmcheck("check", "--root", str(root), "--only", "broken.*", "--exit-zero",
                     sites=[broken_site]).returncode == EXIT_READY
     nagios = kvmcheck("check", "--root", str(root), "--only", "broken.*", "-f", "nagios", sites=[broken_site])
-    assert nagios.returncode == 2  # CRITICAL
+    assert nagios.returncode == 3  # UNKNOWN: a broken plugin decided nothing about the host
     assert "plugin.broken_import" in nagios.stdout
 
 

@@ -24,7 +24,7 @@ def test_schema_command_prints_a_valid_draft_2020_12_schema():
     schema = json.loads(proc.stdout)
     assert proc.returncode == 0 and schema == json.loads(SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert schema["properties"]["schema_version"] == {"const": 1}
+    assert schema["properties"]["schema_version"] == {"const": 2}
 
 
 def test_json_reports_follow_the_schema_live_and_on_every_scenario(host_root):
@@ -49,7 +49,7 @@ def test_a_users_template_gets_the_documented_context(host_root, tmp_path):
                    "{{ report.schema_version }} {{ nagios.state }}\n")
     proc = kvmcheck("check", "--root", str(host_root("intel-firmware-disabled")), "--template", str(tpl))
     assert proc.returncode == 1
-    assert proc.stdout == f"None not-ready 3/{len(json.loads(kvmcheck('list', '-f', 'json').stdout))} 1 CRITICAL\n"
+    assert proc.stdout == f"None not-ready 3/{len(json.loads(kvmcheck('list', '-f', 'json').stdout))} 2 CRITICAL\n"
 
 
 def test_a_users_html_template_is_escaped(host_root, tmp_path):

@@ -183,7 +183,7 @@ def prom_families(text):
 def test_prometheus_families_and_samples(host_root):
     report = golden_report(golden_root(host_root))
     families = prom_families(render(report, "prometheus"))
-    assert list(families) == ["kvmcheck_check_status", "kvmcheck_ready", "kvmcheck_checks_total",
+    assert list(families) == ["kvmcheck_check_status", "kvmcheck_ready", "kvmcheck_verdict", "kvmcheck_checks_total",
                               "kvmcheck_last_run_timestamp_seconds", "kvmcheck_build_info"]
     host = {"host": GOLDEN_HOSTNAME}
     expected = {(r.id, s): float(r.status.value == s) for r in report.checks for s in STATUSES}
@@ -193,6 +193,8 @@ def test_prometheus_families_and_samples(host_root):
         got[sample.labels["check"], sample.labels["status"]] = sample.value
     assert got == expected  # a state set: one series per status, exactly one of them 1
     assert [(s.labels, s.value) for s in families["kvmcheck_ready"].samples] == [(host, 0)]
+    assert {s.labels["verdict"]: s.value for s in families["kvmcheck_verdict"].samples} == {
+        "ready": 0, "not-ready": 1, "unknown": 0}  # a state set over the three verdicts
     assert {s.labels["status"]: s.value for s in families["kvmcheck_checks_total"].samples} == report.summary
     assert [(s.labels, s.value) for s in families["kvmcheck_last_run_timestamp_seconds"].samples] == [(host, 1767225600)]
     assert [(s.labels, s.value) for s in families["kvmcheck_build_info"].samples] == [
