@@ -239,7 +239,7 @@ def test_audit_playbook_writes_one_report_per_host_and_the_fleet_report(ansible_
         assert result["changed"] is False
         assert result["verdict"] == verdict == result["ansible_facts"]["kvmcheck"]["verdict"]
         assert result["ready"] is (verdict == "ready")
-        assert bool(result["failed_checks"]) is (verdict != "ready")
+        assert bool(result["failed_checks"]) is (verdict == "not-ready")
     assert "cpu.virt-flags" in audit["hv-pvm"]["failed_checks"]
     assert {"cpu.virt-flags", "firmware.vt-enabled"} <= set(audit["hv-vt-off"]["failed_checks"])
 
@@ -276,6 +276,7 @@ def test_module_in_check_mode_reports_facts_and_fails_only_when_asked(ansible_en
         "hv-typo": {"kvmcheck_root": tmp_path, "kvmcheck_only": "no-such-check.*"},
         "hv-pvm-sandbox": {"kvmcheck_root": pvm, "kvmcheck_profile": "pvm-sandbox"},
         "hv-bad-profile": {"kvmcheck_root": tmp_path, "kvmcheck_profile": "no-such-profile"},
+        "hv-empty": empty_dir(tmp_path / "empty-root"),  # a mistyped Kickstart root: no verdict, never ready
     })
     play = tmp_path / "check.yml"
     play.write_text("""\
@@ -312,7 +313,7 @@ def test_module_in_check_mode_reports_facts_and_fails_only_when_asked(ansible_en
         result = audit[host]
         assert result["changed"] is False and not result.get("failed") and not result.get("skipped"), result
         report = result["ansible_facts"]["kvmcheck"]
-        assert report["verdict"] == verdict and report["schema_version"] == 1
+        assert report["verdict"] == verdict and report["schema_version"] == 2
         assert not [c for c in report["checks"] if c["id"].startswith("storage.")]
     assert task_results(out, "facts stay for later tasks")["hv-pvm"]["msg"] == "not-ready"
 
@@ -338,6 +339,17 @@ def test_module_in_check_mode_reports_facts_and_fails_only_when_asked(ansible_en
     assert strict["hv-pvm"]["failed"] is True and strict["hv-pvm"]["changed"] is False
     assert "cpu.virt-flags" in strict["hv-pvm"]["msg"] and "not ready" in strict["hv-pvm"]["msg"]
     assert strict["hv-pvm"]["failed_checks"] == ["cpu.virt-flags"]
+    # unknown: nothing failed, but nothing proves the host ready either; fail_on_not_ready fails it too.
+    assert audit["hv-empty"]["verdict"] == "unknown" and audit["hv-empty"]["ready"] is False
+    assert not audit["hv-empty"].get("failed")
+    empty = strict["hv-empty"]
+    assert empty["failed"] is True and empty["verdict"] == "unknown" and empty["failed_checks"] == []
+    assert empty["msg"].startswith("no verdict for this host (unknown): this root holds no installed system")
+
+
+def empty_dir(path):
+    path.mkdir()
+    return path
 
 
 def strict_failed(out, host):

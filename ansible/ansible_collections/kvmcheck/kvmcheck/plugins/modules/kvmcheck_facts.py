@@ -13,7 +13,7 @@ short_description: Check whether a host is ready to run KVM guests, and return t
 version_added: "0.1.0"
 description:
   - Runs L(kvmcheck,https://pypi.org/project/kvmcheck/) on the target through its Python API
-    (C(import kvmcheck) in the module's interpreter) and returns the JSON report (schema_version 1)
+    (C(import kvmcheck) in the module's interpreter) and returns the JSON report (schema_version 2)
     under C(ansible_facts.kvmcheck).
   - Only reads the host (or the directory given as O(root)); it never changes anything, so it always
     returns C(changed=false) and runs in check mode too.
@@ -21,7 +21,9 @@ description:
     (C(ansible_python_interpreter)); install it with C(pip install kvmcheck) or with the collection's
     C(kvmcheck.kvmcheck.audit) playbook. If it is not importable the task fails and says how to install it.
   - By default the task does not fail when the host is not ready, so that every host of an audit reports;
-    set O(fail_on_not_ready=true) to fail it.
+    set O(fail_on_not_ready=true) to fail it. A host whose verdict is V(unknown) (nothing failed, but an
+    essential check could not decide, or O(root) holds no installed system) is not ready either, and the
+    task fails then too, naming what lacked evidence.
 author:
   - kvmcheck developers
 requirements:
@@ -143,9 +145,16 @@ ansible_facts:
           description: Facts about the inspected system (hostname, architecture, kernel, CPU, root).
           type: dict
         verdict:
-          description: V(ready) or V(not-ready).
+          description: V(ready), V(not-ready) or V(unknown) (no evidence for a verdict).
           type: str
           sample: ready
+        verdict_reason:
+          description: One sentence saying why this verdict.
+          type: str
+        fix_first:
+          description: The checks to act on first (root causes of a not-ready verdict, or what an unknown one lacks).
+          type: list
+          elements: str
         strict:
           description: Whether warnings counted as blocking.
           type: bool
@@ -158,7 +167,7 @@ ansible_facts:
           type: list
           elements: dict
 verdict:
-  description: V(ready) or V(not-ready), the same as RV(ansible_facts.kvmcheck.verdict).
+  description: V(ready), V(not-ready) or V(unknown), the same as RV(ansible_facts.kvmcheck.verdict).
   returned: when kvmcheck ran
   type: str
   sample: not-ready
@@ -173,6 +182,12 @@ failed_checks:
   type: list
   elements: str
   sample: ["cpu.virt-flags", "firmware.vt-enabled"]
+fix_first:
+  description: The checks to act on first, the same as RV(ansible_facts.kvmcheck.fix_first).
+  returned: when kvmcheck ran
+  type: list
+  elements: str
+  sample: ["firmware.vt-enabled"]
 summary:
   description: Number of checks per status, the same as RV(ansible_facts.kvmcheck.summary).
   returned: when kvmcheck ran
@@ -254,11 +269,14 @@ def main():
         verdict=data["verdict"],
         ready=data["verdict"] == "ready",
         failed_checks=failed_checks,
+        fix_first=data.get("fix_first", failed_checks),
         summary=data["summary"],
     )
     if stray.getvalue().strip():
         module.warn("kvmcheck printed: %s" % stray.getvalue().strip()[:2000])
     if params["fail_on_not_ready"] and not result["ready"]:
+        if data["verdict"] == "unknown":  # nothing failed, but there is no evidence that the host is ready
+            module.fail_json(msg="no verdict for this host (unknown): %s" % data.get("verdict_reason", ""), **result)
         by_id = {c["id"]: c for c in data["checks"]}
         named = ", ".join("%s (%s: %s)" % (i, by_id[i]["status"], by_id[i]["summary"]) for i in failed_checks)
         module.fail_json(msg="host is not ready for KVM guests; failing checks: %s" % named, **result)
