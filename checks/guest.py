@@ -10,7 +10,7 @@ hand them a FIFO or a regular file.
 from __future__ import annotations
 
 import errno
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from kvmcheck import kvmapi
 from kvmcheck.checks.kvm import UDEV_FIX
@@ -109,10 +109,28 @@ def with_kvm(ctx: Context, probe: Probe) -> Outcome:
         fd = ctx.host.open_device(KVM_PATH)
     except OSError as err:
         return explain_open_error(err)
+    # The probe runs in a child that is killed when its time is up (kvmapi.in_child), so a guest that never
+    # exits cannot spin on in a worker thread; the child finishes before the runner stops waiting.
+    limit = max(0.5, ctx.settings.check_timeout * 0.9)
+    before = len(ctx.host.reads)
+
+    def probe_and_reads() -> Tuple[Outcome, List[str]]:
+        return probe(ctx, fd), ctx.host.reads[before:]
+
     try:
-        return probe(ctx, fd)
+        outcome, reads = kvmapi.in_child(probe_and_reads, limit)
+    except TimeoutError as err:
+        return Outcome.failed(
+            f"the guest did not stop within {limit:g} s",
+            f"{err}. A guest that KVM never hands back (a stuck vCPU, a broken nested hypervisor) would hang "
+            "QEMU the same way.", "Look for kvm errors in 'dmesg', and see kvm.acceleration and cpu.virt-flags.",
+            limit_s=limit)
+    except OSError as err:  # no descriptor or process left for the child's pipe or fork (EMFILE, EAGAIN)
+        return explain_open_error(err)
     finally:
         ctx.host.close(fd)
+    ctx.host.reads.extend(reads)  # what the child read belongs to the run's evidence trail
+    return outcome
 
 
 def _mapped(func: Probe, ctx: Context, fd: int) -> Outcome:

@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 KVM_API_VERSION_EXPECTED = 12  # include/uapi/linux/kvm.h: KVM_API_VERSION
 
@@ -339,6 +339,92 @@ class _Watchdog:
         if remaining > 0:  # re-arm the caller's timer, minus the time we used
             left = remaining - (time.monotonic() - self._start)
             signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), interval)
+
+
+T = TypeVar("T")
+
+
+def in_child(func: Callable[[], T], timeout: float) -> T:
+    """func() run in a forked child: its return value (or the exception it raised), or TimeoutError
+    after timeout seconds, when the child is killed.
+
+    The SIGALRM watchdog above arms only in the main thread, and the runner, the Ansible module and
+    library callers run checks in worker threads: there, a guest that never exits would spin in
+    KVM_RUN until the process ended.  A child can always be stopped: SIGKILL ends KVM_RUN at once (a
+    fatal signal is pending), and the kernel frees the VM with the child.  In the child the forking
+    thread is the main thread, so the watchdog arms there too.  The child runs only kvmcheck's own
+    probe code (every module it needs is imported before the fork) and answers through a pipe with
+    a pickle, which the parent reads from its own child only.
+    """
+    import pickle
+    import select
+    import warnings
+
+    read_fd, write_fd = os.pipe()
+    try:
+        with warnings.catch_warnings():  # Python >= 3.12 warns about any fork of a threaded process
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
+    if pid == 0:  # the child: never returns
+        try:
+            os.close(read_fd)
+            try:
+                payload = pickle.dumps(("ok", func()))
+            except BaseException as exc:  # noqa: B902 - handed to the parent, which raises it
+                try:
+                    payload = pickle.dumps(("raised", exc))
+                except Exception:  # an exception that does not pickle: say what it was
+                    payload = pickle.dumps(("raised", RuntimeError(f"{type(exc).__name__}: {exc}")))
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(write_fd, view):]
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    chunks: List[bytes] = []
+    finished = False
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_fd], [], [], left)[0]:
+                break
+            data = os.read(read_fd, 1 << 16)
+            if not data:
+                finished = True
+                break
+            chunks.append(data)
+    finally:
+        os.close(read_fd)
+        if not finished:
+            os.kill(pid, signal.SIGKILL)
+        _reap(pid)
+    if not finished:
+        raise TimeoutError(f"the KVM probe did not finish within {timeout:g} s; its process was killed")
+    if not chunks:
+        raise RuntimeError("the KVM probe's process ended without an answer")
+    kind, value = pickle.loads(b"".join(chunks))
+    if kind == "raised":
+        raise value
+    return value
+
+
+def _reap(pid: int, patience: float = 2.0) -> None:
+    """Wait for a child that finished or was killed; give up after patience seconds (a process in
+    uninterruptible sleep cannot be waited for without hanging the run)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done or time.monotonic() > deadline:
+            return
+        time.sleep(0.002)
 
 
 def _kvm_run(vcpu_fd: int, run: mmap.mmap, dog: _Watchdog) -> Optional[kvm_run]:

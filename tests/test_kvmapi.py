@@ -273,3 +273,72 @@ def test_supported_cpuid_matches_the_nested_parameter(kvm_fd):
     else:
         on = any(v in ("1", "Y", "y") for v in nested.values())
         assert bool(offered) is on, (offered, nested)
+
+
+# --- a guest that never exits, in a worker thread (issue 14) -------------------------
+
+def _spin_forever(kvm_fd: int) -> None:
+    """A guest whose only instruction jumps to itself ('jmp $'), entered with no watchdog at all: KVM never
+    hands the vCPU back, so KVM_RUN never returns."""
+    import fcntl
+
+    res = k._Resources()
+    try:
+        vcpu_fd, _ = k._create_vcpu(kvm_fd, res, b"\xeb\xfe")
+        fcntl.ioctl(vcpu_fd, k.KVM_RUN, 0)
+    finally:
+        res.close()
+
+
+def _children_of_this_process() -> list:
+    return [int(pid) for task in os.listdir("/proc/self/task")
+            for pid in open(f"/proc/self/task/{task}/children").read().split()]
+
+
+@needs_kvm
+@needs_x86
+def test_a_guest_that_never_exits_is_killed_in_its_child_from_a_worker_thread(kvm_fd):
+    fds_before, children_before = open_fds(), _children_of_this_process()
+    outcome = []
+
+    def worker():
+        try:
+            k.in_child(lambda: _spin_forever(kvm_fd), timeout=0.5)
+        except TimeoutError as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    t.join(30)  # a hang guard, not a timing: before in_child, this thread spun in KVM_RUN forever
+    assert not t.is_alive(), "the worker thread is still inside KVM_RUN"
+    assert len(outcome) == 1 and "did not finish within 0.5 s" in str(outcome[0])
+    assert _children_of_this_process() == children_before  # killed and reaped
+    assert open_fds() == fds_before and not kvm_mappings()
+
+
+def test_in_child_returns_values_and_raises_what_the_child_raised():
+    assert k.in_child(lambda: {"pid": os.getpid(), "ids": (1, "x")}, timeout=10)["ids"] == (1, "x")
+    assert k.in_child(lambda: os.getpid(), timeout=10) != os.getpid()
+    with pytest.raises(PermissionError) as info:
+        k.in_child(lambda: (_ for _ in ()).throw(PermissionError(errno.EACCES, "no", "/dev/kvm")), timeout=10)
+    assert (info.value.errno, info.value.filename) == (errno.EACCES, "/dev/kvm")
+
+
+@needs_kvm
+@needs_x86
+def test_the_guest_checks_give_a_stuck_guest_a_failure_not_a_hang(tmp_path):
+    """with_kvm, as kvm.guest-run and kvm.acceleration use it, from a worker thread as the runner calls it."""
+    from kvmcheck.checks.guest import with_kvm
+    from kvmcheck.context import Context, Settings
+    from kvmcheck.host import Host
+
+    if os.geteuid() != 0 and not os.access(KVM_PATH, os.R_OK | os.W_OK):
+        pytest.skip("cannot open /dev/kvm")
+    ctx = Context(Host("/"), Settings(check_timeout=0.6))
+    results = []
+    t = threading.Thread(target=lambda: results.append(with_kvm(ctx, lambda c, fd: _spin_forever(fd))),
+                         daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive()
+    assert (results[0].status.value, results[0].summary) == ("fail", "the guest did not stop within 0.54 s")
