@@ -179,7 +179,8 @@ def attribute_causes(results: Sequence[Result]) -> None:
                        and not by_id[c].ignored and r.id not in by_id[c].caused_by]
         if r.caused_by:
             causes = " and ".join(r.caused_by)
-            r.remediation = f"Fix {causes} first (see its fix): this finding follows from it."
+            whose = "its fix" if len(r.caused_by) == 1 else "their fixes"
+            r.remediation = f"Fix {causes} first (see {whose}): this finding follows from it."
 
 
 def _unreadable(check: Check, exc: OSError, elapsed: float) -> Result:
@@ -268,6 +269,7 @@ def run(
     checks, load_errors = load_checks()
     results = [_load_error_result(e) for e in load_errors]
     cfg = load_config(config, profile, root, [c.id for c in checks] + [r.id for r in results])
+    cfg.apply(results)  # a plugin that failed to load may be ignored like any check
     base = settings or Settings(check_timeout=timeout)
     defaults = Settings()
     explicit = [f.name for f in dataclasses.fields(Settings) if getattr(base, f.name) != getattr(defaults, f.name)]

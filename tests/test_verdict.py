@@ -133,7 +133,7 @@ def test_a_consequence_names_its_cause_and_the_fix_list_shows_each_fix_once(host
     assert "caused_by" not in by["firmware.vt-enabled"]
     assert by["cpu.virt-flags"]["caused_by"] == ["firmware.vt-enabled"]
     assert by["kvm.modules"]["caused_by"] == ["cpu.virt-flags", "firmware.vt-enabled"]
-    assert by["kvm.modules"]["remediation"] == ("Fix cpu.virt-flags and firmware.vt-enabled first (see its fix): "
+    assert by["kvm.modules"]["remediation"] == ("Fix cpu.virt-flags and firmware.vt-enabled first (see their fixes): "
                                                 "this finding follows from it.")
     assert data["fix_first"] == ["firmware.vt-enabled"]
 
