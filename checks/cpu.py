@@ -25,14 +25,15 @@ def _nested_fix(hypervisor: Optional[str], vendor: str) -> str:
         f"Ask the outer hypervisor to expose {flag} to this VM (nested virtualization), then reboot the VM. "
     )
     per_vendor = {
-        "KVM": f"On a KVM/libvirt host: set {mod} nested=1 (echo 'options {mod} nested=1' > /etc/modprobe.d/kvm-nested.conf, "
-               "reload the module) and give this VM <cpu mode='host-passthrough'/>. On a public cloud, pick an "
+        "KVM": f"On a KVM/libvirt host: set {mod} nested=1 ('echo \"options {mod} nested=1\" > "
+               "/etc/modprobe.d/kvm-nested.conf', reload the module) and give this VM <cpu mode='host-passthrough'/>. On a public cloud, pick an "
                "instance type that supports nested virtualization (for example GCE with --enable-nested-virtualization, "
                "Azure Dv3/Ev3 and newer), or a bare-metal instance.",
-        "Microsoft": "On Hyper-V: Set-VMProcessor -VMName <vm> -ExposeVirtualizationExtensions $true (VM powered off).",
+        "Microsoft": "On Hyper-V: 'Set-VMProcessor -VMName <vm> -ExposeVirtualizationExtensions $true' (VM powered "
+                     "off).",
         "VMware": "On VMware: enable 'Expose hardware assisted virtualization to the guest OS' (vhv.enable = \"TRUE\").",
         "Xen": "On Xen: set nestedhvm=1 in the guest configuration.",
-        "Oracle": "On VirtualBox: VBoxManage modifyvm <vm> --nested-hw-virt on.",
+        "Oracle": "On VirtualBox: 'VBoxManage modifyvm <vm> --nested-hw-virt on'.",
     }
     return common + per_vendor.get(hypervisor or "", per_vendor["KVM"])
 

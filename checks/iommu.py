@@ -37,15 +37,15 @@ def _grub_fix(ctx: Context, add: str = "", remove: str = "") -> str:
     if fam == "rhel":
         args = []
         if remove:
-            args.append(f"--remove-args='{remove}'")
+            args.append(f'--remove-args="{remove}"')
         if add:
-            args.append(f"--args='{add}'")
-        return f"grubby --update-kernel=ALL {' '.join(args)}, then reboot"
+            args.append(f'--args="{add}"')
+        return f"'grubby --update-kernel=ALL {' '.join(args)}', then reboot"
     where = "GRUB_CMDLINE_LINUX in /etc/default/grub"
     regen = {"debian": "update-grub", "ubuntu": "update-grub", "suse": "grub2-mkconfig -o /boot/grub2/grub.cfg",
              "arch": "grub-mkconfig -o /boot/grub/grub.cfg"}.get(fam or "", "update-grub or grub2-mkconfig")
     change = " and ".join(p for p in (f"remove '{remove}'" if remove else "", f"add '{add}'" if add else "") if p)
-    return f"{change} in {where}, run {regen}, then reboot"
+    return f"{change} in {where}, run '{regen}', then reboot"
 
 
 def _groups(ctx: Context) -> Dict[str, List[str]]:

@@ -535,7 +535,7 @@ def packages_virt(ctx: Context) -> Outcome:
                 f"required package(s) not installed: {', '.join(absent)}",
                 f"The configuration requires {', '.join(required)} ([require] packages). "
                 + (f"Installed: {listing}." if listing else "None of the KVM stack is installed."),
-                cmd, **evidence)
+                f"Install them: '{cmd}'.", **evidence)
     if missing:
         cmd = _install_command(stack["kind"], stack["info"], [s for _, s in missing])  # type: ignore[arg-type]
         evidence["install_command"] = cmd
@@ -544,7 +544,7 @@ def packages_virt(ctx: Context) -> Outcome:
             f"not installed: {names}",
             (f"Installed: {listing}. " if listing else "None of the KVM stack is installed yet. ")
             + "This is expected before the virtualization packages are installed.",
-            cmd, **evidence)
+            f"Install them: '{cmd}'.", **evidence)
     detail = ""
     fw = found.get("guest firmware")
     if fw and not any(n in UEFI for n in fw):

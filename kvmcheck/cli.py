@@ -67,6 +67,58 @@ def _main(
         ctx.invoke(check)
 
 
+def _columns(output: Optional[str]) -> int:
+    """The text report's width: the terminal's on a terminal, else COLUMNS, else 80."""
+    if not output and sys.stdout.isatty():
+        try:
+            columns = os.get_terminal_size(sys.stdout.fileno()).columns
+        except OSError:
+            columns = 0
+        if columns > 0:  # a pseudo-terminal nobody sized (script, some CI runners) says 0
+            return columns
+    value = os.environ.get("COLUMNS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 80
+
+
+class _Progress:
+    """On a terminal, after half a second: which check is running, on stderr, on one line that is cleared
+    at the end.  Nothing when stderr is not a terminal (Kickstart logs, pipes, Ansible)."""
+
+    DELAY_S = 0.5
+
+    def __init__(self) -> None:
+        import threading
+        import time
+
+        self._time = time.monotonic
+        self._start, self._count, self._current, self._shown = time.monotonic(), 0, "", False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name="kvmcheck-progress", daemon=True)
+        self._thread.start()
+
+    def __call__(self, check) -> None:  # type: ignore[no-untyped-def]
+        self._count += 1
+        self._current = check.id
+
+    def _spin(self) -> None:
+        frames = "|/-\\"
+        i = 0
+        if self._stop.wait(self.DELAY_S):
+            return
+        while not self._stop.wait(0.1):
+            line = f"{frames[i % 4]} kvmcheck: check {self._count}: {self._current}"
+            sys.stderr.write("\r" + line[: _columns(None) - 1] + "\x1b[K")
+            sys.stderr.flush()
+            self._shown, i = True, i + 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1)
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
 def _use_color(no_color: bool, output: Optional[str], fmt: Format, template: Optional[str]) -> bool:
     if no_color or output or fmt != Format.text or template or "NO_COLOR" in os.environ:
         return False
@@ -104,6 +156,8 @@ def check(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of checks that crash.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Text format: print only the verdict, why, and the "
                                         "checks to fix first.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Text format: show each check's evidence "
+                                          "too.")] = False,
 ) -> None:
     """Run the checks and report whether this host is ready for KVM.
 
@@ -125,15 +179,19 @@ def check(
             with open_archive(root) as unpacked:
                 check(ctx, root=unpacked, fmt=fmt, output=output, template=template, config=config, profile=profile,
                       exit_zero=exit_zero, only=only, skip=skip, strict=strict, timeout=timeout,
-                      min_kernel=min_kernel, online=online, no_color=no_color, debug=debug, quiet=quiet)
+                      min_kernel=min_kernel, online=online, no_color=no_color, debug=debug, quiet=quiet,
+                      verbose=verbose)
         except ArchiveError as exc:  # unsafe, oversized or corrupt: refuse, never half-audit
             raise typer.BadParameter(str(exc), param_hint="--root")
         return
     if not os.path.isdir(root):
         raise typer.BadParameter(f"{root!r} is not a directory or a snapshot archive", param_hint="--root")
-    if quiet and (fmt != Format.text or template is not None):
-        raise typer.BadParameter("-q prints the text report's verdict block; it does not apply to --format "
-                                 f"{fmt.value} or --template", param_hint="--quiet")
+    if (quiet or verbose) and (fmt != Format.text or template is not None):
+        raise typer.BadParameter("-q and -v shape the text report; they do not apply to --format "
+                                 f"{fmt.value} or --template", param_hint="--quiet/--verbose")
+    if quiet and verbose:
+        raise typer.BadParameter("-q prints the verdict block only; -v adds evidence: choose one",
+                                 param_hint="--quiet/--verbose")
     if template is not None and not os.path.isfile(template):
         raise typer.BadParameter(f"{template!r} is not a file", param_hint="--template")
     try:
@@ -142,9 +200,10 @@ def check(
         raise typer.BadParameter(str(exc), param_hint="--min-kernel")
     from .config import ConfigError
 
+    progress = _Progress() if sys.stderr.isatty() else None
     try:
         report = run(root, only, skip, timeout=timeout, strict=strict, debug=debug, config=config, profile=profile,
-                     settings=Settings(min_kernel=min_kernel, check_timeout=timeout, online=online))
+                     settings=Settings(min_kernel=min_kernel, check_timeout=timeout, online=online), progress=progress)
     except SelectionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only/--skip")
     except ConfigError as exc:  # the file, the line and what was expected; never a traceback
@@ -154,11 +213,14 @@ def check(
             typer.echo(f"KVMCHECK UNKNOWN - configuration error: {nagios_text(exc)}")
         typer.echo(f"kvmcheck: {exc}", err=True)
         raise typer.Exit(EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE)
+    finally:
+        if progress is not None:
+            progress.close()
 
     usage_exit = EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE
     try:
         text = render(report, fmt.value, color=_use_color(no_color, output, fmt, template), template=template,
-                      quiet=quiet)
+                      quiet=quiet, columns=_columns(output), verbose=verbose)
     except Exception as exc:  # a user's template with an error: say where, no traceback
         if template is None:
             raise

@@ -23,7 +23,7 @@ import json
 import os
 import re
 import textwrap
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from .model import Report
 
@@ -68,14 +68,71 @@ def first_sentence(text: str) -> str:
     return text
 
 
-def wrap(text: Any, indent: int, width: int = 100, hanging: Optional[int] = None) -> str:
-    """Paragraphs of text, each filled to width, indented; continuation lines by hanging (default indent)."""
-    return "\n".join(
-        textwrap.fill(p, width=width, initial_indent=" " * indent,
-                      subsequent_indent=" " * (indent if hanging is None else hanging),
-                      break_on_hyphens=False, break_long_words=False)
-        for p in str(text).splitlines() if p.strip()
-    )
+# A quoted span ('modprobe kvm_intel', 'Intel Virtualization Technology (VT-x)'): a command or a name that a
+# reader copies whole.  The quote must open after a non-word character and close before one, so the
+# apostrophe of "libvirt's" neither opens nor closes a span.
+_SPAN = re.compile(r"(?<![\w'])'[^'\n]+'(?![\w'])")
+MIN_WIDTH = 40
+
+
+def _tokens(paragraph: str) -> List[str]:
+    """Words, with every quoted span kept whole inside its word ("('modprobe kvm_intel'," is one token)."""
+    protected = _SPAN.sub(lambda m: m.group().replace(" ", "\0"), paragraph.replace("\0", " "))
+    return [word.replace("\0", " ") for word in protected.split()]
+
+
+def _long_command(token: str, width: int, indent: int) -> List[str]:
+    """A quoted command longer than a line: on lines of its own, unquoted, continued with a backslash at
+    spaces, so that copying the lines into a shell runs it whole."""
+    body = token.strip(".,;:()")
+    if body.startswith("'") and body.endswith("'"):
+        body = body[1:-1]
+    lines: List[str] = []
+    line = " " * indent
+    room = max(width - indent - 4, 8)
+    words = [w[i:i + room] for w in body.split(" ") for i in range(0, max(len(w), 1), room)]  # a 200-byte path
+    for word in words:
+        if line.strip() and len(line) + 1 + len(word) + 2 > width:
+            lines.append(line + " \\")
+            line = " " * (indent + 2) + word
+        else:
+            line = (line + " " + word) if line.strip() else line + word
+    lines.append(line)
+    return lines
+
+
+def wrap(text: Any, indent: int, width: int = 100, hanging: Optional[int] = None, used: Optional[int] = None) -> str:
+    """Paragraphs of text filled to width, never breaking inside a quoted span (a command or a name).
+
+    indent: the first line's indent; hanging: the others' (default indent); used: characters already on the
+    first line (a table row's status and id): that line then gets no indent of its own.  A token that does
+    not fit on a line of its own is set apart on its own lines (see _long_command).
+    """
+    width = max(int(width), MIN_WIDTH)
+    hang = indent if hanging is None else hanging
+    lines: List[str] = []  # finished lines, each with its indent (the very first without, when used is given)
+    for paragraph in str(text).splitlines():
+        if not paragraph.strip():
+            continue
+        first = not lines
+        at = used if (first and used is not None) else indent  # where this paragraph's first line starts
+        prefix = "" if (first and used is not None) else " " * indent
+        line = ""
+        for token in _tokens(paragraph):
+            candidate = f"{line} {token}" if line else token
+            if at + len(candidate) <= width:
+                line = candidate
+                continue
+            if line:
+                lines.append(prefix + line)
+            at, prefix, line = hang, " " * hang, ""
+            if hang + len(token) <= width:
+                line = token
+            else:  # longer than any line: a command on lines of its own
+                lines.extend(_long_command(token, width, max(2, min(hang, 4))))
+        if line:
+            lines.append(prefix + line)
+    return "\n".join(lines)
 
 
 def render_json(report: Report) -> str:
@@ -150,7 +207,7 @@ def _environment(color: bool, search_path: str, xml: bool = False):  # type: ign
     return env
 
 
-def template_context(report: Report, quiet: bool = False) -> Dict[str, Any]:
+def template_context(report: Report, quiet: bool = False, columns: int = 80, verbose: bool = False) -> Dict[str, Any]:
     data: Dict[str, Any] = report.to_dict()
     code = report.nagios_code
     rank = {"fail": 0, "error": 1, "warn": 2}
@@ -160,31 +217,35 @@ def template_context(report: Report, quiet: bool = False) -> Dict[str, Any]:
                       key=lambda c: (bool(c.get("caused_by")), rank[c["status"]]))
     return {
         "problems": problems, "quiet": quiet, "by_id": {c["id"]: c for c in data["checks"]},
+        "columns": max(int(columns), MIN_WIDTH), "verbose": verbose,
         "report": data, "host": data["host"], "checks": data["checks"], "summary": data["summary"],
         "verdict": data["verdict"], "nagios": {"code": code, "state": NAGIOS_STATES[code]},
         "width": max([len(c["id"]) for c in data["checks"]] + [10]),
     }
 
 
-def render_template(report: Report, path: str, color: bool = False, quiet: bool = False) -> str:
+def render_template(report: Report, path: str, color: bool = False, quiet: bool = False, columns: int = 80,
+                    verbose: bool = False) -> str:
     """Render a template file (a built-in one or a user's --template) with the documented context."""
     folder, name = os.path.split(os.path.abspath(path))
     xml = name.endswith((".xml", ".xml.j2"))
-    return _environment(color, folder, xml).get_template(name).render(**template_context(report, quiet))
+    context = template_context(report, quiet, columns, verbose)
+    return _environment(color, folder, xml).get_template(name).render(**context)
 
 
 def render(report: Report, fmt: str, color: bool = False, template: Optional[str] = None,
-           quiet: bool = False) -> str:
-    """quiet: the text format's verdict block only (the verdict, why, and the checks to fix first)."""
+           quiet: bool = False, columns: int = 80, verbose: bool = False) -> str:
+    """quiet: the text format's verdict block only (the verdict, why, and the checks to fix first);
+    columns: the text format's line width; verbose: the text format also shows each check's evidence."""
     if template is not None:
-        return render_template(report, template, color, quiet)
+        return render_template(report, template, color, quiet, columns, verbose)
     if fmt == "json":
         return render_json(report)
     if fmt not in TEMPLATES:
         raise ValueError(f"unknown format {fmt!r}")
     from . import reports_dir
 
-    return render_template(report, os.path.join(reports_dir(), TEMPLATES[fmt]), color, quiet)
+    return render_template(report, os.path.join(reports_dir(), TEMPLATES[fmt]), color, quiet, columns, verbose)
 
 
 def render_text(report: Report, color: bool = False) -> str:

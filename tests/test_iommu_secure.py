@@ -83,7 +83,7 @@ def test_gpu_sharing_a_group_is_named(host_root):
 def test_intel_iommu_off_gives_the_exact_fix(host_root):
     r = run_on(host_root("iommu-intel-off"), ["iommu.enabled"])["iommu.enabled"]
     assert r.evidence["disabled_by"] == "intel_iommu=off"
-    assert "grubby --update-kernel=ALL --remove-args='intel_iommu=off' --args='intel_iommu=on'" in r.remediation
+    assert "'grubby --update-kernel=ALL --remove-args=\"intel_iommu=off\" --args=\"intel_iommu=on\"'" in r.remediation
 
 
 def test_amd_iommu_off_says_what_disabled_it_without_folklore(host_root):

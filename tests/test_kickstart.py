@@ -291,7 +291,7 @@ def test_chroot_report_describes_target_files_and_installer_kernel(installed):
 
     rep = installed["chroot"]
     validate_report(rep)
-    assert rep["schema_version"] == 1
+    assert rep["schema_version"] == 2
     assert rep["host"]["os"]["id"] == "debian" and rep["host"]["os"]["version"] == "11", rep["host"]
     assert rep["host"]["live"] is True and rep["host"]["root"] == "/"
     # /proc in the chroot is the installer's: the kernel is the running one, not the target's (it has none).
@@ -308,7 +308,7 @@ def test_nochroot_report_reads_the_target_and_skips_live_probes(installed):
 
     rep = installed["nochroot"]
     validate_report(rep)
-    assert rep["schema_version"] == 1
+    assert rep["schema_version"] == 2
     assert rep["host"]["os"]["id"] == "debian" and rep["host"]["os"]["version"] == "11", rep["host"]
     assert rep["host"]["live"] is False and rep["host"]["root"] == "/mnt/sysimage"
     # Anaconda mounts /proc and /sys in the target too: under --root they still describe the installer's kernel.

@@ -20,7 +20,7 @@ import kvmcheck
 from kvmcheck.context import Settings
 from kvmcheck.parsers.pkgdb import parse_dpkg_status, parse_rpm_qa
 from kvmcheck.parsers.repos import parse_apt_list, parse_apt_sources, parse_dnf_repo, parse_zypper_repo
-from kvmcheck.render import render_text
+from kvmcheck.render import render, render_text
 
 from conftest import build_rpm_database
 
@@ -81,7 +81,7 @@ def test_rhel9_disabled_fails_with_subscription_manager_fix(host_root):
                                  "--enable rhel-9-for-x86_64-appstream-rpms")
     assert repos.evidence["kvm_packages_installed"] is False
     pkgs = results["packages.virt"]
-    assert pkgs.remediation == "dnf install qemu-kvm libvirt-daemon-kvm virt-install edk2-ovmf"
+    assert pkgs.remediation == "Install them: 'dnf install qemu-kvm libvirt-daemon-kvm virt-install edk2-ovmf'."
 
 
 def test_rhel9_disabled_with_packages_installed_only_warns(host_root):
@@ -182,7 +182,7 @@ def test_debian12_enabled_no(host_root):
                                  "then 'apt-get update'.")
     pkgs = results["packages.virt"]
     # libvirt-daemon-system is "deinstall ok config-files": not installed
-    assert pkgs.remediation == "apt-get update && apt-get install qemu-system-x86 libvirt-daemon-system virtinst ovmf"
+    assert pkgs.remediation == "Install them: 'apt-get update && apt-get install qemu-system-x86 libvirt-daemon-system virtinst ovmf'."
     assert "None of the KVM stack is installed yet" in pkgs.detail
 
 
@@ -202,7 +202,7 @@ def test_ubuntu_one_line_with_options_and_comments(host_root):
     assert not any(s["file"].endswith(".save") for s in srcs)
     pkgs = results["packages.virt"]
     assert pkgs.evidence["missing"] == ["virt-install"]  # seabios counts as guest firmware
-    assert pkgs.remediation == "apt-get update && apt-get install virtinst"
+    assert pkgs.remediation == "Install them: 'apt-get update && apt-get install virtinst'."
 
 
 def test_opensuse_zypper(host_root):
@@ -221,7 +221,7 @@ def test_opensuse_missing_packages_use_zypper(host_root):
     build_rpm_database(root, "bash\t4.4-150400.27.3.2\n")
     _, results = run_on(root)
     assert results["packages.virt"].remediation == (
-        "zypper install qemu-kvm libvirt-daemon-qemu virt-install qemu-ovmf-x86_64")
+        "Install them: 'zypper install qemu-kvm libvirt-daemon-qemu virt-install qemu-ovmf-x86_64'.")
     for f in (root / "etc/zypp/repos.d").iterdir():
         f.write_text(f.read_text().replace("enabled=1", "enabled=0"))
     _, results = run_on(root)
@@ -256,7 +256,7 @@ def test_repo_names_are_shown_unescaped_in_the_text_report(host_root):
         "[local-mirror]\nname = Dépôt \"local\" <lab> & $basearch\\n\nbaseurl = file:///srv/mirror/el9\n")
     report, results = run_on(root)
     assert "local-mirror (Dépôt \"local\" <lab> & $basearch\\n)" in results["repos.configured"].summary
-    text = render_text(report)
+    text = render(report, "text", columns=200)  # wide enough that the summary stays on one line
     assert "local-mirror (Dépôt \"local\" <lab> & $basearch\\n)" in text
     assert "&amp;" not in text and "&lt;" not in text
 
