@@ -61,7 +61,8 @@ def installed(tmp_path_factory):
     probe = subprocess.run([python3, "-c", "import ensurepip, sys; print(*sys.version_info[:2])"],
                            capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
-        pytest.skip(f"{python3} cannot make a venv (Debian/Ubuntu: apt-get install python3-venv): {probe.stderr[-300:]}")
+        pytest.skip(f"{python3} cannot make a venv (Debian/Ubuntu: apt-get install python3-venv): "
+                    f"{probe.stderr[-300:]}")
     glibc = host_glibc()
     if glibc is None:
         pytest.skip("the wheelhouse is for glibc systems")
@@ -187,8 +188,9 @@ def test_suite_collects_and_skips_the_corpus_without_shared(tmp_path):
                              timeout=300, env=clean_env())
     assert collect.returncode == 0, collect.stdout[-3000:] + collect.stderr[-3000:]
     assert "error" not in collect.stdout.splitlines()[-1].lower(), collect.stdout[-3000:]
-    corpus = subprocess.run([*pytest_argv, "-q", "-rs", "tests/test_corpus.py",
-                             "tests/test_iommu_secure.py::test_corpus_dumps", "tests/test_storage.py::test_lscpu_dumps_skip"],
-                            cwd=checkout, capture_output=True, text=True, timeout=300, env=clean_env())
+    corpus_tests = ["tests/test_corpus.py", "tests/test_iommu_secure.py::test_corpus_dumps",
+                    "tests/test_storage.py::test_lscpu_dumps_skip"]
+    corpus = subprocess.run([*pytest_argv, "-q", "-rs", *corpus_tests], cwd=checkout, capture_output=True, text=True,
+                            timeout=300, env=clean_env())
     assert corpus.returncode == 0, corpus.stdout[-3000:] + corpus.stderr[-3000:]
     assert " passed" not in corpus.stdout and "the lscpu corpus is not beside the checkout" in corpus.stdout

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from fresh_systems import DEBIAN_PYTHON, REPO, bounded, checkout_copy, debian_root, mounts_under, needs_tools, wheelhouse
+from fresh_systems import (DEBIAN_PYTHON, REPO, bounded, checkout_copy, debian_root, mounts_under, needs_tools,
+                           wheelhouse)
 
 EXAMPLES = REPO / "examples" / "kickstart"
 SUITE = "bullseye"
