@@ -64,7 +64,9 @@ def _main(
 ) -> None:
     """With no command, run 'check' with its defaults."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(check)
+        # Invoke check's click command, not the function: click then fills in every option's default and gives
+        # check its own context (typer passes that as check's ctx). Calling check() bare lacked the ctx.
+        ctx.invoke(ctx.command.get_command(ctx, "check"))
 
 
 def _columns(output: Optional[str]) -> int:

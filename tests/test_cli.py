@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+
+from kvmcheck import __version__
 
 CLI = [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
 
@@ -135,6 +138,31 @@ def test_text_layout_has_single_blank_lines_between_sections(host_root, scenario
     verdict_block = out[out.rindex("\n\nVerdict: ") + 2:]  # the report ends with the verdict block
     assert verdict_block.count("\n\n") == 0 and out.endswith("\n") and not out.endswith("\n\n")
     assert out.splitlines()[1].startswith("CPU: ")  # the header keeps one fact per line
+
+
+def test_bare_kvmcheck_runs_check_with_its_defaults():
+    """`kvmcheck` alone is `kvmcheck check`: through main() (the console script) and through the typer app as
+    typer's CliRunner invokes it. It used to call check() without its context: TypeError."""
+    proc = kvmcheck()
+    assert proc.returncode in (0, 1, 3), proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert re.search(r"^Verdict: ", proc.stdout, re.M), proc.stdout
+    from typer.testing import CliRunner
+
+    from kvmcheck.cli import app
+
+    result = CliRunner().invoke(app, [])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (0, 1, 3) and re.search(r"^Verdict: ", result.output, re.M), result.output
+
+
+def test_python_m_kvmcheck_is_the_program():
+    helped = subprocess.run([sys.executable, "-m", "kvmcheck", "--help"], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert helped.returncode == 0 and helped.stdout.startswith("Usage: kvmcheck "), helped.stdout + helped.stderr
+    version = subprocess.run([sys.executable, "-m", "kvmcheck", "--version"], capture_output=True, text=True,
+                             timeout=120)
+    assert (version.returncode, version.stdout) == (0, f"kvmcheck {__version__}\n")
 
 
 def test_check_options_work_without_the_command(host_root):

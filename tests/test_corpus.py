@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 import kvmcheck
-from conftest import CORPUS, corpus_dumps
+from conftest import CORPUS, corpus_dumps, needs_corpus
 
+pytestmark = needs_corpus
 DUMPS = corpus_dumps()
 # lscpu's names -> what kvmcheck reports in host.hypervisor
 LSCPU_VENDOR = {"IBM": "IBM ", "pHyp": "PowerVM", "KVM": "KVM", "Oracle": "Oracle"}

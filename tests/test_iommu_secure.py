@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 import kvmcheck
-from conftest import CORPUS
+from conftest import CORPUS, needs_corpus
 from kvmcheck.parsers.cmdline import parse_cmdline
 from kvmcheck.parsers.iommu import gpus_sharing_groups, iommu_options, parse_pci_class, pci_slot
 from kvmcheck.parsers.vulnerabilities import (MITIGATED, NOT_AFFECTED, OTHER, UNKNOWN, VULNERABLE,
@@ -278,6 +278,7 @@ CORPUS_VULN = {  # lscpu captures that have the directory, and what they hold
 }
 
 
+@needs_corpus
 def test_corpus_dumps():
     have = sorted(p.name for p in CORPUS.iterdir() if (p / "sys/devices/system/cpu/vulnerabilities").is_dir())
     assert have == sorted(CORPUS_VULN)

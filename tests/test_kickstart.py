@@ -11,49 +11,30 @@ TARGET/tmp/ks-script-* and run with /bin/sh, chrooted or not, stdout and stderr 
 Leaving the namespace drops every mount, even when the test is killed.
 
 Wheels of kvmcheck and its dependencies for CPython 3.9 are built on the host (the dependencies cached
-beside the chroot), so the target installs offline with pip --no-index.
+beside the chroot), so the target installs offline with pip --no-index.  The chroot, the wheel cache and
+the copy of the work tree come from tests/fresh_systems.py, shared with tests/test_fresh_install.py.
 """
-import fcntl
-import hashlib
 import json
 import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
-import urllib.request
-import zipfile
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from fresh_systems import (DEBIAN_PYTHON, REPO, bounded, checkout_copy, debian_root, mounts_under, needs_tools,
+                           wheelhouse)
+
 EXAMPLES = REPO / "examples" / "kickstart"
-CACHE = Path(os.environ.get("KVMCHECK_CHROOT_CACHE", "/var/cache/kvmcheck-test"))
-MIRROR = os.environ.get("KVMCHECK_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bullseye"
-DEBOOTSTRAP_TIMEOUT = 1200
 RUN_TIMEOUT = 600
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux only")
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-def bounded(argv, timeout, **kwargs):
-    """Run argv in its own session; on timeout kill the whole process group, then fail."""
-    proc = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **kwargs)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"{argv[0]} did not finish within {timeout} s:\n{out[-4000:]}")
-    return proc.returncode, out
-
-
 def parse_post(path: Path):
     """The %post line's options and the script body of a Kickstart snippet with one %post section."""
     lines = path.read_text().splitlines()
@@ -66,110 +47,17 @@ def parse_post(path: Path):
     return opts, "\n".join(lines[start + 1:end]) + "\n"
 
 
-def mounts_under(*dirs):
-    text = Path("/proc/mounts").read_text()
-    return [line for line in text.splitlines() if any(f" {d}" in line for d in map(str, dirs))]
-
-
-def needs_tools(*tools):
-    if os.geteuid() != 0:
-        pytest.skip("needs root: debootstrap, mount and chroot")
-    for tool in ("unshare", "chroot", *tools):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt-get install debootstrap util-linux coreutils)")
-
-
-def mirror_reachable():
-    url = f"{MIRROR}/dists/{SUITE}/Release"
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=15):
-            return None
-    except Exception as exc:  # any network trouble means: skip, with the reason
-        return f"the Debian mirror is unreachable ({url}: {exc}); set KVMCHECK_DEBIAN_MIRROR"
-
-
-def bullseye_root() -> Path:
-    """The cached debootstrap of bullseye; built on first use (about a minute, 263 MB), under a lock."""
-    target = CACHE / SUITE
-    if (target / "usr" / "bin" / "python3.9").exists():
-        return target
-    needs_tools("debootstrap")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / f"{SUITE}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another pytest process may be building it
-        if (target / "usr" / "bin" / "python3.9").exists():
-            return target
-        reason = mirror_reachable()
-        if reason:
-            pytest.skip(reason)
-        partial = CACHE / f"{SUITE}.partial"
-        if partial.exists():
-            shutil.rmtree(partial)
-        rc, out = bounded(["debootstrap", "--variant=minbase", "--include=python3,python3-venv",
-                           SUITE, str(partial), MIRROR], DEBOOTSTRAP_TIMEOUT)
-        if rc != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            if re.search(r"Couldn't download|Failed getting release file|Temporary failure|unable to resolve", out):
-                pytest.skip(f"debootstrap could not download from {MIRROR}:\n{out[-1500:]}")
-            pytest.fail(f"debootstrap {SUITE} failed (rc {rc}):\n{out[-4000:]}")
-        os.rename(partial, target)  # the cache is complete or absent, never half built
-    return target
-
-
 def build_wheels(dest: Path) -> Path:
-    """kvmcheck's wheel (from a copy of the work tree) and its dependencies' wheels for CPython 3.9."""
-    src = dest.parent / "src"
-    skip = shutil.ignore_patterns(".git", "tests", "build", "dist", "*.egg-info", ".pytest_cache", "__pycache__",
-                                  ".benchmarks")
-    shutil.copytree(REPO, src, ignore=skip)
+    """kvmcheck's wheel (from a copy of the work tree) and its dependencies' wheels for bullseye's CPython 3.9."""
+    src = checkout_copy(dest.parent / "src")
     dest.mkdir()
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    rc, out = bounded([*pip, "wheel", "-q", "--no-deps", "-w", str(dest), str(src)], 300)
+    rc, out = bounded([sys.executable, "-m", "pip", "--disable-pip-version-check", "wheel", "-q", "--no-deps",
+                       "-w", str(dest), str(src)], 300)
     if rc != 0:
         pytest.skip(f"cannot build kvmcheck's wheel (setuptools from the package index?):\n{out[-1500:]}")
-    (wheel,) = dest.glob("kvmcheck-*.whl")
-    with zipfile.ZipFile(wheel) as zf:
-        meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
-    requires = sorted(_for_python39(line.split(":", 1)[1].strip()) for line in meta.splitlines()
-                      if line.startswith("Requires-Dist:") and "extra ==" not in line)
-    # pip download --python-version does not apply to environment markers: decide them for 3.9 here.
-    requires = [r for r in requires if r]
-    machine = os.uname().machine
-    key = hashlib.sha256("\n".join([machine, *requires]).encode()).hexdigest()[:12]
-    deps = CACHE / f"wheels-cp39-{key}"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / "wheels.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not deps.is_dir():
-            download(pip, requires, machine, deps)
-    for whl in deps.glob("*.whl"):
+    for whl in wheelhouse(*DEBIAN_PYTHON[SUITE]).glob("*.whl"):
         shutil.copy2(whl, dest)
     return dest
-
-
-def _for_python39(requirement: str) -> str:
-    """The requirement without its environment marker if the marker holds on bullseye's Python 3.9, else ""."""
-    from packaging.markers import Marker
-
-    spec, _, marker = requirement.partition(";")
-    if marker.strip() and not Marker(marker.strip()).evaluate({"python_version": "3.9", "python_full_version": "3.9.2"}):
-        return ""
-    return spec.strip()
-
-
-def download(pip, requires, machine, deps):
-    """pip download the dependencies' wheels for CPython 3.9 on bullseye into deps (all or nothing)."""
-    partial = CACHE / f"{deps.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    platforms = [f"manylinux_2_{minor}_{machine}" for minor in range(31, 4, -1)]  # bullseye has glibc 2.31
-    platforms += [f"manylinux2014_{machine}", f"manylinux2010_{machine}", f"manylinux1_{machine}"]
-    rc, out = bounded([*pip, "download", "-q", "--dest", str(partial), "--only-binary=:all:",
-                       "--python-version", "3.9", "--implementation", "cp", "--abi", "cp39",
-                       *(f"--platform={p}" for p in platforms), *requires], 300)
-    if rc != 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        pytest.skip(f"cannot download wheels for Python 3.9 of {requires}:\n{out[-1500:]}")
-    os.rename(partial, deps)
 
 
 # Anaconda around %post: system file systems in the target, its /run bound in, the target at /mnt/sysimage;
@@ -212,7 +100,7 @@ echo $? > "$W/rc-nochroot"
 def installed(tmp_path_factory):
     """Both snippets run against an overlay on the bullseye chroot; their files, read after the namespace ends."""
     needs_tools()
-    lower = bullseye_root()
+    lower = debian_root(SUITE)
     base = tmp_path_factory.mktemp("kickstart")
     wheels = build_wheels(base / "wheels")
     work = base / "target"
