@@ -187,25 +187,67 @@ def _uplink_guess(ctx: Context, bridges: List[str]) -> str:
     return "eno1"
 
 
-def bridge_howto(ctx: Context, nic: str) -> str:
+# Where each network stack keeps its state or configuration, most specific first: netplan renders to
+# NetworkManager or systemd-networkd, so its files decide before theirs.
+NETWORK_STACK_EVIDENCE = (
+    ("netplan", ("/etc/netplan/*.yaml",)),
+    ("networkmanager", ("/run/NetworkManager", "/etc/NetworkManager/system-connections/*")),
+    ("networkd", ("/run/systemd/netif", "/etc/systemd/network/*.network")),
+    ("ifupdown", ("/etc/network/interfaces.d/*", "/run/network/ifstate")),
+)
+# Without such evidence, the distribution's default: Ubuntu server uses netplan, the RHEL family and SUSE
+# NetworkManager.  Debian has no single default (ifupdown, networkd or NetworkManager by installer choice).
+STACK_BY_FAMILY = {"ubuntu": "netplan", "rhel": "networkmanager", "fedora": "networkmanager",
+                   "suse": "networkmanager"}
+
+
+def network_stack(ctx: Context) -> Tuple[Optional[str], str]:
+    """(the network stack this host uses or None, what says so)."""
+    host = ctx.host
+    for stack, paths in NETWORK_STACK_EVIDENCE:
+        for path in paths:
+            if host.glob(path) if "*" in path else host.exists(path):
+                return stack, path
+    interfaces = host.read_optional("/etc/network/interfaces") or ""
+    if any(line.split()[:1] == ["iface"] and line.split()[1:2] != ["lo"] for line in interfaces.splitlines()):
+        return "ifupdown", "/etc/network/interfaces"
     family = ctx.distro_family()
-    if family == "ubuntu":
-        return (f"With netplan: in /etc/netplan/01-br0.yaml put 'network: {{version: 2, ethernets: {{{nic}: "
-                f"{{dhcp4: false}}}}, bridges: {{br0: {{interfaces: [{nic}], dhcp4: true}}}}}}', then 'netplan "
-                "try'. Work from a console: the host's address moves to br0.")
-    if family == "debian":
-        return (f"With ifupdown: 'apt-get install bridge-utils'; in /etc/network/interfaces change the {nic} "
-                f"stanza to 'iface {nic} inet manual' and add 'auto br0', 'iface br0 inet dhcp', "
-                f"'    bridge_ports {nic}', then 'ifdown {nic}; ifup br0'. Work from a console: the host's "
-                "address moves to br0.")
-    return (f"With NetworkManager: 'nmcli con add type bridge ifname br0 con-name br0', 'nmcli con add type "
-            f"ethernet ifname {nic} master br0', then 'nmcli con up br0' and move the IP settings from {nic} to "
-            "br0. Work from a console: the host's address moves to br0.")
+    if family in STACK_BY_FAMILY:
+        return STACK_BY_FAMILY[family], f"the {family} family's default"
+    return None, "no netplan, NetworkManager, systemd-networkd or ifupdown configuration"
+
+
+def bridge_howto(ctx: Context, nic: str) -> str:
+    """How to bridge nic with the network stack this host really uses."""
+    stack, why = network_stack(ctx)
+    console = " Work from a console: the host's address moves to br0."
+    if stack == "netplan":
+        return (f"With netplan ({why}): in /etc/netplan/01-br0.yaml put 'network: {{version: 2, ethernets: "
+                f"{{{nic}: {{dhcp4: false}}}}, bridges: {{br0: {{interfaces: [{nic}], dhcp4: true}}}}}}', then "
+                "'netplan try'." + console)
+    if stack == "networkmanager":
+        return (f"With NetworkManager ({why}): 'nmcli con add type bridge ifname br0 con-name br0', "
+                f"'nmcli con add type ethernet ifname {nic} master br0', then 'nmcli con up br0' and move the IP "
+                f"settings from {nic} to br0." + console)
+    if stack == "networkd":
+        return (f"With systemd-networkd ({why}): create /etc/systemd/network/25-br0.netdev with "
+                f"'[NetDev] Name=br0 Kind=bridge', 25-br0-port.network with '[Match] Name={nic}' and "
+                f"'[Network] Bridge=br0', and 25-br0.network with '[Match] Name=br0' and '[Network] DHCP=yes' "
+                f"(move {nic}'s address settings there), then 'networkctl reload'." + console)
+    if stack == "ifupdown":
+        return (f"With ifupdown ({why}): 'apt-get install bridge-utils'; in /etc/network/interfaces change the "
+                f"{nic} stanza to 'iface {nic} inet manual' and add 'auto br0', 'iface br0 inet dhcp', "
+                f"'bridge_ports {nic}', then 'ifdown {nic}; ifup br0'." + console)
+    return (f"This host's network configuration tool could not be told ({why}). For now, at runtime: "
+            f"'ip link add br0 type bridge && ip link set {nic} master br0 && ip link set br0 up', then move "
+            f"{nic}'s address to br0; make it permanent in the tool that configures the network here." + console)
 
 
 @check("network.bridge", "Linux bridge for guests", reads=(
     "/sys/class/net/*/bridge", "/sys/class/net/*/brif", "/sys/class/net/*/tun_flags", "/proc/net/route",
-    "/etc/os-release",
+    "/etc/os-release", "/etc/netplan/*.yaml", "/run/NetworkManager", "/etc/NetworkManager/system-connections/*",
+    "/run/systemd/netif", "/etc/systemd/network/*.network", "/etc/network/interfaces.d/*", "/run/network/ifstate",
+    "/etc/network/interfaces",
 ))
 def network_bridge(ctx: Context) -> Outcome:
     """A Linux bridge with a real uplink exists, for guests the network must reach.
@@ -220,8 +262,9 @@ def network_bridge(ctx: Context) -> Outcome:
     Why: with NAT alone, guests reach out but cannot serve the LAN; bridged
     guests get addresses on the LAN like any other machine.
 
-    Fix: create a bridge holding the host's uplink: with nmcli (Fedora,
-    RHEL, SUSE), /etc/network/interfaces (Debian) or netplan (Ubuntu).
+    Fix: create a bridge holding the host's uplink, with the network stack
+    the host uses (found from its files: netplan, NetworkManager,
+    systemd-networkd or ifupdown; else the distribution's default).
     """
     host = ctx.host
     if not host.is_dir("/sys/class/net"):

@@ -110,7 +110,9 @@ def test_collision_names_route_interface_and_fix(host_root):
     assert "virsh net-edit default" in nat.remediation
     assert "192.168.100.1" in nat.remediation  # a free /24, not 172.16/16 nor the tunnel's
     assert results["network.bridge"].summary == "br0 has no ports"
-    assert "/etc/network/interfaces" in results["network.bridge"].remediation  # Debian
+    # A Debian root with no network configuration captured: no ifupdown edit on a guess, the runtime commands
+    assert "could not be told" in results["network.bridge"].remediation
+    assert "/etc/network/interfaces" not in results["network.bridge"].remediation
 
 
 def test_overlap_without_exact_match_is_a_collision_too(host_root):
@@ -372,3 +374,36 @@ def test_a_partial_kernel_config_says_nothing(host_root):
     root = host_root("amd-baremetal-svm")
     assert {i: r.status.value for i, r in run_on(root, ["network.tun", "network.vhost-net"]).items()} == {
         "network.tun": "skip", "network.vhost-net": "skip"}
+
+
+@pytest.mark.parametrize("evidence, tool", [
+    ({"etc/netplan/50-cloud-init.yaml": "network: {version: 2}\n"}, "With netplan (/etc/netplan/*.yaml)"),
+    ({"run/NetworkManager/": None}, "With NetworkManager (/run/NetworkManager)"),
+    ({"etc/NetworkManager/system-connections/eth.nmconnection": "[connection]\n"}, "With NetworkManager"),
+    ({"run/systemd/netif/links/": None}, "With systemd-networkd (/run/systemd/netif)"),
+    ({"etc/systemd/network/10-wired.network": "[Match]\nName=en*\n"}, "With systemd-networkd"),
+    ({"etc/network/interfaces": "auto lo\niface lo inet loopback\n\nauto enp1s0\niface enp1s0 inet dhcp\n"},
+     "With ifupdown (/etc/network/interfaces)"),
+    ({"etc/network/interfaces": "auto lo\niface lo inet loopback\n"}, "With netplan (the ubuntu family's default)"),
+])
+def test_the_bridge_fix_uses_the_network_stack_the_host_has(host_root, evidence, tool):
+    root = host_root("libvirt-not-installed")  # an Ubuntu root whose default route leaves through enp1s0
+    for path, text in evidence.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            target.mkdir(exist_ok=True)
+        else:
+            target.write_text(text)
+    fix = run_on(root)["network.bridge"].remediation
+    assert fix.startswith(tool), fix
+    assert "enp1s0" in fix
+
+
+def test_a_host_without_a_known_network_stack_gets_the_runtime_commands(host_root):
+    root = host_root("libvirt-not-installed")
+    osr = root / "etc" / "os-release"
+    osr.write_text(osr.read_text().replace("ID=ubuntu", "ID=gentoo").replace("ID_LIKE=debian", ""))
+    fix = run_on(root)["network.bridge"].remediation
+    assert fix.startswith("This host's network configuration tool could not be told")
+    assert "'ip link add br0 type bridge && ip link set enp1s0 master br0 && ip link set br0 up'" in fix
