@@ -328,7 +328,8 @@ def shared(ctx: Context) -> Outcome:
             + (", and it holds the images directory: guests with disks there stall" if held else "")
             + ". " + (f"Working shared storage: {'; '.join(found)}. " if found else "") + " ".join(notes),
             "Bring the server back (check 'rpcinfo -p SERVER', 'showmount -e SERVER' or the SMB/Ceph/Gluster "
-            "service and the network), or detach the mount with 'umount -f -l MOUNTPOINT' and remount it.",
+            "service and the network), or detach " + ("it" if len(stuck) == 1 else "them") + " with "
+            + ", ".join(f"'umount -f -l {m.target}'" for m in stuck) + " and remount.",
             stuck=[m.target for m in stuck], **evidence)
     wanted = ctx.settings.required_shared_storage  # the configuration's [require] shared_storage
     if wanted:
@@ -420,8 +421,8 @@ def images_dir(ctx: Context) -> Outcome:
         issues.append((Status.FAIL, f"{pool.path} does not answer ({on})",
                        f"statvfs of {pool.path} failed: {found.message}. Guests with disks there stall, and "
                        "libvirt hangs refreshing the pool.",
-                       "Bring the storage server back or detach the mount with 'umount -f -l MOUNTPOINT', "
-                       "then remount it."))
+                       "Bring the storage server back or detach the mount with "
+                       f"'umount -f -l {backing.target if backing else pool.path}', then remount it."))
     elif found.state == "absent":
         if pool.source == DEFAULT_POOL_XML:
             issues.append((Status.WARN, f"{pool.path} (the default pool's directory) does not exist",
@@ -445,7 +446,8 @@ def images_dir(ctx: Context) -> Outcome:
         if st.read_only:
             issues.append((Status.FAIL, f"{pool.path} is on a read-only file system ({on})",
                            "New disks cannot be created and guests cannot write to images there.",
-                           "Remount it read-write ('mount -o remount,rw MOUNTPOINT') after finding why it is "
+                           f"Remount it read-write ('mount -o remount,rw {backing.target if backing else pool.path}') "
+                           "after finding why it is "
                            "read-only (dmesg: file system errors turn ext4 read-only)."))
         elif st.free_bytes < threshold * GIB:
             issues.append((Status.WARN, f"only {gib(st.free_bytes)} free for guest images in {pool.path} "
