@@ -145,6 +145,7 @@ def test_nfs_mount_that_never_answers_is_named_and_the_run_finishes(stale_mount)
     assert (shared["status"], images["status"]) == ("fail", "fail")
     assert "/mnt/stale" in shared["summary"] and "server:/export" in shared["summary"]
     assert shared["evidence"]["stuck"] == ["/mnt/stale"]
+    assert "'umount -f -l /mnt/stale'" in shared["remediation"]  # the path kvmcheck found, ready to paste
     assert "/mnt/stale" in images["summary"] and "does not answer" in images["summary"]
     assert proc.returncode == 1
 
