@@ -76,3 +76,17 @@ def test_exit_zero_reports_but_never_stops_an_install(host_root, tmp_path):
     proc = kvmcheck("check", "--root", root, "--exit-zero", "--output", str(out))
     assert proc.returncode == 0 and "Verdict: NOT READY" in out.read_text()
     assert kvmcheck("check", "--root", root, "--exit-zero", "--only", "no.such").returncode == 2
+
+
+def test_template_keeps_its_final_newline_and_format_with_template_is_a_usage_error(host_root, tmp_path):
+    tpl = tmp_path / "t.j2"
+    tpl.write_text("{{ verdict }}\n")
+    root = str(host_root("pvm-host"))
+    proc = kvmcheck("check", "--root", root, "--template", str(tpl))
+    assert proc.stdout == "not-ready\n"
+    written = tmp_path / "out.txt"
+    kvmcheck("check", "--root", root, "--template", str(tpl), "-o", str(written))
+    assert written.read_text() == "not-ready\n"
+    both = kvmcheck("check", "--root", root, "--template", str(tpl), "-f", "json")
+    assert (both.returncode, both.stdout) == (2, "")
+    assert "--template renders your own template, in place of --format" in both.stderr
