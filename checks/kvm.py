@@ -163,8 +163,21 @@ def _group_access(ctx: Context, st: Node) -> Dict[str, object]:
     else:
         locked = sorted(u.name for u in interested if u.uid != st.uid and not (group_rw and u.name in members))
     info["locked_out"] = locked
+    # QEMU's run users apart from the people who log in: only the first are "QEMU's user".
+    info["locked_out_qemu"] = [n for n in locked if n in QEMU_USERS]
+    info["locked_out_login"] = [n for n in locked if n not in QEMU_USERS]
     info["kvm_group_exists"] = any(g.name == "kvm" for g in groups.values())
     return info
+
+
+def _locked_out_text(access: Dict[str, object]) -> str:
+    """'QEMU's user libvirt-qemu; login user cloudsdk': who is locked out, by role."""
+    parts = []
+    for key, role in (("locked_out_qemu", "QEMU's user"), ("locked_out_login", "login user")):
+        names = access.get(key) or []
+        if names:
+            parts.append(f"{role}{'s' if len(names) > 1 else ''} {', '.join(names)}")  # type: ignore[arg-type]
+    return "; ".join(parts)
 
 
 def _user_fix(access: Dict[str, object]) -> str:
@@ -224,7 +237,7 @@ def kvm_device(ctx: Context) -> Outcome:
     if not host.live:
         if access.get("locked_out"):
             return Outcome.warned(f"/dev/kvm {evidence['mode']} group {access.get('group')}: users locked out",
-                                  f"Locked out: {', '.join(access['locked_out'])}.", _access_fix(access),
+                                  f"Locked out: {_locked_out_text(access)}.", _access_fix(access),
                                   **evidence)  # type: ignore[arg-type]
         return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}", **evidence)
 
@@ -246,11 +259,13 @@ def kvm_device(ctx: Context) -> Outcome:
             "Reload the KVM modules (see kvm.modules) so the driver backs the node again.", **evidence,
         ).because("kvm.modules")
     if euid == 0 and access.get("locked_out"):
-        locked = ", ".join(access["locked_out"])  # type: ignore[arg-type]
+        who = _locked_out_text(access)
         return Outcome.warned(
-            f"usable by root only; locked out: {locked}",
-            f"/dev/kvm is mode {evidence['mode']}, group {access.get('group')}. Root can open it, but QEMU under "
-            f"libvirt runs as its own user, and these users cannot open it: {locked}.", _access_fix(access), **evidence)
+            f"usable by root only; locked out: {who}",
+            f"/dev/kvm is mode {evidence['mode']}, group {access.get('group')}. Root can open it, but these "
+            f"accounts cannot: {who}. QEMU under libvirt runs as its own user (libvirt-qemu or qemu), and people "
+            "who run VMs themselves (GNOME Boxes, virt-manager's session mode, podman machine) use their own.",
+            _access_fix(access), **evidence)
     if euid == 0 and not access.get("group_rw") and not mode & 0o006:
         return Outcome.warned(
             f"usable by root only (mode {evidence['mode']}, group {access.get('group')})",
