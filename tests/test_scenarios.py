@@ -161,3 +161,13 @@ def test_an_etc_file_hides_the_vendor_file_of_the_same_name(host_root):
         "/etc/modprobe.d/blacklist-kvm.conf:3: install kvm_amd /bin/false",
         "/usr/lib/modprobe.d/vendor-extra.conf:1: blacklist kvm_intel",
     ]
+
+
+def test_kvm_device_names_qemus_users_apart_from_login_users(host_root):
+    root = host_root("pvm-host")  # /dev/kvm 0600 root:root; cloudsdk logs in
+    with open(root / "etc" / "passwd", "a") as passwd:
+        passwd.write("libvirt-qemu:x:64055:108:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\n")
+    dev = run_on(root)[1]["kvm.device"]
+    assert dev.status.value == "warn"
+    assert dev.detail == "Locked out: QEMU's user libvirt-qemu; login user cloudsdk."
+    assert (dev.evidence["locked_out_qemu"], dev.evidence["locked_out_login"]) == (["libvirt-qemu"], ["cloudsdk"])
