@@ -3,10 +3,13 @@
 
 Every file read, directory listing, device probe and command goes through a
 :class:`Host`, rooted at ``/`` (the live host) or at ``--root`` (a Kickstart
-target, a captured tree, a test fixture).  Paths are resolved component by
-component inside the root, absolute symlinks included, so nothing can lead a
-read out of the root.  Missing, permission denied and "not a regular file" stay
-distinct exceptions, because they call for different advice.
+target, a captured tree, a test fixture).  Paths are looked up component by
+component from a descriptor of the root (openat with O_NOFOLLOW, links followed
+by hand, absolute ones restarting at the root), so neither a link nor a
+directory swapped for a link while kvmcheck runs can lead a lookup out of the
+root.  Only regular files and directories are ever opened; a device, FIFO or
+socket is judged from its stat.  Missing, permission denied and "not a regular
+file" stay distinct exceptions, because they call for different advice.
 
 Nothing here writes to the host.  Probes that only make sense against the
 running kernel (device ioctls, CPUID, the kernel ring buffer, commands) raise
@@ -121,6 +124,31 @@ def _statvfs_result(path: str, line: str) -> object:
     return OSError(errno.EIO, "statvfs child ended without an answer", path)
 
 
+class _Found(NamedTuple):
+    """What a lookup inside the root reached: an O_PATH descriptor of it (opened without following a
+    link, so it is exactly the object checked), its stat, and its canonical components under the root."""
+
+    fd: int
+    st: os.stat_result
+    parts: List[str]
+
+
+class _Missing(Exception):
+    """A component does not exist (or a non-directory is used as one): the literal components, for naming."""
+
+    def __init__(self, exc: OSError, parts: List[str]) -> None:
+        super().__init__(exc)
+        self.exc, self.parts = exc, parts
+
+
+# O_PATH: look the object up and hold it without opening it (no driver open of a device, no FIFO wait,
+# no read permission needed: the same as lstat).  Linux >= 2.6.39; fstat, fstatvfs and readlinkat on
+# such a descriptor work since Linux 3.6 / 3.12, which every kernel kvmcheck supports has.
+_O_PATH = getattr(os, "O_PATH", 0o10000000)
+_LOOKUP = _O_PATH | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_READ = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
 class Host:
     def __init__(self, root: str = "/") -> None:
         real = os.path.realpath(root)
@@ -128,53 +156,149 @@ class Host:
             raise FileNotFoundError(errno.ENOENT, "root directory does not exist", root)
         self.root = real
         self.live = real == "/"
+        # Every lookup starts from a descriptor of the root, one component at a time, so no path under
+        # the root is ever handed to the kernel whole (a directory swapped for a link to the outside
+        # between two lookups cannot lead a read out).  The descriptor is opened per lookup and must be
+        # this very directory: a Host holds no descriptor between calls (kvmcheck.run() leaves none open,
+        # and a check thread abandoned on a timeout can never use a number since reused).
+        self._root_id = self._root_identity(os.stat(real))
         self.reads: List[str] = []  # every path asked for, in order: the run's evidence trail
         self._memo: Dict[str, object] = {}
 
-    # -- path resolution -------------------------------------------------
-    def resolve(self, path: str, visit: Optional[Callable[[str, Optional[str]], bool]] = None) -> str:
-        """Map a host path to a real path under the root, never outside it.
+    @staticmethod
+    def _root_identity(st: os.stat_result) -> Tuple[int, int]:
+        return st.st_dev, st.st_ino
 
-        Symlinks are followed by hand: an absolute target restarts at the
-        root, and ``..`` stops at the root, the way chroot(2) would see it.
-        visit(host_path, link_target_or_None) is called for each existing
-        component before it is used; returning False stops with
-        PermissionError (the snapshot uses it to refuse and record paths).
+    def _open_root(self) -> int:
+        fd = os.open(self.root, _LOOKUP | os.O_DIRECTORY)
+        if self._root_identity(os.fstat(fd)) != self._root_id:
+            os.close(fd)
+            raise OSError(errno.ESTALE, "the root directory was replaced while kvmcheck ran", self.root)
+        return fd
+
+    # -- path resolution -------------------------------------------------
+    def _lookup(self, path: str, follow: bool = True,
+                visit: Optional[Callable[[str, Optional[str]], bool]] = None) -> _Found:
+        """Reach path from the root's descriptor, component by component (openat with O_NOFOLLOW).
+
+        Symlinks are followed by hand: an absolute target restarts at the root, and ``..`` stops at the
+        root, the way chroot(2) would see it; at most MAX_SYMLINK_HOPS of them.  follow=False leaves a
+        final symlink unfollowed (lstat).  visit(host_path, link_target_or_None) is called for each
+        existing component before it is used; returning False stops with PermissionError (the snapshot
+        uses it to refuse and record paths).  Raises _Missing, or the OSError named with path.
+        The caller closes the returned descriptor.
         """
         pending = [c for c in reversed(path.split("/")) if c]
         parts: List[str] = []
+        dirs = [self._open_root()]  # the descriptors of the root and of each directory in parts
         hops = 0
-        while pending:
-            name = pending.pop()
-            if name == ".":
-                continue
-            if name == "..":
-                if parts:
-                    parts.pop()
-                continue
-            candidate = os.path.join(self.root, *parts, name)
-            try:
-                st = os.lstat(candidate)
-            except (FileNotFoundError, NotADirectoryError):
-                # The rest cannot exist; keep the literal path for the error.
+        try:
+            while pending:
+                name = pending.pop()
+                if name == ".":
+                    continue
+                if name == "..":
+                    if parts:
+                        parts.pop()
+                        os.close(dirs.pop())
+                    continue
+                try:
+                    fd = os.open(name, _LOOKUP, dir_fd=dirs[-1])
+                except (FileNotFoundError, NotADirectoryError) as exc:
+                    # The rest cannot exist; keep the literal path for the error.
+                    raise _Missing(_named(exc, path), parts + [name] + list(reversed(pending))) from None
+                try:
+                    st = os.fstat(fd)
+                    here = "/" + "/".join(parts + [name])
+                    if stat.S_ISLNK(st.st_mode) and (follow or pending):
+                        target = os.readlink("", dir_fd=fd)  # of this very link, not of a name looked up again
+                        os.close(fd)
+                        if visit is not None and not visit(here, target):
+                            raise PermissionError(errno.EACCES, "refused", here)
+                        hops += 1
+                        if hops > MAX_SYMLINK_HOPS:
+                            raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+                        if target.startswith("/"):
+                            for d in dirs[1:]:
+                                os.close(d)
+                            del dirs[1:]
+                            parts = []
+                        pending.extend(c for c in reversed(target.split("/")) if c)
+                        continue
+                    if visit is not None and not visit(here, None):
+                        raise PermissionError(errno.EACCES, "refused", here)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                    raise
                 parts.append(name)
-                parts.extend(reversed(pending))
-                break
-            except OSError as exc:  # EACCES on a directory above, ENAMETOOLONG
-                raise _named(exc, path) from None
-            target = os.readlink(candidate) if stat.S_ISLNK(st.st_mode) else None
-            if visit is not None and not visit("/" + "/".join(parts + [name]), target):
-                raise PermissionError(errno.EACCES, "refused", "/" + "/".join(parts + [name]))
-            if target is not None:
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-                if target.startswith("/"):
-                    parts = []
-                pending.extend(c for c in reversed(target.split("/")) if c)
-                continue
-            parts.append(name)
-        return os.path.join(self.root, *parts)
+                if not pending:
+                    return _Found(fd, st, parts)
+                dirs.append(fd)  # a non-directory here makes the next openat fail with ENOTDIR: missing
+            fd = os.open(".", _LOOKUP, dir_fd=dirs[-1])  # the path named the root or a directory on the stack
+            return _Found(fd, os.fstat(fd), parts)
+        except _Missing:
+            raise
+        except PermissionError as exc:
+            if exc.strerror == "refused":
+                raise
+            raise _named(exc, path) from None
+        except OSError as exc:  # EACCES on a directory above, ENAMETOOLONG, ELOOP
+            raise _named(exc, path) from None
+        finally:
+            for d in dirs:
+                with contextlib.suppress(OSError):
+                    os.close(d)
+
+    @contextlib.contextmanager
+    def _found(self, path: str, follow: bool = True) -> Iterator[Optional[_Found]]:
+        """_lookup as a context: None when path is missing; the descriptor is closed afterwards."""
+        try:
+            found: Optional[_Found] = self._lookup(path, follow)
+        except _Missing:
+            found = None
+        try:
+            yield found
+        finally:
+            if found is not None:
+                os.close(found.fd)
+
+    def resolve(self, path: str, visit: Optional[Callable[[str, Optional[str]], bool]] = None) -> str:
+        """The real path under the root that path names, never outside it (for naming and comparing only:
+        the Host itself never opens this string, which could change under it)."""
+        try:
+            found = self._lookup(path, visit=visit)
+        except _Missing as missing:
+            return os.path.join(self.root, *missing.parts)
+        os.close(found.fd)
+        return os.path.join(self.root, *found.parts)
+
+    def _reopen(self, found: _Found, flags: int, path: str) -> int:
+        """Open the very object an O_PATH descriptor holds, for reading (files) or use (live devices).
+
+        Through /proc/self/fd/N, which leads to that inode and nothing else: no name is looked up again.
+        Without /proc (a bare chroot), the object is looked up by name in its directory and must then be
+        the same inode, so a swap in between is caught (after its open, though)."""
+        try:
+            return os.open(f"/proc/self/fd/{found.fd}", flags)
+        except FileNotFoundError:
+            if os.path.isdir("/proc/self/fd"):
+                raise
+        except OSError as exc:
+            raise _named(exc, path) from None
+        # Fallback: the parent again, then the last component without following a link.
+        parent = self._lookup("/" + "/".join(found.parts[:-1]))
+        try:
+            fd = os.open(found.parts[-1] if found.parts else ".", flags | os.O_NOFOLLOW, dir_fd=parent.fd)
+        except OSError as exc:
+            raise _named(exc, path) from None
+        finally:
+            os.close(parent.fd)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (found.st.st_dev, found.st.st_ino):
+            os.close(fd)
+            raise OSError(errno.EAGAIN, "changed while it was opened", path)
+        return fd
 
     def _note(self, path: str) -> None:
         if path not in self.reads:
@@ -185,20 +309,27 @@ class Host:
         """Read a regular file's bytes (at most limit).
 
         Raises FileNotFoundError, PermissionError, IsADirectoryError,
-        NotRegularFileError or another OSError; never blocks on a FIFO.
+        NotRegularFileError or another OSError; never blocks on a FIFO, and
+        opens nothing but a regular file: a device, FIFO or socket is refused
+        from its stat alone (opening a device can have effects: /dev/kmsg,
+        a tape that rewinds, a watchdog that arms).
         """
         self._note(path)
-        real = self.resolve(path)
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(real, flags)
-        except OSError as exc:
-            raise _named(exc, path) from None
+            found = self._lookup(path)
+        except _Missing as missing:
+            raise missing.exc from None
         try:
-            mode = os.fstat(fd).st_mode
+            mode = found.st.st_mode
             if stat.S_ISDIR(mode):
                 raise IsADirectoryError(errno.EISDIR, "is a directory", path)
             if not stat.S_ISREG(mode):
+                raise NotRegularFileError(errno.EINVAL, "not a regular file", path)
+            fd = self._reopen(found, _READ, path)
+        finally:
+            os.close(found.fd)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # cannot happen: the same inode; cheap to be sure
                 raise NotRegularFileError(errno.EINVAL, "not a regular file", path)
             chunks = []
             size = 0
@@ -236,25 +367,33 @@ class Host:
     def node(self, path: str) -> Optional[Node]:
         """The node at path after following links inside the root; a dangling link is kind "link"; None if absent."""
         self._note(path)
-        real = self.resolve(path)
-        try:
-            return _node(os.stat(real))
-        except (FileNotFoundError, NotADirectoryError):
-            try:
-                return _node(os.lstat(real))
-            except (FileNotFoundError, NotADirectoryError):
-                return None
+        with self._found(path) as found:
+            if found is not None:
+                return _node(found.st)
+        with self._found(path, follow=False) as found:
+            return None if found is None else _node(found.st)
 
     def stat(self, path: str) -> Optional[os.stat_result]:
-        """stat() of the resolved path, or None when it does not exist."""
+        """stat() of path (links followed inside the root), or None when it does not exist."""
         self._note(path)
-        real = self.resolve(path)
-        try:
-            return os.stat(real)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            raise _named(exc, path) from None
+        with self._found(path) as found:
+            return None if found is None else found.st
+
+    def lstat(self, path: str) -> Optional[os.stat_result]:
+        """lstat() of path: a final symlink is not followed (the ones above it are); None when absent."""
+        self._note(path)
+        with self._found(path, follow=False) as found:
+            return None if found is None else found.st
+
+    def readlink(self, path: str) -> str:
+        """The target of the symlink at path, as written (OSError EINVAL when it is not a link)."""
+        self._note(path)
+        with self._found(path, follow=False) as found:
+            if found is None:
+                raise FileNotFoundError(errno.ENOENT, "no such file or directory", path)
+            if not stat.S_ISLNK(found.st.st_mode):
+                raise OSError(errno.EINVAL, "not a symbolic link", path)
+            return os.readlink("", dir_fd=found.fd)
 
     def exists(self, path: str) -> bool:
         return self.stat(path) is not None
@@ -264,15 +403,23 @@ class Host:
         return st is not None and stat.S_ISDIR(st.st_mode)
 
     def listdir(self, path: str) -> List[str]:
-        """Sorted entries of a directory; [] when it is missing."""
+        """Sorted entries of a directory; [] when it is missing or not a directory."""
         self._note(path)
-        real = self.resolve(path)
+        with self._found(path) as found:
+            if found is None or not stat.S_ISDIR(found.st.st_mode):
+                return []
+            try:
+                # "." of the held directory: that directory, opened for reading, no name looked up again.
+                fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                             dir_fd=found.fd)
+            except OSError as exc:
+                raise _named(exc, path) from None
         try:
-            return sorted(os.listdir(real))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+            return sorted(os.listdir(fd))
         except OSError as exc:
             raise _named(exc, path) from None
+        finally:
+            os.close(fd)
 
     def glob(self, pattern: str) -> List[str]:
         """Host paths matching a shell pattern, one wildcard component at a time."""
@@ -291,8 +438,7 @@ class Host:
 
     def _lexists(self, path: str) -> bool:
         try:
-            os.lstat(self.resolve(path))
-            return True
+            return self.lstat(path) is not None
         except OSError:
             return False
 
@@ -300,7 +446,22 @@ class Host:
         """Whether the invoking user may use the path: mode is a mix of "r", "w", "x"."""
         self._note(path)
         bits = (os.R_OK if "r" in mode else 0) | (os.W_OK if "w" in mode else 0) | (os.X_OK if "x" in mode else 0)
-        return os.access(self.resolve(path), bits)
+        try:
+            found = self._lookup(path)
+        except (_Missing, OSError):
+            return False
+        try:
+            if os.path.isdir("/proc/self/fd"):
+                # access(2) through the held descriptor's /proc link: the object looked up, with its ACLs.
+                return os.access(f"/proc/self/fd/{found.fd}", bits)
+            # No /proc (a bare chroot): the permission bits alone; root may read and write anything.
+            st, (uid, groups) = found.st, self.invoking_user()
+            if uid == 0:
+                return not bits & os.X_OK or bool(st.st_mode & 0o111)
+            shift = 6 if st.st_uid == uid else 3 if st.st_gid in groups else 0
+            return (st.st_mode >> shift) & bits == bits
+        finally:
+            os.close(found.fd)
 
     # -- live-only probes ------------------------------------------------------
     def require_live(self, what: str) -> None:
@@ -311,11 +472,41 @@ class Host:
         """Open a character device of the running kernel; the caller closes the fd."""
         self.require_live(f"opening {path}")
         self._note(path)
-        real = self.resolve(path)
+        # Live only, so the root is "/" and there is no outside to escape to: the path is resolved with
+        # lstat/readlink and opened whole, which takes one descriptor and no more (the guest checks report
+        # EMFILE at the exact stage it happens, and a descriptor walk would need three).
+        real = self._resolve_live(path)
         st = os.stat(real)
         if not stat.S_ISCHR(st.st_mode):
             raise NotRegularFileError(errno.ENODEV, "not a character device", path)
-        return os.open(real, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return os.open(real, flags | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+
+    def _resolve_live(self, path: str) -> str:
+        """path with its links followed by hand on the live root (lstat/readlink; no descriptor)."""
+        pending = [c for c in reversed(path.split("/")) if c]
+        parts: List[str] = []
+        hops = 0
+        while pending:
+            name = pending.pop()
+            if name in (".", ".."):
+                if name == ".." and parts:
+                    parts.pop()
+                continue
+            candidate = "/" + "/".join(parts + [name])
+            try:
+                target = os.readlink(candidate)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EINVAL: not a link; the rest fails where it is opened
+                    raise _named(exc, path) from None
+                parts.append(name)
+                continue
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS:
+                raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+            if target.startswith("/"):
+                parts = []
+            pending.extend(c for c in reversed(target.split("/")) if c)
+        return "/" + "/".join(parts)
 
     def close(self, fd: int) -> None:
         """Close a descriptor that open_device returned."""
@@ -414,10 +605,10 @@ class Host:
                     os.close(fd)
 
     def _fork_statvfs(self, path: str) -> Tuple[int, int]:
-        """Fork a child that resolves path inside the root and writes its statvfs to a pipe.
+        """Fork a child that looks path up inside the root and writes its statvfs to a pipe.
 
         A fork, not a new interpreter: about 1 ms instead of 50.  The child runs
-        only this resolution (lstat/readlink), statvfs and one write, then
+        only this lookup (openat/fstat/readlinkat), fstatvfs and one write, then
         os._exit: it takes no lock that another thread of kvmcheck could have
         held at the fork (no logging, no buffered stdio, no import), which is
         what makes fork in a threaded process safe here.  Python >= 3.12 warns
@@ -444,10 +635,11 @@ class Host:
                 os.closerange(write_fd + 1, _max_fd())
                 os.setsid()  # out of the terminal's process group, as a daemon-like helper
                 try:
-                    # Resolving lstat()s every component, the mount point among them: that too may hang.
-                    s = os.statvfs(self.resolve(path))
+                    # The lookup opens every component, the mount point among them: that too may hang.
+                    found = self._lookup(path)
+                    s = os.fstatvfs(found.fd)
                     line = f"ok {s.f_frsize} {s.f_blocks} {s.f_bavail} {s.f_files} {s.f_favail} {s.f_flag}"
-                except (FileNotFoundError, NotADirectoryError):
+                except (_Missing, FileNotFoundError, NotADirectoryError):
                     line = "missing"
                 except OSError as exc:
                     line = f"error {exc.errno or errno.EIO} {exc.strerror or exc}"
