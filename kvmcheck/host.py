@@ -323,6 +323,8 @@ class Host:
             mode = found.st.st_mode
             if stat.S_ISDIR(mode):
                 raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                raise NotRegularFileError(errno.EINVAL, "not a regular file (a device node: never opened)", path)
             if not stat.S_ISREG(mode):
                 raise NotRegularFileError(errno.EINVAL, "not a regular file", path)
             fd = self._reopen(found, _READ, path)

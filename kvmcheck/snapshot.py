@@ -663,6 +663,13 @@ def _parse_devices(text: str) -> List[Tuple[List[str], str, int, int, int, int, 
     return rows
 
 
+def device_paths() -> List[str]:
+    """Where an unpacked snapshot may hold a device node: the /dev paths the checks declare in reads=
+    (/dev/kvm, /dev/net/tun, /dev/vhost-net, /dev/sev, ...), the one list of what they stat as devices.
+    A DEVICES line anywhere else (proc/cmdline as /dev/kmsg, etc/hostname) is never created."""
+    return [p for p in declared_reads() if p.startswith("/dev/")]
+
+
 def unpack(archive: str, dest: str) -> List[str]:
     """Unpack a snapshot into the empty directory dest, validating every member; notes for the user."""
     try:
@@ -744,9 +751,13 @@ def unpack(archive: str, dest: str) -> List[str]:
     notes: List[str] = []
     if devices_text is not None:
         rows = _parse_devices(devices_text)
-        missing = []
+        missing, refused = [], []
+        expected = device_paths() if rows else []
         for comps, kind, major, minor, mode, uid, gid in rows:
             key = tuple(comps)
+            if not any(fnmatch.fnmatchcase("/" + "/".join(comps), p) for p in expected):
+                refused.append(repr("/" + "/".join(comps))[1:-1])  # escaped: archive text is hostile on a terminal
+                continue
             if key in seen or any(key[:i] in links for i in range(1, len(key) + 1)):
                 raise ArchiveError(f"DEVICES: {'/'.join(comps)} is also an archive member")
             parent = _make_dirs(dest, comps[:-1])
@@ -762,6 +773,10 @@ def unpack(archive: str, dest: str) -> List[str]:
                 with contextlib.suppress(OSError):
                     os.unlink(node)
                 missing.append("/" + "/".join(comps))
+        if refused:
+            notes.append(f"DEVICES entries refused, not created: {', '.join(refused[:20])}"
+                         f"{' and more' if len(refused) > 20 else ''} (a device node may only stand where a check "
+                         "expects one, such as /dev/kvm: anywhere else kvmcheck expects a file)")
         if missing:
             notes.append(f"device nodes not created (that needs root, CAP_MKNOD): {', '.join(missing)}; "
                          "checks of them report them missing")

@@ -129,3 +129,127 @@ def test_live_root_still_follows_proc_and_sys_links():
     assert int(host.first_line("/proc/sys/kernel/pid_max") or 0) > 0
     assert host.node("/proc/self").kind == "dir"
     assert host.lstat("/proc/self") is not None and host.readlink("/proc/self") == str(os.getpid())
+
+
+# -- item 5: device nodes of an offline root are never opened ---------------------------------------------
+# The CLI under an audit hook: every open() that is not an O_PATH lookup is checked, and a device among
+# them is recorded (opening /dev/kmsg, a tape or a watchdog has effects; O_PATH opens nothing).
+AUDITED_CLI = '''
+import os, stat, sys
+opened = []
+def hook(event, args):
+    if event != "open" or not args or not isinstance(args[0], str):
+        return
+    path, flags = args[0], args[2]
+    if isinstance(flags, int) and flags & os.O_PATH:
+        return
+    if not path.startswith("/"):
+        # The Host opens only "." of a directory it holds by a relative name; shutil.rmtree, removing
+        # kvmcheck's own unpacked snapshot, opens the directories it found by lstat.
+        frame = sys._getframe(1)
+        while frame is not None and not frame.f_code.co_filename.endswith("shutil.py"):
+            frame = frame.f_back
+        if path != "." and frame is None:
+            opened.append("relative: " + path)
+        return
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        opened.append(path)
+sys.addaudithook(hook)
+from kvmcheck.cli import main
+try:
+    main()
+finally:
+    sys.stderr.write("\\nDEVICES OPENED: %r\\n" % (opened,))
+'''
+
+
+def audited_check(root) -> tuple:
+    proc = subprocess.run([sys.executable, "-c", AUDITED_CLI, "check", "--root", str(root), "--format", "json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr
+    report = json.loads(proc.stdout)
+    return report, {c["id"]: c for c in report["checks"]}, proc.stderr
+
+
+def _snapshot_with_devices(path: Path, devices: str) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in (("DEVICES", devices.encode()), ("etc/os-release", b'NAME="Inside"\nID=rhel\n'),
+                           ("proc/cpuinfo", b"processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vmx lm\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_snapshot_devices_manifest_creates_nodes_only_where_checks_expect_devices(tmp_path):
+    from kvmcheck.snapshot import device_paths, unpack
+
+    assert {"/dev/kvm", "/dev/net/tun", "/dev/vhost-net", "/dev/sev"} <= set(device_paths())
+    devices = ("proc/cmdline c 1 11 0644 0 0\n"      # /dev/kmsg where the kernel command line belongs
+               "etc/hostname c 1 3 0644 0 0\n"       # /dev/null
+               "proc/\x1b[2Jx c 1 3 0644 0 0\n"      # a terminal escape in a name: shown escaped
+               "dev/kvm c 10 232 0660 0 36\n")
+    archive = _snapshot_with_devices(tmp_path / "snap.tar.gz", devices)
+    dest = tmp_path / "unpacked"
+    dest.mkdir()
+    notes = unpack(str(archive), str(dest))
+    assert not os.path.lexists(dest / "proc/cmdline") and not os.path.lexists(dest / "etc/hostname")
+    assert notes[0] == ("DEVICES entries refused, not created: /proc/cmdline, /etc/hostname, /proc/\\x1b[2Jx "
+                        "(a device node may only stand where a check expects one, such as /dev/kvm: anywhere else "
+                        "kvmcheck expects a file)")
+    if os.geteuid() == 0:
+        assert os.stat(dest / "dev/kvm").st_rdev == os.makedev(10, 232)
+
+    report, results, stderr = audited_check(archive)
+    assert "DEVICES OPENED: []" in stderr
+    assert "DEVICES entries refused, not created: /proc/cmdline, /etc/hostname" in stderr
+    assert "\x1b" not in stderr
+    assert report["host"]["hostname"] is None  # no /etc/hostname at all: the refused node is not there
+
+
+@pytest.fixture
+def root_with_dev_bind(tmp_path):
+    """A directory root whose dev is a read-only bind mount of the real /dev (skips where mount is refused)."""
+    import shutil
+
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a bind mount of /dev needs root and mount(8)")
+    bind = subprocess.run(["mount", "--bind", "/dev", str(root / "dev")], capture_output=True, text=True)
+    if bind.returncode != 0:
+        pytest.skip(f"mount --bind is not permitted here: {bind.stderr.strip()[:200]}")
+    try:
+        ro = subprocess.run(["mount", "-o", "remount,bind,ro", str(root / "dev")], capture_output=True, text=True)
+        if ro.returncode != 0:  # never leave the real /dev writable under a temporary tree that gets removed
+            pytest.skip(f"cannot make the bind mount read-only: {ro.stderr.strip()[:200]}")
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root / "dev")], capture_output=True)
+        assert not os.path.ismount(root / "dev")
+
+
+def test_links_into_a_bind_mounted_dev_are_never_opened(root_with_dev_bind):
+    root = root_with_dev_bind
+    (root / "etc").mkdir()
+    (root / "proc").mkdir()
+    (root / "etc/os-release").symlink_to("/dev/zero")  # inside the root: ROOT/dev/zero, a character device
+    (root / "proc/cpuinfo").symlink_to("../dev/zero")
+    (root / "proc/cmdline").symlink_to("/dev/kmsg")
+    (root / "etc/hostname").symlink_to("/dev/null")
+    assert os.stat(root / "dev/zero").st_rdev == os.makedev(1, 5)
+
+    report, results, stderr = audited_check(root)
+    assert "DEVICES OPENED: []" in stderr
+    reason = "not a regular file (a device node: never opened)"
+    for cid in ("cpu.virt-flags", "cpu.64bit"):
+        assert (cid, results[cid]["status"]) == (cid, "skip")
+        assert results[cid]["summary"] == f"cannot read /proc/cpuinfo: {reason}"
+    assert report["host"]["os"] is None and report["host"]["hostname"] is None
