@@ -397,6 +397,54 @@ class Host:
                 raise OSError(errno.EINVAL, "not a symbolic link", path)
             return os.readlink("", dir_fd=found.fd)
 
+    def sqlite_query(self, path: str, query: str, limit: int = DEFAULT_READ_LIMIT) -> List[tuple]:
+        """The rows of a read-only query on the sqlite database file at path (rpm's rpmdb.sqlite).
+
+        The file is read like any other (read_bytes: looked up inside the root, a regular file, at most
+        limit bytes) and opened in memory (Python >= 3.11: Connection.deserialize), so sqlite opens no
+        path that could be swapped and writes no -wal/-shm file beside it.  sqlite cannot be handed a
+        descriptor: it resolves /proc/self/fd/N to the link's text and opens that path again.  Python
+        3.9/3.10 get a private copy (0700 directory, removed afterwards) opened read-only and immutable.
+        Raises OSError (unreadable, EFBIG over limit) or ValueError (not a sqlite database, sqlite's error).
+        """
+        import sqlite3
+
+        data = self.read_bytes(path, limit + 1)
+        if len(data) > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit >> 20} MiB", path)
+        if len(data) < 100 or not data.startswith(b"SQLite format 3\0"):
+            raise ValueError("no sqlite database header")
+        if data[18:20] == b"\x02\x02":
+            # WAL mode (rpm's default): the copy is read as a rollback-journal database; what the -wal file
+            # may still hold is not read (rpm folds it into the database when it closes it).
+            data = data[:18] + b"\x01\x01" + data[20:]
+        try:
+            if hasattr(sqlite3.Connection, "deserialize"):
+                conn = sqlite3.connect(":memory:")
+                try:
+                    conn.deserialize(data)
+                    return conn.execute(query).fetchall()
+                finally:
+                    conn.close()
+            import shutil
+            import tempfile
+            import urllib.parse
+
+            top = tempfile.mkdtemp(prefix="kvmcheck-sqlite-")
+            try:
+                copy = os.path.join(top, "copy.sqlite")
+                with open(copy, "xb") as out:
+                    out.write(data)
+                conn = sqlite3.connect(f"file:{urllib.parse.quote(copy)}?mode=ro&immutable=1", uri=True)
+                try:
+                    return conn.execute(query).fetchall()
+                finally:
+                    conn.close()
+            finally:
+                shutil.rmtree(top, ignore_errors=True)
+        except sqlite3.Error as exc:
+            raise ValueError(f"sqlite: {exc}") from None
+
     def exists(self, path: str) -> bool:
         return self.stat(path) is not None
 
@@ -552,16 +600,16 @@ class Host:
             os.close(fd)
         return b"".join(records).decode("utf-8", errors="replace")
 
-    def run(self, argv: Sequence[str], timeout: float = 5.0, offline_ok: bool = False) -> CommandResult:
+    def run(self, argv: Sequence[str], timeout: float = 5.0) -> CommandResult:
         """Run a command as an argv list, no shell, C locale, bounded in time.
 
-        Live only, unless offline_ok: for tools that take the root themselves
-        (``rpm --root DIR``), where the caller passes self.root in argv.
-        Raises FileNotFoundError when the program is not installed and
-        TimeoutError when it overruns (the child is killed).
+        Live only: a program pointed at an offline root (``rpm --root DIR``)
+        would resolve the root's paths itself, out of it through an absolute
+        link, and could write there.  Raises FileNotFoundError when the
+        program is not installed and TimeoutError when it overruns (the
+        child is killed).
         """
-        if not offline_ok:
-            self.require_live(f"running {argv[0]}")
+        self.require_live(f"running {argv[0]}")
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
         with _read_only_null() as null:
             try:

@@ -253,3 +253,127 @@ def test_links_into_a_bind_mounted_dev_are_never_opened(root_with_dev_bind):
         assert (cid, results[cid]["status"]) == (cid, "skip")
         assert results[cid]["summary"] == f"cannot read /proc/cpuinfo: {reason}"
     assert report["host"]["os"] is None and report["host"]["hostname"] is None
+
+
+# -- item 1: the rpm database of an offline root is read, rpm is not run on it -----------------------------
+def _rpm_db_file(tmp_path: Path, name: str, manifest: str) -> Path:
+    """A real rpmdb.sqlite holding manifest's packages (built by rpm itself, see conftest), in its own dir."""
+    from conftest import build_rpm_database
+
+    scratch = tmp_path / f"scratch-{name}"
+    (scratch / "var/lib/rpm").mkdir(parents=True)
+    build_rpm_database(scratch, manifest)
+    return scratch / "var/lib/rpm/rpmdb.sqlite"
+
+
+def _copy_db(db: Path, dest_dir: Path) -> None:
+    dest_dir.mkdir(parents=True)
+    (dest_dir / "rpmdb.sqlite").write_bytes(db.read_bytes())
+
+
+def test_var_linked_outside_never_reads_or_writes_the_outside_rpm_database(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/os-release").write_text('NAME="Red Hat Enterprise Linux"\nID="rhel"\nVERSION_ID="9.4"\n')
+    outside = tmp_path / "outside"
+    _copy_db(_rpm_db_file(tmp_path, "outside", "qemu-kvm\t8.2.0-outside\n"), outside / "lib/rpm")
+    # The root's /var is an absolute link to the outside directory.  Inside the root it names
+    # ROOT/<that path>, where a database of the root's own sits: that one, and only that one, is the root's.
+    (root / "var").symlink_to(outside)
+    _copy_db(_rpm_db_file(tmp_path, "inside", "bash\t5.1.8-9.el9\n"), root / str(outside).lstrip("/") / "lib/rpm")
+    before = sorted(p.name for p in (outside / "lib/rpm").iterdir())
+
+    report = kvmcheck.run(str(root), only=["packages.virt"])
+    (pkgs,) = report.checks
+    assert (pkgs.id, pkgs.status.value) == ("packages.virt", "warn")  # bash alone: the KVM stack is missing
+    assert pkgs.evidence["installed"] == {} and "outside" not in json.dumps(pkgs.evidence)
+    assert sorted(p.name for p in (outside / "lib/rpm").iterdir()) == before == ["rpmdb.sqlite"]  # no -shm, -wal
+
+
+AUDITED_RUN = '''
+import json, sys
+started = []
+sys.addaudithook(lambda event, args: started.append(event) if event in (
+    "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "os.fork") else None)
+import kvmcheck
+report = kvmcheck.run(sys.argv[1], only=["packages.virt"])
+print(json.dumps({"started": started, "check": report.to_dict()["checks"][0]}))
+'''
+
+
+def test_offline_rpm_database_is_read_without_starting_any_program(host_root):
+    root = host_root("pkg-rhel9-enabled")  # a real rpmdb.sqlite built by rpm from the captured 'rpm -qa'
+    proc = subprocess.run([sys.executable, "-c", AUDITED_RUN, str(root)], capture_output=True, text=True,
+                          timeout=120, check=True)
+    out = json.loads(proc.stdout)
+    assert out["started"] == []
+    assert (out["check"]["id"], out["check"]["status"]) == ("packages.virt", "pass")
+    assert out["check"]["evidence"]["installed"]["QEMU/KVM"] == {"qemu-kvm": "8.2.0-11.el9_4.3",
+                                                              "qemu-kvm-core": "8.2.0-11.el9_4.3"}
+
+
+def _header(entries, store: bytes) -> bytes:
+    import struct
+
+    return (struct.pack(">ii", len(entries), len(store))
+            + b"".join(struct.pack(">iiii", *e) for e in entries) + store)
+
+
+def test_rpm_header_parser_reads_a_real_header_and_refuses_hostile_ones(tmp_path):
+    import random
+    import sqlite3
+    import struct
+
+    from kvmcheck.parsers.rpmdb import header_fields, rpm_qa_from_headers
+
+    db = _rpm_db_file(tmp_path, "real", "qemu-kvm\t8.2.0-11.el9\n")
+    with sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True) as conn:
+        [blob] = [row[0] for row in conn.execute("SELECT blob FROM Packages")]
+    assert header_fields(blob) == ("qemu-kvm", "8.2.0", "11.el9")
+
+    good = _header([(1000, 6, 0, 1), (1001, 6, 5, 1), (1002, 6, 7, 1)], b"name\x001\x002\x00")
+    assert header_fields(good) == ("name", "1", "2")
+    hostile = [
+        b"", b"\x00" * 7,
+        struct.pack(">ii", 0x7FFFFFFF, 0x7FFFFFFF),  # counts far beyond rpm's limits: nothing allocated
+        struct.pack(">ii", -1, -1),
+        _header([(1000, 6, 0, 1), (1001, 6, 5, 1), (1002, 6, 7, 1)], b"name\x001\x002\x00")[:-1],  # truncated
+        _header([(1000, 6, 1 << 30, 1), (1001, 6, 5, 1), (1002, 6, 7, 1)], b"name\x001\x002\x00"),  # offset out
+        _header([(1000, 6, -4, 1), (1001, 6, 5, 1), (1002, 6, 7, 1)], b"name\x001\x002\x00"),  # negative offset
+        _header([(1000, 6, 0, 1), (1001, 6, 5, 1), (1002, 6, 7, 1)], b"name\x001\x002"),  # no terminator
+        _header([(1000, 4, 0, 1), (1001, 6, 5, 1), (1002, 6, 7, 1)], b"name\x001\x002\x00"),  # NAME not a string
+        _header([(1000, 6, 0, 1), (1001, 6, 5, 1), (1002, 6, 7, 1)], b"na\tm\x001\x002\x00"),  # a tab in a name
+        _header([(1000, 6, 0, 1), (1001, 6, 5, 1)], b"name\x001\x00"),  # no RELEASE
+        _header([(1000, 6, 0, 1), (1001, 6, 5, 1), (1002, 6, 7, 1)], b"x" * (1 << 16) + b"\x00"),  # huge field
+    ]
+    for blob_ in hostile:
+        assert header_fields(blob_) is None, blob_[:40]
+    rng = random.Random(20261204)  # mutations of the real header: never an exception, never out of bounds
+    for _ in range(3000):
+        mutated = bytearray(blob)
+        for _ in range(rng.randint(1, 8)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        header_fields(bytes(mutated[:rng.randint(0, len(mutated))] if rng.random() < 0.2 else mutated))
+    text, bad = rpm_qa_from_headers([good, hostile[2], blob, None])
+    assert (text, bad) == ("name\t1-2\nqemu-kvm\t8.2.0-11.el9\n", 2)
+
+
+def test_a_database_of_hostile_blobs_is_a_clear_skip(tmp_path):
+    import sqlite3
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "var/lib/rpm").mkdir(parents=True)
+    with sqlite3.connect(root / "var/lib/rpm/rpmdb.sqlite") as conn:
+        conn.execute("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL)")
+        conn.executemany("INSERT INTO Packages (blob) VALUES (?)", [(b"\xff" * n,) for n in (0, 8, 100)])
+    conn.close()
+    (pkgs,) = kvmcheck.run(str(root), only=["packages.virt"]).checks
+    assert (pkgs.id, pkgs.status.value) == ("packages.virt", "skip")
+    assert pkgs.summary == "/var/lib/rpm/rpmdb.sqlite: none of its 3 package headers is a sound rpm header"
+    no_table = root / "var/lib/rpm/rpmdb.sqlite"
+    no_table.unlink()
+    sqlite3.connect(no_table).execute("CREATE TABLE Other (x)").connection.close()
+    (pkgs,) = kvmcheck.run(str(root), only=["packages.virt"]).checks
+    assert pkgs.summary == ("/var/lib/rpm/rpmdb.sqlite is not an rpm database kvmcheck can read "
+                            "(sqlite: no such table: Packages)")
