@@ -124,6 +124,49 @@ def _statvfs_result(path: str, line: str) -> object:
     return OSError(errno.EIO, "statvfs child ended without an answer", path)
 
 
+# File systems whose operations are answered by the local kernel from local storage or memory: a lookup,
+# read or readdir there cannot hang on a server.  Anything else (nfs, cifs/smb3, fuse.*, 9p, ceph,
+# glusterfs, virtiofs, autofs, which may mount any of these, and types not named here) can hang for good.
+LOCAL_FS_TYPES = frozenset((
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "jfs", "reiserfs", "vfat", "msdos", "exfat", "ntfs", "ntfs3",
+    "iso9660", "udf", "squashfs", "erofs", "zfs", "tmpfs", "ramfs", "rootfs", "devtmpfs", "proc", "sysfs", "devpts",
+    "cgroup", "cgroup2", "securityfs", "selinuxfs", "debugfs", "tracefs", "bpf", "pstore", "efivarfs", "configfs",
+    "hugetlbfs", "mqueue", "binfmt_misc", "fusectl", "rpc_pipefs", "nsfs", "overlay"))
+BLOCKING_TIMEOUT = 2.0  # seconds one file operation under such a mount may take before it is abandoned
+
+
+def _unescape_mountinfo(field: str) -> str:
+    """A mountinfo path with its octal escapes (\\040 for a space, \\011, \\012, \\134) decoded."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1:i + 4].isdigit() and len(field[i + 1:i + 4]) == 3:
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def remote_mounts(mountinfo: str) -> List[str]:
+    """Mount points (of the machine running kvmcheck) whose file system is not a local one (LOCAL_FS_TYPES)."""
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if "-" not in fields[6:]:
+            continue
+        dash = fields.index("-", 6)
+        if len(fields) > dash + 1 and len(fields) > 4 and fields[dash + 1] not in LOCAL_FS_TYPES:
+            found.append(_unescape_mountinfo(fields[4]))
+    return found
+
+
+class _NeedsChild(Exception):
+    """The lookup is about to touch a mount that can hang: the whole operation moves to a child process."""
+
+
 class _Found(NamedTuple):
     """What a lookup inside the root reached: an O_PATH descriptor of it (opened without following a
     link, so it is exactly the object checked), its stat, and its canonical components under the root."""
@@ -149,6 +192,40 @@ _LOOKUP = _O_PATH | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
+_STAT_EXTRA = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blksize",
+               "st_blocks", "st_rdev")
+_ERRORS = {cls.__name__: cls for cls in (OSError, FileNotFoundError, PermissionError, IsADirectoryError,
+                                         NotADirectoryError, TimeoutError, NotRegularFileError)}
+
+
+def _encode(value: object) -> object:
+    """A Host method's result as marshal can carry it from a child (stat results and Nodes as tagged tuples)."""
+    if isinstance(value, os.stat_result):
+        return ("__stat__", tuple(value) + tuple(getattr(value, n) for n in _STAT_EXTRA))
+    if isinstance(value, Node):
+        return ("__node__", tuple(value))
+    return value
+
+
+def _decode(value: object) -> object:
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "__stat__":
+        return os.stat_result(value[1])
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "__node__":
+        return Node(*value[1])
+    return value
+
+
+def _guarded(method):  # type: ignore[no-untyped-def]
+    """Run a Host operation here, or in an abandonable child when its lookup reaches a mount that can hang."""
+    def wrapper(self, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return method(self, path, *args, **kwargs)
+        except _NeedsChild as need:
+            return self._offload(lambda: method(self, path, *args, **kwargs), path, need.args[0])
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
 class Host:
     def __init__(self, root: str = "/") -> None:
         real = os.path.realpath(root)
@@ -164,10 +241,125 @@ class Host:
         self._root_id = self._root_identity(os.stat(real))
         self.reads: List[str] = []  # every path asked for, in order: the run's evidence trail
         self._memo: Dict[str, object] = {}
+        # Mount points (real paths) that can hang, read once from the running kernel's table; an operation
+        # whose lookup reaches one runs in a child that is abandoned when it does not answer, and a mount
+        # that did not answer once is not asked again (one hung mount costs one timeout, not one per file).
+        self._remote: Optional[List[str]] = None
+        self._stuck: Dict[str, str] = {}  # mount point -> what did not answer
+        self._in_child = False
+        self.blocking_timeout = BLOCKING_TIMEOUT
 
     @staticmethod
     def _root_identity(st: os.stat_result) -> Tuple[int, int]:
         return st.st_dev, st.st_ino
+
+    def _hazard(self, real: str) -> Optional[str]:
+        """The mount point that can hang which real (a path on this machine) is on or under, or None."""
+        if self._remote is None:
+            try:
+                with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+                    self._remote = remote_mounts(f.read(4 << 20))
+            except OSError:
+                self._remote = []  # no /proc: nothing known about mounts, operations run in this process
+        best = None
+        for m in self._remote:
+            if (real == m or real.startswith(m.rstrip("/") + "/")) and (best is None or len(m) > len(best)):
+                best = m
+        return best
+
+    def _check_hazard(self, real: str) -> None:
+        if not self._in_child and self._hazard(real) is not None:
+            raise _NeedsChild(real)
+
+    def _offload(self, func: Callable[[], object], path: str, real: str) -> object:
+        """func() in a forked child, its result (or exception) carried back; TimeoutError when the child does
+        not answer within blocking_timeout: it is killed and abandoned (a process in uninterruptible sleep
+        on a dead server cannot even be killed), and its mount is not asked again in this run."""
+        import marshal
+
+        mount = self._hazard(real) or real
+        if mount.startswith(self.root.rstrip("/") + "/"):
+            mount = mount[len(self.root.rstrip("/")):]  # named as the root sees it, like every Host error
+        if mount in self._stuck:
+            raise TimeoutError(errno.ETIMEDOUT, f"{mount} did not answer before ({self._stuck[mount]}): "
+                                                "a hung network or FUSE mount", path)
+        read_fd, write_fd = os.pipe()
+        try:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # as in _fork_statvfs: a tiny child
+                pid = os.fork()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
+        if pid == 0:  # the child: never returns
+            code = 0
+            try:
+                os.closerange(0, write_fd)  # hold none of the parent's descriptors (stdout above all)
+                os.closerange(write_fd + 1, _max_fd())
+                os.setsid()
+                self._in_child = True
+                try:
+                    payload = ("ok", _encode(func()))
+                except OSError as exc:
+                    payload = ("oserror", type(exc).__name__, exc.errno or errno.EIO, exc.strerror or str(exc),
+                               exc.filename if isinstance(exc.filename, str) else path)
+                except ValueError as exc:
+                    payload = ("valueerror", str(exc)[:500])
+                data = marshal.dumps(payload)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(write_fd, view):]
+            except BaseException:  # noqa: B902 - nothing may escape into the parent's code
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        try:
+            data = self._collect_child(pid, read_fd, self.blocking_timeout)
+        finally:
+            os.close(read_fd)
+        if data is None:
+            self._stuck[mount] = f"{path} took over {self.blocking_timeout:g} s"
+            raise TimeoutError(errno.ETIMEDOUT, f"no answer within {self.blocking_timeout:g} s from {mount} "
+                                                "(a hung network or FUSE mount)", path)
+        try:
+            payload = marshal.loads(data)
+        except (EOFError, ValueError, TypeError):
+            raise OSError(errno.EIO, "the child reading it ended without an answer", path) from None
+        if payload[0] == "ok":
+            return _decode(payload[1])
+        if payload[0] == "valueerror":
+            raise ValueError(payload[1])
+        _, name, number, message, filename = payload
+        raise _ERRORS.get(name, OSError)(number, message, filename)
+
+    @staticmethod
+    def _collect_child(pid: int, fd: int, timeout: float) -> Optional[bytes]:
+        """All a child writes to fd until it exits, or None (child killed, not waited for) after timeout."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        chunks = []
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)  # reaped now if the kill took; else init reaps it after us
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)  # it closed the pipe by exiting
+        return b"".join(chunks)
 
     def _open_root(self) -> int:
         fd = os.open(self.root, _LOOKUP | os.O_DIRECTORY)
@@ -190,6 +382,7 @@ class Host:
         """
         pending = [c for c in reversed(path.split("/")) if c]
         parts: List[str] = []
+        self._check_hazard(self.root)  # the root itself on a network or FUSE mount: every operation
         dirs = [self._open_root()]  # the descriptors of the root and of each directory in parts
         hops = 0
         try:
@@ -202,6 +395,8 @@ class Host:
                         parts.pop()
                         os.close(dirs.pop())
                     continue
+                if self._remote:  # a mount that can hang is entered by this very lookup
+                    self._check_hazard(os.path.join(self.root, *parts, name))
                 try:
                     fd = os.open(name, _LOOKUP, dir_fd=dirs[-1])
                 except (FileNotFoundError, NotADirectoryError) as exc:
@@ -267,6 +462,24 @@ class Host:
         """The real path under the root that path names, never outside it (for naming and comparing only:
         the Host itself never opens this string, which could change under it)."""
         try:
+            return self._resolve_here(path, visit)
+        except _NeedsChild as need:
+            # Looked up in a child (a mount that can hang); the components it passed are shown to visit
+            # afterwards, in order, with the same effect: the first refused one stops the resolution.
+            def record(here: str, target: Optional[str]) -> bool:
+                passed.append((here, target))
+                return True
+
+            passed: List[Tuple[str, Optional[str]]] = []
+            real, seen = self._offload(lambda: (self._resolve_here(path, record if visit else None), passed),
+                                       path, need.args[0])
+            for here, target in seen if visit is not None else ():
+                if not visit(here, target):
+                    raise PermissionError(errno.EACCES, "refused", here) from None
+            return real
+
+    def _resolve_here(self, path: str, visit: Optional[Callable[[str, Optional[str]], bool]]) -> str:
+        try:
             found = self._lookup(path, visit=visit)
         except _Missing as missing:
             return os.path.join(self.root, *missing.parts)
@@ -305,6 +518,7 @@ class Host:
             self.reads.append(path)
 
     # -- files -------------------------------------------------------------
+    @_guarded
     def read_bytes(self, path: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
         """Read a regular file's bytes (at most limit).
 
@@ -366,6 +580,7 @@ class Host:
             return None
         return text.split("\n", 1)[0].strip()
 
+    @_guarded
     def node(self, path: str) -> Optional[Node]:
         """The node at path after following links inside the root; a dangling link is kind "link"; None if absent."""
         self._note(path)
@@ -375,18 +590,21 @@ class Host:
         with self._found(path, follow=False) as found:
             return None if found is None else _node(found.st)
 
+    @_guarded
     def stat(self, path: str) -> Optional[os.stat_result]:
         """stat() of path (links followed inside the root), or None when it does not exist."""
         self._note(path)
         with self._found(path) as found:
             return None if found is None else found.st
 
+    @_guarded
     def lstat(self, path: str) -> Optional[os.stat_result]:
         """lstat() of path: a final symlink is not followed (the ones above it are); None when absent."""
         self._note(path)
         with self._found(path, follow=False) as found:
             return None if found is None else found.st
 
+    @_guarded
     def readlink(self, path: str) -> str:
         """The target of the symlink at path, as written (OSError EINVAL when it is not a link)."""
         self._note(path)
@@ -452,6 +670,7 @@ class Host:
         st = self.stat(path)
         return st is not None and stat.S_ISDIR(st.st_mode)
 
+    @_guarded
     def listdir(self, path: str) -> List[str]:
         """Sorted entries of a directory; [] when it is missing or not a directory."""
         self._note(path)
@@ -492,6 +711,7 @@ class Host:
         except OSError:
             return False
 
+    @_guarded
     def access(self, path: str, mode: str = "r") -> bool:
         """Whether the invoking user may use the path: mode is a mix of "r", "w", "x"."""
         self._note(path)
@@ -684,6 +904,7 @@ class Host:
                 os.closerange(0, write_fd)
                 os.closerange(write_fd + 1, _max_fd())
                 os.setsid()  # out of the terminal's process group, as a daemon-like helper
+                self._in_child = True  # already the abandonable child: no second one
                 try:
                     # The lookup opens every component, the mount point among them: that too may hang.
                     found = self._lookup(path)
