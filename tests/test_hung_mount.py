@@ -284,3 +284,60 @@ def test_remote_mounts_from_mountinfo():
              "32 22 0:42 / /tmp rw - tmpfs tmpfs rw\n"
              "garbage\n")
     assert remote_mounts(table) == ["/mnt/nas share", "/srv/fuse"]
+
+
+# The live snapshot: a FUSE file system that never answers mounted at a path the checks declare
+# (/run/modprobe.d), inside a private mount namespace so that nothing else on this machine sees it.
+LIVE_SNAPSHOT = textwrap.dedent('''
+    import os, subprocess, sys, time
+    daemon_py, output = sys.argv[1:3]
+    subprocess.run(["mount", "-t", "tmpfs", "kvmcheck-test", "/run"], check=True)  # this namespace's /run only
+    os.mkdir("/run/modprobe.d")
+    daemon = subprocess.Popen([sys.executable, daemon_py, "/run/modprobe.d"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 15
+    while not any(l.split()[4] == "/run/modprobe.d" for l in open("/proc/self/mountinfo")):
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            print("SKIP could not mount FUSE in a mount namespace"); sys.exit(0)
+        time.sleep(0.05)
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", "from kvmcheck.cli import main; main()", "snapshot",
+                             "--output", output], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=20)
+        print("ELAPSED", time.monotonic() - start, "RC", proc.returncode, "ERR", err.strip()[-300:])
+    except subprocess.TimeoutExpired:
+        print("HUNG", time.monotonic() - start)
+    finally:
+        os.killpg(daemon.pid, 9)  # aborts the connection: whatever waited on it fails and ends
+        daemon.wait()
+        proc.kill()
+        proc.communicate()
+''')
+
+
+def test_live_snapshot_with_a_hung_mount_at_a_declared_path_finishes(tmp_path):
+    reason = _fuse_unavailable()
+    if reason:
+        pytest.skip(reason)
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to mount in a private mount namespace")
+    (tmp_path / "stale_fuse.py").write_text(DAEMON)
+    (tmp_path / "driver.py").write_text(LIVE_SNAPSHOT)
+    out = tmp_path / "live.tar.gz"
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                           str(tmp_path / "driver.py"), str(tmp_path / "stale_fuse.py"), str(out)],
+                          capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0 and "unshare" in proc.stderr:
+        pytest.skip(f"no private mount namespace here: {proc.stderr.strip()[:200]}")
+    print(proc.stdout)
+    assert proc.stdout.startswith("ELAPSED"), proc.stdout + proc.stderr
+    elapsed, rc = float(proc.stdout.split()[1]), int(proc.stdout.split()[3])
+    assert rc == 0, proc.stdout
+    assert elapsed < CHECK_TIMEOUT + 4, f"took {elapsed:.2f} s"  # a whole live snapshot, plus one abandoned wait
+    import tarfile
+
+    with tarfile.open(out) as tar:
+        manifest = tar.extractfile("MANIFEST").read().decode()
+    assert "/run/modprobe.d" in manifest and "hung network or FUSE mount" in manifest
