@@ -500,7 +500,10 @@ class Host:
         except OSError as exc:
             raise _named(exc, path) from None
         # Fallback: the parent again, then the last component without following a link.
-        parent = self._lookup("/" + "/".join(found.parts[:-1]))
+        try:
+            parent = self._lookup("/" + "/".join(found.parts[:-1]))
+        except _Missing:
+            raise FileNotFoundError(errno.ENOENT, "removed while it was opened", path) from None
         try:
             fd = os.open(found.parts[-1] if found.parts else ".", flags | os.O_NOFOLLOW, dir_fd=parent.fd)
         except OSError as exc:
