@@ -377,3 +377,30 @@ def test_a_database_of_hostile_blobs_is_a_clear_skip(tmp_path):
     (pkgs,) = kvmcheck.run(str(root), only=["packages.virt"]).checks
     assert pkgs.summary == ("/var/lib/rpm/rpmdb.sqlite is not an rpm database kvmcheck can read "
                             "(sqlite: no such table: Packages)")
+
+
+def test_rpm_header_parser_properties():
+    """Any bytes: None or three clean fields, never an exception; any well-formed header: its fields back."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    from kvmcheck.parsers.rpmdb import header_fields
+
+    @hypothesis.given(st.binary(max_size=2048))
+    def arbitrary(blob):
+        got = header_fields(blob)
+        assert got is None or all(f and not any(c.isspace() for c in f) for f in got)
+
+    field = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="\x85"),
+                    min_size=1, max_size=40).filter(lambda t: not any(c.isspace() for c in t))
+
+    @hypothesis.given(field, field, field, st.lists(st.integers(1003, 1200), max_size=5))
+    def well_formed(name, version, release, other_tags):
+        store, entries = b"", []
+        for tag, text in ((1000, name), (1001, version), (1002, release)):
+            entries.append((tag, 6, len(store), 1))
+            store += text.encode() + b"\0"
+        entries += [(t, 4, 0, 1) for t in other_tags]
+        assert header_fields(_header(entries, store)) == (name, version, release)
+
+    arbitrary()
+    well_formed()
