@@ -8,7 +8,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from kvmcheck.context import Context
 from kvmcheck.model import Outcome
+from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.pkgdb import parse_dpkg_status, parse_rpm_qa
+from kvmcheck.parsers.rpmdb import rpm_qa_from_headers
 from kvmcheck.parsers.repos import (Source, parse_apt_list, parse_apt_sources, parse_dnf_repo,
                                     parse_zypper_repo)
 from kvmcheck.registry import check
@@ -89,6 +91,11 @@ def _installed(ctx: Context) -> Dict[str, object]:
 
 
 def _query_rpm(ctx: Context, rpm_dir: str, backend: str) -> Dict[str, object]:
+    if not ctx.host.live:
+        # No program is pointed at an offline root: rpm would resolve the root's links itself (out of
+        # it: an absolute /var link), parse bytes an attacker chose as root, and create rpmdb.sqlite-shm
+        # and -wal beside the database.  Its sqlite database is read here instead.
+        return _read_rpm_sqlite(ctx, rpm_dir, backend)
     # --dbpath: the root's own database location (RHEL /var/lib/rpm, SUSE /usr/lib/sysimage/rpm), not
     # whatever the machine running kvmcheck configures (Debian's rpm defaults to ~/.rpmdb).
     # _db_backend: the backend whose file is there. Left to guess, rpm creates an empty database of its
@@ -97,7 +104,7 @@ def _query_rpm(ctx: Context, rpm_dir: str, backend: str) -> Dict[str, object]:
             "-qa", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n"]
     base = {"db": "rpm", "packages": None, "source": rpm_dir}
     try:
-        res = ctx.host.run(argv, timeout=max(1.0, ctx.settings.check_timeout - 1.0), offline_ok=True)
+        res = ctx.host.run(argv, timeout=max(1.0, ctx.settings.check_timeout - 1.0))
     except FileNotFoundError:
         return dict(base, reason=f"an rpm database is at {rpm_dir} but the rpm tool is not installed "
                                  "on the machine running kvmcheck")
@@ -109,6 +116,27 @@ def _query_rpm(ctx: Context, rpm_dir: str, backend: str) -> Dict[str, object]:
         err = (res.stderr.strip().splitlines() or ["no message"])[-1][:200]
         return dict(base, reason=f"'rpm -qa' failed (exit {res.returncode}): {err}")
     return dict(base, packages=parse_rpm_qa(res.stdout), reason="")
+
+
+def _read_rpm_sqlite(ctx: Context, rpm_dir: str, backend: str) -> Dict[str, object]:
+    """The packages of an offline root's rpm database, from its sqlite file read through the Host."""
+    base = {"db": "rpm", "packages": None, "source": rpm_dir}
+    if backend != "sqlite":
+        what = {"ndb": "an ndb database (Packages.db)", "bdb_ro": "a Berkeley DB database (Packages)"}[backend]
+        return dict(base, reason=f"the rpm database at {rpm_dir} is {what}: of an offline root kvmcheck reads "
+                                 "only rpm's sqlite database (rpm >= 4.16) and runs no rpm on it; check the "
+                                 "packages on the running system ('kvmcheck check', or 'rpm -qa' there)")
+    path = f"{rpm_dir}/rpmdb.sqlite"
+    try:
+        rows = ctx.host.sqlite_query(path, "SELECT blob FROM Packages", limit=PKGDB_LIMIT)
+        text, bad = rpm_qa_from_headers(row[0] for row in rows)
+    except OSError as exc:
+        return dict(base, reason=f"cannot read {path}: {exc.strerror or exc}")
+    except (ParseError, ValueError, MemoryError) as exc:
+        return dict(base, reason=f"{path} is not an rpm database kvmcheck can read ({exc})")
+    if bad and not text:
+        return dict(base, reason=f"{path}: none of its {bad} package headers is a sound rpm header")
+    return dict(base, packages=parse_rpm_qa(text), reason="")
 
 
 def _components(kind: str, family: str) -> List[Tuple[str, str, Tuple[str, ...]]]:
@@ -493,8 +521,9 @@ def packages_virt(ctx: Context) -> Outcome:
     """QEMU/KVM, the libvirt daemon, virt-install and guest firmware are installed.
 
     What: reads the root's package database, /var/lib/dpkg/status (only
-    packages in state "install ok installed") or the rpm database through
-    'rpm --root ROOT -qa', and looks for each part of the KVM stack: QEMU
+    packages in state "install ok installed") or the rpm database ('rpm -qa'
+    on the running system; of an offline root its sqlite database, read
+    without running rpm), and looks for each part of the KVM stack: QEMU
     (qemu-kvm, qemu-system-x86 or this architecture's qemu-system-*), a
     libvirt daemon (libvirt-daemon-system, libvirt-daemon, libvirt-daemon-kvm),
     virt-install (virtinst on Debian/Ubuntu) and guest firmware (OVMF/edk2 or

@@ -3,10 +3,13 @@
 
 Every file read, directory listing, device probe and command goes through a
 :class:`Host`, rooted at ``/`` (the live host) or at ``--root`` (a Kickstart
-target, a captured tree, a test fixture).  Paths are resolved component by
-component inside the root, absolute symlinks included, so nothing can lead a
-read out of the root.  Missing, permission denied and "not a regular file" stay
-distinct exceptions, because they call for different advice.
+target, a captured tree, a test fixture).  Paths are looked up component by
+component from a descriptor of the root (openat with O_NOFOLLOW, links followed
+by hand, absolute ones restarting at the root), so neither a link nor a
+directory swapped for a link while kvmcheck runs can lead a lookup out of the
+root.  Only regular files and directories are ever opened; a device, FIFO or
+socket is judged from its stat.  Missing, permission denied and "not a regular
+file" stay distinct exceptions, because they call for different advice.
 
 Nothing here writes to the host.  Probes that only make sense against the
 running kernel (device ioctls, CPUID, the kernel ring buffer, commands) raise
@@ -121,6 +124,108 @@ def _statvfs_result(path: str, line: str) -> object:
     return OSError(errno.EIO, "statvfs child ended without an answer", path)
 
 
+# File systems whose operations are answered by the local kernel from local storage or memory: a lookup,
+# read or readdir there cannot hang on a server.  Anything else (nfs, cifs/smb3, fuse.*, 9p, ceph,
+# glusterfs, virtiofs, autofs, which may mount any of these, and types not named here) can hang for good.
+LOCAL_FS_TYPES = frozenset((
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "jfs", "reiserfs", "vfat", "msdos", "exfat", "ntfs", "ntfs3",
+    "iso9660", "udf", "squashfs", "erofs", "zfs", "tmpfs", "ramfs", "rootfs", "devtmpfs", "proc", "sysfs", "devpts",
+    "cgroup", "cgroup2", "securityfs", "selinuxfs", "debugfs", "tracefs", "bpf", "pstore", "efivarfs", "configfs",
+    "hugetlbfs", "mqueue", "binfmt_misc", "fusectl", "rpc_pipefs", "nsfs", "overlay"))
+BLOCKING_TIMEOUT = 2.0  # seconds one file operation under such a mount may take before it is abandoned
+
+
+def _unescape_mountinfo(field: str) -> str:
+    """A mountinfo path with its octal escapes (\\040 for a space, \\011, \\012, \\134) decoded."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1:i + 4].isdigit() and len(field[i + 1:i + 4]) == 3:
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def remote_mounts(mountinfo: str) -> List[str]:
+    """Mount points (of the machine running kvmcheck) whose file system is not a local one (LOCAL_FS_TYPES)."""
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if "-" not in fields[6:]:
+            continue
+        dash = fields.index("-", 6)
+        if len(fields) > dash + 1 and len(fields) > 4 and fields[dash + 1] not in LOCAL_FS_TYPES:
+            found.append(_unescape_mountinfo(fields[4]))
+    return found
+
+
+class _NeedsChild(Exception):
+    """The lookup is about to touch a mount that can hang: the whole operation moves to a child process."""
+
+
+class _Found(NamedTuple):
+    """What a lookup inside the root reached: an O_PATH descriptor of it (opened without following a
+    link, so it is exactly the object checked), its stat, and its canonical components under the root."""
+
+    fd: int
+    st: os.stat_result
+    parts: List[str]
+
+
+class _Missing(Exception):
+    """A component does not exist (or a non-directory is used as one): the literal components, for naming."""
+
+    def __init__(self, exc: OSError, parts: List[str]) -> None:
+        super().__init__(exc)
+        self.exc, self.parts = exc, parts
+
+
+# O_PATH: look the object up and hold it without opening it (no driver open of a device, no FIFO wait,
+# no read permission needed: the same as lstat).  Linux >= 2.6.39; fstat, fstatvfs and readlinkat on
+# such a descriptor work since Linux 3.6 / 3.12, which every kernel kvmcheck supports has.
+_O_PATH = getattr(os, "O_PATH", 0o10000000)
+_LOOKUP = _O_PATH | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_READ = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+_STAT_EXTRA = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blksize",
+               "st_blocks", "st_rdev")
+_ERRORS = {cls.__name__: cls for cls in (OSError, FileNotFoundError, PermissionError, IsADirectoryError,
+                                         NotADirectoryError, TimeoutError, NotRegularFileError)}
+
+
+def _encode(value: object) -> object:
+    """A Host method's result as marshal can carry it from a child (stat results and Nodes as tagged tuples)."""
+    if isinstance(value, os.stat_result):
+        return ("__stat__", tuple(value) + tuple(getattr(value, n) for n in _STAT_EXTRA))
+    if isinstance(value, Node):
+        return ("__node__", tuple(value))
+    return value
+
+
+def _decode(value: object) -> object:
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "__stat__":
+        return os.stat_result(value[1])
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "__node__":
+        return Node(*value[1])
+    return value
+
+
+def _guarded(method):  # type: ignore[no-untyped-def]
+    """Run a Host operation here, or in an abandonable child when its lookup reaches a mount that can hang."""
+    def wrapper(self, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return method(self, path, *args, **kwargs)
+        except _NeedsChild as need:
+            return self._offload(lambda: method(self, path, *args, **kwargs), path, need.args[0])
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
 class Host:
     def __init__(self, root: str = "/") -> None:
         real = os.path.realpath(root)
@@ -128,77 +233,322 @@ class Host:
             raise FileNotFoundError(errno.ENOENT, "root directory does not exist", root)
         self.root = real
         self.live = real == "/"
+        # Every lookup starts from a descriptor of the root, one component at a time, so no path under
+        # the root is ever handed to the kernel whole (a directory swapped for a link to the outside
+        # between two lookups cannot lead a read out).  The descriptor is opened per lookup and must be
+        # this very directory: a Host holds no descriptor between calls (kvmcheck.run() leaves none open,
+        # and a check thread abandoned on a timeout can never use a number since reused).
+        self._root_id = self._root_identity(os.stat(real))
         self.reads: List[str] = []  # every path asked for, in order: the run's evidence trail
         self._memo: Dict[str, object] = {}
+        # Mount points (real paths) that can hang, read once from the running kernel's table; an operation
+        # whose lookup reaches one runs in a child that is abandoned when it does not answer, and a mount
+        # that did not answer once is not asked again (one hung mount costs one timeout, not one per file).
+        self._remote: Optional[List[str]] = None
+        self._stuck: Dict[str, str] = {}  # mount point -> what did not answer
+        self._in_child = False
+        self.blocking_timeout = BLOCKING_TIMEOUT
+
+    @staticmethod
+    def _root_identity(st: os.stat_result) -> Tuple[int, int]:
+        return st.st_dev, st.st_ino
+
+    def _hazard(self, real: str) -> Optional[str]:
+        """The mount point that can hang which real (a path on this machine) is on or under, or None."""
+        if self._remote is None:
+            try:
+                with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+                    self._remote = remote_mounts(f.read(4 << 20))
+            except OSError:
+                self._remote = []  # no /proc: nothing known about mounts, operations run in this process
+        best = None
+        for m in self._remote:
+            if (real == m or real.startswith(m.rstrip("/") + "/")) and (best is None or len(m) > len(best)):
+                best = m
+        return best
+
+    def _check_hazard(self, real: str) -> None:
+        if not self._in_child and self._hazard(real) is not None:
+            raise _NeedsChild(real)
+
+    def _offload(self, func: Callable[[], object], path: str, real: str) -> object:
+        """func() in a forked child, its result (or exception) carried back; TimeoutError when the child does
+        not answer within blocking_timeout: it is killed and abandoned (a process in uninterruptible sleep
+        on a dead server cannot even be killed), and its mount is not asked again in this run."""
+        import marshal
+
+        mount = self._hazard(real) or real
+        if mount.startswith(self.root.rstrip("/") + "/"):
+            mount = mount[len(self.root.rstrip("/")):]  # named as the root sees it, like every Host error
+        if mount in self._stuck:
+            raise TimeoutError(errno.ETIMEDOUT, f"{mount} did not answer before ({self._stuck[mount]}): "
+                                                "a hung network or FUSE mount", path)
+        read_fd, write_fd = os.pipe()
+        try:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # as in _fork_statvfs: a tiny child
+                pid = os.fork()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
+        if pid == 0:  # the child: never returns
+            code = 0
+            try:
+                os.closerange(0, write_fd)  # hold none of the parent's descriptors (stdout above all)
+                os.closerange(write_fd + 1, _max_fd())
+                os.setsid()
+                self._in_child = True
+                try:
+                    payload = ("ok", _encode(func()))
+                except OSError as exc:
+                    payload = ("oserror", type(exc).__name__, exc.errno or errno.EIO, exc.strerror or str(exc),
+                               exc.filename if isinstance(exc.filename, str) else path)
+                except ValueError as exc:
+                    payload = ("valueerror", str(exc)[:500])
+                data = marshal.dumps(payload)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(write_fd, view):]
+            except BaseException:  # noqa: B902 - nothing may escape into the parent's code
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        try:
+            data = self._collect_child(pid, read_fd, self.blocking_timeout)
+        finally:
+            os.close(read_fd)
+        if data is None:
+            self._stuck[mount] = f"{path} took over {self.blocking_timeout:g} s"
+            raise TimeoutError(errno.ETIMEDOUT, f"no answer within {self.blocking_timeout:g} s from {mount} "
+                                                "(a hung network or FUSE mount)", path)
+        try:
+            payload = marshal.loads(data)
+        except (EOFError, ValueError, TypeError):
+            raise OSError(errno.EIO, "the child reading it ended without an answer", path) from None
+        if payload[0] == "ok":
+            return _decode(payload[1])
+        if payload[0] == "valueerror":
+            raise ValueError(payload[1])
+        _, name, number, message, filename = payload
+        raise _ERRORS.get(name, OSError)(number, message, filename)
+
+    @staticmethod
+    def _collect_child(pid: int, fd: int, timeout: float) -> Optional[bytes]:
+        """All a child writes to fd until it exits, or None (child killed, not waited for) after timeout."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        chunks = []
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)  # reaped now if the kill took; else init reaps it after us
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)  # it closed the pipe by exiting
+        return b"".join(chunks)
+
+    def _open_root(self) -> int:
+        fd = os.open(self.root, _LOOKUP | os.O_DIRECTORY)
+        if self._root_identity(os.fstat(fd)) != self._root_id:
+            os.close(fd)
+            raise OSError(errno.ESTALE, "the root directory was replaced while kvmcheck ran", self.root)
+        return fd
 
     # -- path resolution -------------------------------------------------
-    def resolve(self, path: str, visit: Optional[Callable[[str, Optional[str]], bool]] = None) -> str:
-        """Map a host path to a real path under the root, never outside it.
+    def _lookup(self, path: str, follow: bool = True,
+                visit: Optional[Callable[[str, Optional[str]], bool]] = None) -> _Found:
+        """Reach path from the root's descriptor, component by component (openat with O_NOFOLLOW).
 
-        Symlinks are followed by hand: an absolute target restarts at the
-        root, and ``..`` stops at the root, the way chroot(2) would see it.
-        visit(host_path, link_target_or_None) is called for each existing
-        component before it is used; returning False stops with
-        PermissionError (the snapshot uses it to refuse and record paths).
+        Symlinks are followed by hand: an absolute target restarts at the root, and ``..`` stops at the
+        root, the way chroot(2) would see it; at most MAX_SYMLINK_HOPS of them.  follow=False leaves a
+        final symlink unfollowed (lstat).  visit(host_path, link_target_or_None) is called for each
+        existing component before it is used; returning False stops with PermissionError (the snapshot
+        uses it to refuse and record paths).  Raises _Missing, or the OSError named with path.
+        The caller closes the returned descriptor.
         """
         pending = [c for c in reversed(path.split("/")) if c]
         parts: List[str] = []
+        self._check_hazard(self.root)  # the root itself on a network or FUSE mount: every operation
+        dirs = [self._open_root()]  # the descriptors of the root and of each directory in parts
         hops = 0
-        while pending:
-            name = pending.pop()
-            if name == ".":
-                continue
-            if name == "..":
-                if parts:
-                    parts.pop()
-                continue
-            candidate = os.path.join(self.root, *parts, name)
-            try:
-                st = os.lstat(candidate)
-            except (FileNotFoundError, NotADirectoryError):
-                # The rest cannot exist; keep the literal path for the error.
+        try:
+            while pending:
+                name = pending.pop()
+                if name == ".":
+                    continue
+                if name == "..":
+                    if parts:
+                        parts.pop()
+                        os.close(dirs.pop())
+                    continue
+                if self._remote:  # a mount that can hang is entered by this very lookup
+                    self._check_hazard(os.path.join(self.root, *parts, name))
+                try:
+                    fd = os.open(name, _LOOKUP, dir_fd=dirs[-1])
+                except (FileNotFoundError, NotADirectoryError) as exc:
+                    # The rest cannot exist; keep the literal path for the error.
+                    raise _Missing(_named(exc, path), parts + [name] + list(reversed(pending))) from None
+                try:
+                    st = os.fstat(fd)
+                    here = "/" + "/".join(parts + [name])
+                    if stat.S_ISLNK(st.st_mode) and (follow or pending):
+                        target = os.readlink("", dir_fd=fd)  # of this very link, not of a name looked up again
+                        os.close(fd)
+                        if visit is not None and not visit(here, target):
+                            raise PermissionError(errno.EACCES, "refused", here)
+                        hops += 1
+                        if hops > MAX_SYMLINK_HOPS:
+                            raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+                        if target.startswith("/"):
+                            for d in dirs[1:]:
+                                os.close(d)
+                            del dirs[1:]
+                            parts = []
+                        pending.extend(c for c in reversed(target.split("/")) if c)
+                        continue
+                    if visit is not None and not visit(here, None):
+                        raise PermissionError(errno.EACCES, "refused", here)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                    raise
                 parts.append(name)
-                parts.extend(reversed(pending))
-                break
-            except OSError as exc:  # EACCES on a directory above, ENAMETOOLONG
-                raise _named(exc, path) from None
-            target = os.readlink(candidate) if stat.S_ISLNK(st.st_mode) else None
-            if visit is not None and not visit("/" + "/".join(parts + [name]), target):
-                raise PermissionError(errno.EACCES, "refused", "/" + "/".join(parts + [name]))
-            if target is not None:
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-                if target.startswith("/"):
-                    parts = []
-                pending.extend(c for c in reversed(target.split("/")) if c)
-                continue
-            parts.append(name)
-        return os.path.join(self.root, *parts)
+                if not pending:
+                    return _Found(fd, st, parts)
+                dirs.append(fd)  # a non-directory here makes the next openat fail with ENOTDIR: missing
+            fd = os.open(".", _LOOKUP, dir_fd=dirs[-1])  # the path named the root or a directory on the stack
+            return _Found(fd, os.fstat(fd), parts)
+        except _Missing:
+            raise
+        except PermissionError as exc:
+            if exc.strerror == "refused":
+                raise
+            raise _named(exc, path) from None
+        except OSError as exc:  # EACCES on a directory above, ENAMETOOLONG, ELOOP
+            raise _named(exc, path) from None
+        finally:
+            for d in dirs:
+                with contextlib.suppress(OSError):
+                    os.close(d)
+
+    @contextlib.contextmanager
+    def _found(self, path: str, follow: bool = True) -> Iterator[Optional[_Found]]:
+        """_lookup as a context: None when path is missing; the descriptor is closed afterwards."""
+        try:
+            found: Optional[_Found] = self._lookup(path, follow)
+        except _Missing:
+            found = None
+        try:
+            yield found
+        finally:
+            if found is not None:
+                os.close(found.fd)
+
+    def resolve(self, path: str, visit: Optional[Callable[[str, Optional[str]], bool]] = None) -> str:
+        """The real path under the root that path names, never outside it (for naming and comparing only:
+        the Host itself never opens this string, which could change under it)."""
+        try:
+            return self._resolve_here(path, visit)
+        except _NeedsChild as need:
+            # Looked up in a child (a mount that can hang); the components it passed are shown to visit
+            # afterwards, in order, with the same effect: the first refused one stops the resolution.
+            def record(here: str, target: Optional[str]) -> bool:
+                passed.append((here, target))
+                return True
+
+            passed: List[Tuple[str, Optional[str]]] = []
+            real, seen = self._offload(lambda: (self._resolve_here(path, record if visit else None), passed),
+                                       path, need.args[0])
+            for here, target in seen if visit is not None else ():
+                if not visit(here, target):
+                    raise PermissionError(errno.EACCES, "refused", here) from None
+            return real
+
+    def _resolve_here(self, path: str, visit: Optional[Callable[[str, Optional[str]], bool]]) -> str:
+        try:
+            found = self._lookup(path, visit=visit)
+        except _Missing as missing:
+            return os.path.join(self.root, *missing.parts)
+        os.close(found.fd)
+        return os.path.join(self.root, *found.parts)
+
+    def _reopen(self, found: _Found, flags: int, path: str) -> int:
+        """Open the very object an O_PATH descriptor holds, for reading (files) or use (live devices).
+
+        Through /proc/self/fd/N, which leads to that inode and nothing else: no name is looked up again.
+        Without /proc (a bare chroot), the object is looked up by name in its directory and must then be
+        the same inode, so a swap in between is caught (after its open, though)."""
+        try:
+            return os.open(f"/proc/self/fd/{found.fd}", flags)
+        except FileNotFoundError:
+            if os.path.isdir("/proc/self/fd"):
+                raise
+        except OSError as exc:
+            raise _named(exc, path) from None
+        # Fallback: the parent again, then the last component without following a link.
+        try:
+            parent = self._lookup("/" + "/".join(found.parts[:-1]))
+        except _Missing:
+            raise FileNotFoundError(errno.ENOENT, "removed while it was opened", path) from None
+        try:
+            fd = os.open(found.parts[-1] if found.parts else ".", flags | os.O_NOFOLLOW, dir_fd=parent.fd)
+        except OSError as exc:
+            raise _named(exc, path) from None
+        finally:
+            os.close(parent.fd)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (found.st.st_dev, found.st.st_ino):
+            os.close(fd)
+            raise OSError(errno.EAGAIN, "changed while it was opened", path)
+        return fd
 
     def _note(self, path: str) -> None:
         if path not in self.reads:
             self.reads.append(path)
 
     # -- files -------------------------------------------------------------
+    @_guarded
     def read_bytes(self, path: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
         """Read a regular file's bytes (at most limit).
 
         Raises FileNotFoundError, PermissionError, IsADirectoryError,
-        NotRegularFileError or another OSError; never blocks on a FIFO.
+        NotRegularFileError or another OSError; never blocks on a FIFO, and
+        opens nothing but a regular file: a device, FIFO or socket is refused
+        from its stat alone (opening a device can have effects: /dev/kmsg,
+        a tape that rewinds, a watchdog that arms).
         """
         self._note(path)
-        real = self.resolve(path)
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(real, flags)
-        except OSError as exc:
-            raise _named(exc, path) from None
+            found = self._lookup(path)
+        except _Missing as missing:
+            raise missing.exc from None
         try:
-            mode = os.fstat(fd).st_mode
+            mode = found.st.st_mode
             if stat.S_ISDIR(mode):
                 raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                raise NotRegularFileError(errno.EINVAL, "not a regular file (a device node: never opened)", path)
             if not stat.S_ISREG(mode):
+                raise NotRegularFileError(errno.EINVAL, "not a regular file", path)
+            fd = self._reopen(found, _READ, path)
+        finally:
+            os.close(found.fd)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # cannot happen: the same inode; cheap to be sure
                 raise NotRegularFileError(errno.EINVAL, "not a regular file", path)
             chunks = []
             size = 0
@@ -233,28 +583,88 @@ class Host:
             return None
         return text.split("\n", 1)[0].strip()
 
+    @_guarded
     def node(self, path: str) -> Optional[Node]:
         """The node at path after following links inside the root; a dangling link is kind "link"; None if absent."""
         self._note(path)
-        real = self.resolve(path)
-        try:
-            return _node(os.stat(real))
-        except (FileNotFoundError, NotADirectoryError):
-            try:
-                return _node(os.lstat(real))
-            except (FileNotFoundError, NotADirectoryError):
-                return None
+        with self._found(path) as found:
+            if found is not None:
+                return _node(found.st)
+        with self._found(path, follow=False) as found:
+            return None if found is None else _node(found.st)
 
+    @_guarded
     def stat(self, path: str) -> Optional[os.stat_result]:
-        """stat() of the resolved path, or None when it does not exist."""
+        """stat() of path (links followed inside the root), or None when it does not exist."""
         self._note(path)
-        real = self.resolve(path)
+        with self._found(path) as found:
+            return None if found is None else found.st
+
+    @_guarded
+    def lstat(self, path: str) -> Optional[os.stat_result]:
+        """lstat() of path: a final symlink is not followed (the ones above it are); None when absent."""
+        self._note(path)
+        with self._found(path, follow=False) as found:
+            return None if found is None else found.st
+
+    @_guarded
+    def readlink(self, path: str) -> str:
+        """The target of the symlink at path, as written (OSError EINVAL when it is not a link)."""
+        self._note(path)
+        with self._found(path, follow=False) as found:
+            if found is None:
+                raise FileNotFoundError(errno.ENOENT, "no such file or directory", path)
+            if not stat.S_ISLNK(found.st.st_mode):
+                raise OSError(errno.EINVAL, "not a symbolic link", path)
+            return os.readlink("", dir_fd=found.fd)
+
+    def sqlite_query(self, path: str, query: str, limit: int = DEFAULT_READ_LIMIT) -> List[tuple]:
+        """The rows of a read-only query on the sqlite database file at path (rpm's rpmdb.sqlite).
+
+        The file is read like any other (read_bytes: looked up inside the root, a regular file, at most
+        limit bytes) and opened in memory (Python >= 3.11: Connection.deserialize), so sqlite opens no
+        path that could be swapped and writes no -wal/-shm file beside it.  sqlite cannot be handed a
+        descriptor: it resolves /proc/self/fd/N to the link's text and opens that path again.  Python
+        3.9/3.10 get a private copy (0700 directory, removed afterwards) opened read-only and immutable.
+        Raises OSError (unreadable, EFBIG over limit) or ValueError (not a sqlite database, sqlite's error).
+        """
+        import sqlite3
+
+        data = self.read_bytes(path, limit + 1)
+        if len(data) > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit >> 20} MiB", path)
+        if len(data) < 100 or not data.startswith(b"SQLite format 3\0"):
+            raise ValueError("no sqlite database header")
+        if data[18:20] == b"\x02\x02":
+            # WAL mode (rpm's default): the copy is read as a rollback-journal database; what the -wal file
+            # may still hold is not read (rpm folds it into the database when it closes it).
+            data = data[:18] + b"\x01\x01" + data[20:]
         try:
-            return os.stat(real)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            raise _named(exc, path) from None
+            if hasattr(sqlite3.Connection, "deserialize"):
+                conn = sqlite3.connect(":memory:")
+                try:
+                    conn.deserialize(data)
+                    return conn.execute(query).fetchall()
+                finally:
+                    conn.close()
+            import shutil
+            import tempfile
+            import urllib.parse
+
+            top = tempfile.mkdtemp(prefix="kvmcheck-sqlite-")
+            try:
+                copy = os.path.join(top, "copy.sqlite")
+                with open(copy, "xb") as out:
+                    out.write(data)
+                conn = sqlite3.connect(f"file:{urllib.parse.quote(copy)}?mode=ro&immutable=1", uri=True)
+                try:
+                    return conn.execute(query).fetchall()
+                finally:
+                    conn.close()
+            finally:
+                shutil.rmtree(top, ignore_errors=True)
+        except sqlite3.Error as exc:
+            raise ValueError(f"sqlite: {exc}") from None
 
     def exists(self, path: str) -> bool:
         return self.stat(path) is not None
@@ -263,16 +673,25 @@ class Host:
         st = self.stat(path)
         return st is not None and stat.S_ISDIR(st.st_mode)
 
+    @_guarded
     def listdir(self, path: str) -> List[str]:
-        """Sorted entries of a directory; [] when it is missing."""
+        """Sorted entries of a directory; [] when it is missing or not a directory."""
         self._note(path)
-        real = self.resolve(path)
+        with self._found(path) as found:
+            if found is None or not stat.S_ISDIR(found.st.st_mode):
+                return []
+            try:
+                # "." of the held directory: that directory, opened for reading, no name looked up again.
+                fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
+                             dir_fd=found.fd)
+            except OSError as exc:
+                raise _named(exc, path) from None
         try:
-            return sorted(os.listdir(real))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+            return sorted(os.listdir(fd))
         except OSError as exc:
             raise _named(exc, path) from None
+        finally:
+            os.close(fd)
 
     def glob(self, pattern: str) -> List[str]:
         """Host paths matching a shell pattern, one wildcard component at a time."""
@@ -291,16 +710,31 @@ class Host:
 
     def _lexists(self, path: str) -> bool:
         try:
-            os.lstat(self.resolve(path))
-            return True
+            return self.lstat(path) is not None
         except OSError:
             return False
 
+    @_guarded
     def access(self, path: str, mode: str = "r") -> bool:
         """Whether the invoking user may use the path: mode is a mix of "r", "w", "x"."""
         self._note(path)
         bits = (os.R_OK if "r" in mode else 0) | (os.W_OK if "w" in mode else 0) | (os.X_OK if "x" in mode else 0)
-        return os.access(self.resolve(path), bits)
+        try:
+            found = self._lookup(path)
+        except (_Missing, OSError):
+            return False
+        try:
+            if os.path.isdir("/proc/self/fd"):
+                # access(2) through the held descriptor's /proc link: the object looked up, with its ACLs.
+                return os.access(f"/proc/self/fd/{found.fd}", bits)
+            # No /proc (a bare chroot): the permission bits alone; root may read and write anything.
+            st, (uid, groups) = found.st, self.invoking_user()
+            if uid == 0:
+                return not bits & os.X_OK or bool(st.st_mode & 0o111)
+            shift = 6 if st.st_uid == uid else 3 if st.st_gid in groups else 0
+            return (st.st_mode >> shift) & bits == bits
+        finally:
+            os.close(found.fd)
 
     # -- live-only probes ------------------------------------------------------
     def require_live(self, what: str) -> None:
@@ -311,11 +745,41 @@ class Host:
         """Open a character device of the running kernel; the caller closes the fd."""
         self.require_live(f"opening {path}")
         self._note(path)
-        real = self.resolve(path)
+        # Live only, so the root is "/" and there is no outside to escape to: the path is resolved with
+        # lstat/readlink and opened whole, which takes one descriptor and no more (the guest checks report
+        # EMFILE at the exact stage it happens, and a descriptor walk would need three).
+        real = self._resolve_live(path)
         st = os.stat(real)
         if not stat.S_ISCHR(st.st_mode):
             raise NotRegularFileError(errno.ENODEV, "not a character device", path)
-        return os.open(real, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return os.open(real, flags | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+
+    def _resolve_live(self, path: str) -> str:
+        """path with its links followed by hand on the live root (lstat/readlink; no descriptor)."""
+        pending = [c for c in reversed(path.split("/")) if c]
+        parts: List[str] = []
+        hops = 0
+        while pending:
+            name = pending.pop()
+            if name in (".", ".."):
+                if name == ".." and parts:
+                    parts.pop()
+                continue
+            candidate = "/" + "/".join(parts + [name])
+            try:
+                target = os.readlink(candidate)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EINVAL: not a link; the rest fails where it is opened
+                    raise _named(exc, path) from None
+                parts.append(name)
+                continue
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS:
+                raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+            if target.startswith("/"):
+                parts = []
+            pending.extend(c for c in reversed(target.split("/")) if c)
+        return "/" + "/".join(parts)
 
     def close(self, fd: int) -> None:
         """Close a descriptor that open_device returned."""
@@ -359,16 +823,16 @@ class Host:
             os.close(fd)
         return b"".join(records).decode("utf-8", errors="replace")
 
-    def run(self, argv: Sequence[str], timeout: float = 5.0, offline_ok: bool = False) -> CommandResult:
+    def run(self, argv: Sequence[str], timeout: float = 5.0) -> CommandResult:
         """Run a command as an argv list, no shell, C locale, bounded in time.
 
-        Live only, unless offline_ok: for tools that take the root themselves
-        (``rpm --root DIR``), where the caller passes self.root in argv.
-        Raises FileNotFoundError when the program is not installed and
-        TimeoutError when it overruns (the child is killed).
+        Live only: a program pointed at an offline root (``rpm --root DIR``)
+        would resolve the root's paths itself, out of it through an absolute
+        link, and could write there.  Raises FileNotFoundError when the
+        program is not installed and TimeoutError when it overruns (the
+        child is killed).
         """
-        if not offline_ok:
-            self.require_live(f"running {argv[0]}")
+        self.require_live(f"running {argv[0]}")
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
         with _read_only_null() as null:
             try:
@@ -414,10 +878,10 @@ class Host:
                     os.close(fd)
 
     def _fork_statvfs(self, path: str) -> Tuple[int, int]:
-        """Fork a child that resolves path inside the root and writes its statvfs to a pipe.
+        """Fork a child that looks path up inside the root and writes its statvfs to a pipe.
 
         A fork, not a new interpreter: about 1 ms instead of 50.  The child runs
-        only this resolution (lstat/readlink), statvfs and one write, then
+        only this lookup (openat/fstat/readlinkat), fstatvfs and one write, then
         os._exit: it takes no lock that another thread of kvmcheck could have
         held at the fork (no logging, no buffered stdio, no import), which is
         what makes fork in a threaded process safe here.  Python >= 3.12 warns
@@ -443,11 +907,13 @@ class Host:
                 os.closerange(0, write_fd)
                 os.closerange(write_fd + 1, _max_fd())
                 os.setsid()  # out of the terminal's process group, as a daemon-like helper
+                self._in_child = True  # already the abandonable child: no second one
                 try:
-                    # Resolving lstat()s every component, the mount point among them: that too may hang.
-                    s = os.statvfs(self.resolve(path))
+                    # The lookup opens every component, the mount point among them: that too may hang.
+                    found = self._lookup(path)
+                    s = os.fstatvfs(found.fd)
                     line = f"ok {s.f_frsize} {s.f_blocks} {s.f_bavail} {s.f_files} {s.f_favail} {s.f_flag}"
-                except (FileNotFoundError, NotADirectoryError):
+                except (_Missing, FileNotFoundError, NotADirectoryError):
                     line = "missing"
                 except OSError as exc:
                     line = f"error {exc.errno or errno.EIO} {exc.strerror or exc}"

@@ -259,10 +259,16 @@ class _Capture:
 
     def _lexists(self, path: str) -> bool:
         try:
-            os.lstat(self.host.resolve(path))
-            return True
+            return self.host.lstat(path) is not None
         except OSError:
             return False
+
+    def _lstat(self, path: str) -> os.stat_result:
+        """lstat through the Host: looked up inside the root, and abandoned on a hung mount."""
+        st = self.host.lstat(path)
+        if st is None:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+        return st
 
     def _real(self, path: str) -> str:
         return os.path.join(self.host.root, path.lstrip("/"))
@@ -401,9 +407,9 @@ class _Capture:
             return
         self.visited.add(path)
         try:
-            st = os.lstat(self._real(path))
+            st = self._lstat(path)
             self.add_dir(path, stat.S_IMODE(st.st_mode))
-            names = sorted(os.listdir(self._real(path)))
+            names = self.host.listdir(path)
         except OSError as exc:
             self.skip(path, f"cannot list it: {exc.strerror}")
             return
@@ -418,7 +424,7 @@ class _Capture:
                 self.skip(child, why)
                 continue
             try:
-                cst = os.lstat(self._real(child))
+                cst = self._lstat(child)
             except OSError as exc:
                 self.skip(child, f"cannot look at it: {exc.strerror}")
                 continue
@@ -428,14 +434,14 @@ class _Capture:
                     if canonical is None or canonical == path or canonical.startswith(path + "/"):
                         continue  # inside this tree: captured as the walk reaches it
                     try:
-                        tst = os.lstat(self._real(canonical))
+                        tst = self._lstat(canonical)
                     except OSError:
                         continue
                     if not self.add(canonical, tst, in_tree=True):
                         self.tree(canonical, depth - 1, follow_top_links=False)
                     continue
                 try:
-                    self.link(child, os.readlink(self._real(child)))
+                    self.link(child, self.host.readlink(child))
                 except OSError as exc:
                     self.skip(child, f"cannot read the link: {exc.strerror}")
                 continue
@@ -485,7 +491,7 @@ class _Capture:
                 self.skip(canonical, why)
                 continue
             try:
-                st = os.lstat(self._real(canonical))
+                st = self._lstat(canonical)
             except OSError as exc:
                 self.skip(canonical, f"cannot look at it: {exc.strerror}")
                 continue
@@ -528,7 +534,7 @@ def capture(root: str = "/", reads: Optional[Sequence[str]] = None) -> Snapshot:
         parent = posixpath.dirname(path)
         while parent != "/" and parent not in cap.snap.entries:
             try:
-                cap.add_dir(parent, stat.S_IMODE(os.lstat(cap._real(parent)).st_mode))
+                cap.add_dir(parent, stat.S_IMODE(cap._lstat(parent).st_mode))
             except OSError:
                 cap.add_dir(parent)
             parent = posixpath.dirname(parent)
@@ -663,6 +669,13 @@ def _parse_devices(text: str) -> List[Tuple[List[str], str, int, int, int, int, 
     return rows
 
 
+def device_paths() -> List[str]:
+    """Where an unpacked snapshot may hold a device node: the /dev paths the checks declare in reads=
+    (/dev/kvm, /dev/net/tun, /dev/vhost-net, /dev/sev, ...), the one list of what they stat as devices.
+    A DEVICES line anywhere else (proc/cmdline as /dev/kmsg, etc/hostname) is never created."""
+    return [p for p in declared_reads() if p.startswith("/dev/")]
+
+
 def unpack(archive: str, dest: str) -> List[str]:
     """Unpack a snapshot into the empty directory dest, validating every member; notes for the user."""
     try:
@@ -744,9 +757,13 @@ def unpack(archive: str, dest: str) -> List[str]:
     notes: List[str] = []
     if devices_text is not None:
         rows = _parse_devices(devices_text)
-        missing = []
+        missing, refused = [], []
+        expected = device_paths() if rows else []
         for comps, kind, major, minor, mode, uid, gid in rows:
             key = tuple(comps)
+            if not any(fnmatch.fnmatchcase("/" + "/".join(comps), p) for p in expected):
+                refused.append(repr("/" + "/".join(comps))[1:-1])  # escaped: archive text is hostile on a terminal
+                continue
             if key in seen or any(key[:i] in links for i in range(1, len(key) + 1)):
                 raise ArchiveError(f"DEVICES: {'/'.join(comps)} is also an archive member")
             parent = _make_dirs(dest, comps[:-1])
@@ -762,6 +779,10 @@ def unpack(archive: str, dest: str) -> List[str]:
                 with contextlib.suppress(OSError):
                     os.unlink(node)
                 missing.append("/" + "/".join(comps))
+        if refused:
+            notes.append(f"DEVICES entries refused, not created: {', '.join(refused[:20])}"
+                         f"{' and more' if len(refused) > 20 else ''} (a device node may only stand where a check "
+                         "expects one, such as /dev/kvm: anywhere else kvmcheck expects a file)")
         if missing:
             notes.append(f"device nodes not created (that needs root, CAP_MKNOD): {', '.join(missing)}; "
                          "checks of them report them missing")
