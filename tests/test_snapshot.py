@@ -16,6 +16,7 @@ import pytest
 
 import kvmcheck
 from kvmcheck import snapshot
+from kvmcheck.context import Settings
 from kvmcheck.snapshot import ArchiveError, open_archive
 
 ROUND_TRIP = ("intel-baremetal-vmx", "amd-baremetal-svm", "arm64-kvm", "s390x-lpar", "pvm-host", "pkg-rhel9-enabled",
@@ -28,23 +29,59 @@ ROUND_TRIP = ("intel-baremetal-vmx", "amd-baremetal-svm", "arm64-kvm", "s390x-lp
               "sec-apparmor-complain", "sec-apparmor-disabled", "sec-apparmor-libvirt", "sec-driver-none")
 
 
-def comparable(data: dict, *roots: str) -> dict:
-    """A report without what differs between two runs of the same files: time, durations, the root's path,
-    and free space (statvfs of the file system under the root, which other processes change meanwhile)."""
-    text = json.dumps(data)
+# Free space and size of the file system under a root (statvfs) are measurements of the machine running the
+# test, not facts of the captured files: other processes change them between two runs (a round trip once
+# failed on 77.4 vs 77.3 GiB free).  They are left out of every comparison, with the summary and detail
+# texts built from them; the statuses stay compared, made independent of free space by MEASURE_FREE_SPACE_NOT.
+MEASURED = ("free_bytes", "total_bytes")
+MEASURE_FREE_SPACE_NOT = Settings(images_min_free_gib=0.0)  # storage.images-dir's status no longer depends on it
+NO_FREE_SPACE_THRESHOLD = "[thresholds]\nimages_min_free_gib = 0\n"  # the same, for the command line
+
+
+def measured(value) -> bool:
+    if isinstance(value, dict):
+        return any(k in MEASURED or measured(v) for k, v in value.items())
+    return isinstance(value, list) and any(measured(v) for v in value)
+
+
+def without_measurements(value):
+    if isinstance(value, dict):
+        return {k: without_measurements(v) for k, v in value.items() if k not in MEASURED}
+    if isinstance(value, list):
+        return [without_measurements(v) for v in value]
+    return value
+
+
+def comparable(checks, host: dict, *roots) -> dict:
+    """What two runs over the same files must agree on: per check its status, its evidence without
+    measurements and, unless built from measurements, its summary and detail; the host block without the
+    root's path.  Time stamps and durations are not compared.  checks: Report.checks or JSON dicts."""
+    out = {}
+    for r in checks:
+        r = r if isinstance(r, dict) else {"id": r.id, "status": r.status.value, "summary": r.summary,
+                                           "detail": r.detail, "evidence": r.evidence}
+        text = [] if measured(r["evidence"]) else [r["summary"], r["detail"]]
+        out[r["id"]] = [r["status"], without_measurements(r["evidence"])] + text
+    out["host"] = {k: v for k, v in host.items() if k != "root"}
+    text = json.dumps(out, sort_keys=True)
     for root in roots:
         text = text.replace(json.dumps(str(root))[1:-1], "ROOT")
-    data = json.loads(text)
-    data.pop("generated_at", None)
-    data["host"].pop("root", None)
-    for result in data["checks"]:
-        result.pop("duration_ms", None)
-        evidence = result["evidence"]
-        evidence.pop("free_bytes", None)
-        for mount in evidence.get("mounts") or []:
-            if isinstance(mount, dict):
-                mount.pop("free_bytes", None)
-    return data
+    return json.loads(text)
+
+
+def test_comparison_leaves_out_measurements_but_not_statuses():
+    """The round trip once failed on 77.4 vs 77.3 GiB free: a measurement, not a fact of the captured files."""
+    def images_dir(status: str, free: int) -> dict:
+        return {"id": "storage.images-dir", "status": status, "summary": f"{free / 2**30:.1f} GiB free",
+                "detail": "", "evidence": {"path": "/var/lib/libvirt/images", "free_bytes": free,
+                                           "mounts": [{"target": "/", "free_bytes": free, "total_bytes": 5 << 40}]}}
+    host = {"root": "/a", "hostname": "h"}
+    assert comparable([images_dir("pass", 83 << 30)], host) == comparable([images_dir("pass", 82 << 30)],
+                                                                          dict(host, root="/b"))
+    assert comparable([images_dir("pass", 83 << 30)], host) != comparable([images_dir("warn", 83 << 30)], host)
+    moved = images_dir("pass", 83 << 30)
+    moved["evidence"]["path"] = "/srv/images"
+    assert comparable([images_dir("pass", 83 << 30)], host) != comparable([moved], host)
 
 
 def take(root, dest: Path, name: str = "snap.tar.gz") -> Path:
@@ -62,31 +99,34 @@ def members(archive: Path) -> dict:
 @pytest.mark.parametrize("name", ROUND_TRIP)
 def test_round_trip_gives_the_same_report(host_root, tmp_path, name):
     root = host_root(name)
-    direct = comparable(kvmcheck.run(str(root)).to_dict(), root)
+    direct = kvmcheck.run(str(root), settings=MEASURE_FREE_SPACE_NOT)
     archive = take(root, tmp_path)
     with open_archive(str(archive)) as unpacked:
-        offline = comparable(kvmcheck.run(unpacked).to_dict(), unpacked)
-    assert offline == direct
+        offline = kvmcheck.run(unpacked, settings=MEASURE_FREE_SPACE_NOT)
+    assert comparable(offline.checks, offline.host, unpacked) == comparable(direct.checks, direct.host, root)
 
 
 def test_round_trip_through_the_command_line(host_root, tmp_path):
     root = host_root("libvirt-fedora-modular")
     archive = tmp_path / "field-report.tgz"
-    cli = [sys.executable, "-m", "kvmcheck"] if os.path.exists(
-        os.path.join(os.path.dirname(kvmcheck.__file__), "__main__.py")) else [sys.executable, "-c",
-                                                                               "from kvmcheck.cli import main; main()"]
+    config = tmp_path / "config.toml"
+    config.write_text(NO_FREE_SPACE_THRESHOLD)
+    private = tmp_path / "private-tmp"
+    private.mkdir()
+    env = dict(os.environ, TMPDIR=str(private))
+    cli = [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
     made = subprocess.run(cli + ["snapshot", "--root", str(root), "--output", str(archive)],
                           capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
     assert oct(archive.stat().st_mode & 0o777) == "0o600"
-    runs = [subprocess.run(cli + ["check", "--root", str(r), "--format", "json"], capture_output=True, text=True,
-                           timeout=120) for r in (root, archive)]
+    runs = [subprocess.run(cli + ["check", "--root", str(r), "--format", "json", "--config", str(config)],
+                           capture_output=True, text=True, timeout=120, env=env) for r in (root, archive)]
     for run in runs:
         assert run.returncode in (0, 1) and "Traceback" not in run.stderr, run.stderr[-2000:]
     direct, offline = (json.loads(r.stdout) for r in runs)
-    unpacked_root = json.loads(runs[1].stdout)["host"]["root"]
-    assert comparable(offline, unpacked_root) == comparable(direct, root)
-    assert not os.path.exists(unpacked_root), "the unpacked snapshot must be removed afterwards"
+    unpacked = offline["host"]["root"]
+    assert comparable(offline["checks"], offline["host"], unpacked) == comparable(direct["checks"], direct["host"], root)
+    assert not list(private.iterdir()), "the unpacked snapshot must be removed afterwards"
 
 
 def test_snapshot_refuses_an_unknown_suffix_and_a_missing_root(tmp_path, capsys):
