@@ -112,6 +112,8 @@ def check(
         # A snapshot archive ('kvmcheck snapshot'): audit it offline, unpacked safely into a private directory.
         from .snapshot import ArchiveError, open_archive
 
+        # The report names the archive (its real path, as a directory root is named), never the private directory.
+        ctx.meta["kvmcheck.root_label"] = os.path.realpath(root)
         try:
             with open_archive(root) as unpacked:
                 check(ctx, root=unpacked, fmt=fmt, output=output, template=template, config=config, profile=profile,
@@ -132,7 +134,8 @@ def check(
 
     try:
         report = run(root, only, skip, timeout=timeout, strict=strict, debug=debug, config=config, profile=profile,
-                     settings=Settings(min_kernel=min_kernel, check_timeout=timeout, online=online))
+                     settings=Settings(min_kernel=min_kernel, check_timeout=timeout, online=online),
+                     root_label=ctx.meta.get("kvmcheck.root_label"))
     except SelectionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only/--skip")
     except ConfigError as exc:  # the file, the line and what was expected; never a traceback

@@ -124,8 +124,8 @@ def test_round_trip_through_the_command_line(host_root, tmp_path):
     for run in runs:
         assert run.returncode in (0, 1) and "Traceback" not in run.stderr, run.stderr[-2000:]
     direct, offline = (json.loads(r.stdout) for r in runs)
-    unpacked = offline["host"]["root"]
-    assert comparable(offline["checks"], offline["host"], unpacked) == comparable(direct["checks"], direct["host"], root)
+    assert offline["host"]["root"] == str(archive)  # the report names the archive, not where it was unpacked
+    assert comparable(offline["checks"], offline["host"], archive) == comparable(direct["checks"], direct["host"], root)
     assert not list(private.iterdir()), "the unpacked snapshot must be removed afterwards"
 
 
