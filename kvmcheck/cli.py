@@ -108,11 +108,12 @@ def check(
     from .render import render
     from .runner import SelectionError, run
 
-    if os.path.isfile(root) and root.endswith((".tar.gz", ".tgz", ".tar")):
-        # A snapshot archive ('kvmcheck snapshot'): audit it offline, unpacked safely into a private directory.
+    if os.path.isfile(root):
+        # A snapshot archive ('kvmcheck snapshot') or a tree packed with 'tar -C DIR .', recognised by its
+        # content: audit it offline, unpacked safely into a private directory.  The report names the
+        # archive (its real path, as a directory root is named), never the private directory.
         from .snapshot import ArchiveError, open_archive
 
-        # The report names the archive (its real path, as a directory root is named), never the private directory.
         ctx.meta["kvmcheck.root_label"] = os.path.realpath(root)
         try:
             with open_archive(root) as unpacked:

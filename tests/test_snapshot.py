@@ -298,11 +298,12 @@ def huge(path: Path) -> Path:
 UNSAFE = {
     "dotdot": lambda p: build(p, reg("etc/../../escape")),
     "absolute": lambda p: build(p, reg("/tmp/escape-absolute")),
-    "symlink-absolute": lambda p: build(p, special("etc/x", tarfile.SYMTYPE, "/etc/shadow")),
-    "symlink-up": lambda p: build(p, special("etc/x", tarfile.SYMTYPE, "../../escape")),
-    "symlink-sneaky": lambda p: build(p, special("a/b", tarfile.SYMTYPE, "c/../../..")),
     "write-through-symlink": lambda p: build(p, special("etc", tarfile.SYMTYPE, "usr"), reg("etc/passwd")),
-    "hard-link": lambda p: build(p, reg("etc/a"), special("etc/b", tarfile.LNKTYPE, "etc/a")),
+    "write-through-absolute-symlink": lambda p: build(p, special("etc", tarfile.SYMTYPE, "/tmp"), reg("etc/escape")),
+    "hard-link-up": lambda p: build(p, reg("etc/a"), special("etc/b", tarfile.LNKTYPE, "../etc/a")),
+    "hard-link-absolute": lambda p: build(p, special("etc/b", tarfile.LNKTYPE, "/etc/passwd")),
+    "hard-link-to-nothing": lambda p: build(p, reg("etc/a"), special("etc/b", tarfile.LNKTYPE, "etc/c")),
+    "dot-as-a-file": lambda p: build(p, reg("./")),
     "char-device": lambda p: build(p, special("dev/kvm", tarfile.CHRTYPE)),
     "block-device": lambda p: build(p, special("dev/sda", tarfile.BLKTYPE)),
     "fifo": lambda p: build(p, special("run/fifo", tarfile.FIFOTYPE)),
@@ -330,6 +331,26 @@ def test_unsafe_archives_are_refused(tmp_path, monkeypatch, kind):
     assert sorted(p for p in tmp_path.rglob("*")) == before
     assert not list(private.iterdir()), "the temporary directory must be removed"
     assert not os.path.lexists("/tmp/escape-absolute")
+
+
+# Links that leave the archive as they stand: absolute (as the packed system saw them) or '..' past the top
+# (which chroot clamps). Unpacked, each becomes a relative link inside the private directory.
+LINKS_OUT = {
+    "symlink-absolute": (("etc/x", "/etc/shadow"), "shadow"),
+    "symlink-absolute-deeper": (("etc/a/x", "/usr/lib/os-release"), "../../usr/lib/os-release"),
+    "symlink-up": (("etc/x", "../../escape"), "../escape"),
+    "symlink-sneaky": (("a/b", "c/../../.."), ".."),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LINKS_OUT))
+def test_links_out_are_rewritten_inside(tmp_path, kind):
+    (name, target), expected = LINKS_OUT[kind]
+    archive = build(tmp_path / "links.tar.gz", special(name, tarfile.SYMTYPE, target))
+    with open_archive(str(archive)) as unpacked:
+        assert os.readlink(os.path.join(unpacked, name)) == expected
+        resolved = os.path.realpath(os.path.join(unpacked, name))
+        assert resolved == unpacked or resolved.startswith(unpacked + "/")
 
 
 def test_too_many_members_and_too_much_data(tmp_path, monkeypatch):
