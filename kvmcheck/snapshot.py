@@ -594,7 +594,7 @@ def snapshot_command(root: str, output: str) -> int:
     """``kvmcheck snapshot``: 0 when written, 2 on a usage or write error."""
     if not output.endswith(ARCHIVE_SUFFIXES):
         sys.stderr.write(f"kvmcheck: {output}: the archive name must end in .tar.gz, .tgz or .tar "
-                         "('kvmcheck check --root' recognises a snapshot by its name)\n")
+                         "(it chooses the compression; 'kvmcheck check --root' reads either)\n")
         return 2
     if not os.path.isdir(root):
         sys.stderr.write(f"kvmcheck: {root!r} is not a directory\n")
