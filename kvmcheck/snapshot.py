@@ -933,10 +933,9 @@ def unpack(archive: str, dest: str) -> List[str]:
 def remove_tree(path: str) -> None:
     """Remove the directory path and everything in it, without recursion and without following links.
 
-    shutil.rmtree's fd-based walk calls itself once per level in Python 3.9 and 3.11 (_rmtree_safe_fd;
-    newer CPython walks with an explicit stack, one open descriptor per level): a tree deeper than the
-    recursion limit (1,000) raised RecursionError midway, which ignore_errors does not catch, and left
-    the rest.  This walks with one directory descriptor at a time, returning through '..', so neither
+    shutil.rmtree's fd-based walk (_rmtree_safe_fd) calls itself once per level in Python 3.9 to 3.12
+    (read in 3.9.18, 3.11.7, 3.12.1; 3.13 walks with an explicit stack): a tree deeper than the recursion
+    limit (1,000) raised RecursionError midway, which ignore_errors does not catch, and left the rest.  This walks with one directory descriptor at a time, returning through '..', so neither
     depth nor PATH_MAX bound it.  Best effort, like rmtree(ignore_errors=True): what cannot be removed stays.
     """
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
