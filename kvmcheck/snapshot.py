@@ -637,9 +637,9 @@ def archive_kind(head: bytes) -> Optional[str]:
     return "tar" if stored in tarfile.calc_chksums(head[:tarfile.BLOCKSIZE]) else None
 
 
-_EXTENSION_HEADERS = {tarfile.GNUTYPE_LONGNAME: "GNU long-name header", tarfile.GNUTYPE_LONGLINK: "GNU long-link header",
-                      tarfile.XHDTYPE: "pax header", tarfile.XGLTYPE: "pax global header",
-                      tarfile.SOLARIS_XHDTYPE: "Solaris extended header"}
+_EXTENSION_HEADERS = {tarfile.GNUTYPE_LONGNAME: "GNU long-name header",
+                      tarfile.GNUTYPE_LONGLINK: "GNU long-link header", tarfile.XHDTYPE: "pax header",
+                      tarfile.XGLTYPE: "pax global header", tarfile.SOLARIS_XHDTYPE: "Solaris extended header"}
 
 
 class _GuardedTarInfo(tarfile.TarInfo):
@@ -811,7 +811,7 @@ def _write_member(tar: tarfile.TarFile, info: tarfile.TarInfo, path: str) -> Non
     """The data of a regular member into a new file at path (never through a link, never over a file)."""
     source = tar.extractfile(info)
     if source is None:
-        raise ArchiveError(f"member {info.name!r}: no data")
+        raise ArchiveError(f"member {info.name[:200]!r}: no data")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
     written = 0
     with os.fdopen(fd, "wb") as out:
@@ -821,10 +821,10 @@ def _write_member(tar: tarfile.TarFile, info: tarfile.TarInfo, path: str) -> Non
                 break
             written += len(chunk)
             if written > info.size:
-                raise ArchiveError(f"member {info.name!r}: more data than its header says")
+                raise ArchiveError(f"member {info.name[:200]!r}: more data than its header says")
             out.write(chunk)
     if written != info.size:
-        raise ArchiveError(f"member {info.name!r}: truncated")
+        raise ArchiveError(f"member {info.name[:200]!r}: truncated")
     os.chmod(path, (info.mode & 0o777) | 0o600)
 
 
@@ -848,10 +848,10 @@ def unpack(archive: str, dest: str) -> List[str]:
                     continue  # the top directory ('tar -C DIR .' starts with './'): dest itself
                 key = tuple(comps)
                 if key in seen:
-                    raise ArchiveError(f"member {info.name!r} appears twice")
+                    raise ArchiveError(f"member {info.name[:200]!r} appears twice")
                 seen.add(key)
                 if info.ischr() or info.isblk() or info.isfifo():
-                    raise ArchiveError(f"member {info.name!r}: device and FIFO members are refused "
+                    raise ArchiveError(f"member {info.name[:200]!r}: device and FIFO members are refused "
                                        "(a snapshot lists device nodes in DEVICES; pack a tree with "
                                        "--exclude=./dev)")
                 if info.issym():
@@ -863,16 +863,16 @@ def unpack(archive: str, dest: str) -> List[str]:
                 if info.islnk():  # tar stores a second name of a file as a hard link to the first
                     target = files.get(tuple(_member_path(info.linkname)))
                     if target is None:
-                        raise ArchiveError(f"member {info.name!r}: hard link to {info.linkname[:200]!r}, "
+                        raise ArchiveError(f"member {info.name[:200]!r}: hard link to {info.linkname[:200]!r}, "
                                            "which is no earlier file of the archive")
                     size = target[1]
                 else:
                     if not info.isreg() or info.issparse():
-                        raise ArchiveError(f"member {info.name!r}: not a file, directory or symlink")
+                        raise ArchiveError(f"member {info.name[:200]!r}: not a file, directory or symlink")
                     size = info.size
                 limit = MAX_MANIFEST_BYTES if key in ((MANIFEST,), (DEVICES,)) else MAX_FILE_BYTES
                 if size > limit:
-                    raise ArchiveError(f"member {info.name!r}: {size} bytes, larger than the "
+                    raise ArchiveError(f"member {info.name[:200]!r}: {size} bytes, larger than the "
                                        f"{limit >> 20} MiB limit for one file")
                 total += size
                 if total > MAX_TOTAL_BYTES + 2 * MAX_MANIFEST_BYTES:
@@ -935,8 +935,9 @@ def remove_tree(path: str) -> None:
 
     shutil.rmtree's fd-based walk (_rmtree_safe_fd) calls itself once per level in Python 3.9 to 3.12
     (read in 3.9.18, 3.11.7, 3.12.1; 3.13 walks with an explicit stack): a tree deeper than the recursion
-    limit (1,000) raised RecursionError midway, which ignore_errors does not catch, and left the rest.  This walks with one directory descriptor at a time, returning through '..', so neither
-    depth nor PATH_MAX bound it.  Best effort, like rmtree(ignore_errors=True): what cannot be removed stays.
+    limit (1,000) raised RecursionError midway, which ignore_errors does not catch, and left the rest.
+    This walks with one directory descriptor at a time, returning through '..', so neither depth nor
+    PATH_MAX bound it.  Best effort, like rmtree(ignore_errors=True): what cannot be removed stays.
     """
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
