@@ -443,3 +443,31 @@ def test_a_stale_vhost_net_node_in_a_captured_root_is_judged_as_live(tmp_path):
     result = kvmcheck.run(str(root), only=["network.vhost-net"]).checks[0]
     assert (result.status.value, result.summary) == (
         "warn", "/dev/vhost-net exists but no vhost_net driver is in the kernel or installed")
+
+
+@pytest.mark.skipif(not os.path.isfile("/proc/cpuinfo"), reason="needs a live Linux host")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a capture as another user leaves unreadable files out")
+def test_every_file_a_live_run_reads_is_in_its_snapshot(tmp_path):
+    """The cause behind most offline/live differences: a check reading a file it does not declare, which a
+    snapshot therefore lacks. Every path a live run of every check asked the Host for, and found, must be in
+    the snapshot of this host, or listed in its MANIFEST as left out with the reason (secrets, limits);
+    device nodes go to DEVICES and the live kernel log to var/log/dmesg."""
+    from kvmcheck.context import Context
+    from kvmcheck.host import Host
+    from kvmcheck.registry import load_checks
+    from kvmcheck.runner import run_check
+
+    live = Host("/")
+    ctx = Context(live, Settings())
+    for check in load_checks()[0]:
+        run_check(check, ctx, 5.0)
+    ctx.host_facts()
+    snap = snapshot.capture("/")
+    archive = tmp_path / "this-host.tar.gz"
+    snapshot.write_archive(snap, str(archive))
+    with open_archive(str(archive)) as unpacked:
+        copy = Host(unpacked)
+        missing = [path for path in sorted(set(live.reads))
+                   if not path.startswith("/dev/") and path not in snapshot.LOG_FILES and path not in snap.skipped
+                   and live.node(path) is not None and copy.node(path) is None]
+    assert not missing, f"read live but not captured (declare them in the check's reads=...): {missing}"
