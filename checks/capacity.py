@@ -110,7 +110,7 @@ def capacity_resources(ctx: Context) -> Outcome:
              + (", estimated" if mem.available_estimated else "") + f"), {swap}")
     notes: List[str] = []
     if not ctx.host.live:
-        notes.append(f"Values as captured in {ctx.host.root}/proc, not of this machine.")
+        notes.append(f"Values as captured in /proc of {ctx.host.label}, not of this machine.")
     if cpus is None:
         notes.append(f"The CPU count is unknown: {cpu_source}.")
     if not mem.swap_total:

@@ -110,6 +110,7 @@ def _fix(missing: List[str], reasons: Dict[str, str], mode: str) -> str:
 @check("cgroups.controllers", "cgroup controllers for guests", reads=(
     "/proc/self/mounts", "/proc/mounts", "/proc/cgroups", "/proc/self/cgroup", "/sys/fs/cgroup/cgroup.controllers",
     "/sys/fs/cgroup/cgroup.subtree_control", "/sys/fs/cgroup/*/cgroup.freeze", "/sys/fs/cgroup/*/cgroup.controllers",
+    "/sys/fs/cgroup/*/cgroup.subtree_control",  # a hybrid layout's cgroup2 mount (/sys/fs/cgroup/unified)
     "/boot/config-*",
     "/proc/sys/kernel/osrelease",
 ))

@@ -104,7 +104,7 @@ def with_kvm(ctx: Context, probe: Probe) -> Outcome:
     """Open /dev/kvm through the Host, run probe(ctx, fd), close the fd on every path."""
     if not ctx.host.live:
         return Outcome.skipped("offline root", f"Running guest code needs the running kernel; the root is "
-                                               f"{ctx.host.root}.")
+                                               f"{ctx.host.label}.")
     try:
         fd = ctx.host.open_device(KVM_PATH)
     except OSError as err:

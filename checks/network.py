@@ -327,7 +327,8 @@ def _device(ctx: Context, dev: Driver, missing, why: str, fix_module: str) -> Ou
             return missing(f"{dev.path} is character device {node.major}:{node.minor}, not "
                            f"{dev.rdev[0]}:{dev.rdev[1]}", f"The node points at another driver. {why}",
                            f"'rm {dev.path}; mknod -m 0666 {dev.path} c {dev.rdev[0]} {dev.rdev[1]}'.", **evidence)
-        if avail is None and host.live and facts.get("registered") is False and "kernels" in facts:
+        # A captured /proc/misc says what the running kernel had registered, as the live one does.
+        if avail is None and facts.get("registered") is False and "kernels" in facts:
             return missing(f"{dev.path} exists but no {dev.module} driver is in the kernel or installed",
                            f"/proc/misc does not list {dev.misc} and there is no {dev.ko}* under /lib/modules, "
                            f"so opening the node fails with ENODEV. {why}", fix_module, **evidence)

@@ -45,9 +45,10 @@ def _state(ctx: Context, dev: Driver, dep: Dict[str, List[str]],
     if avail is None and value == "m" and "kernels" not in facts:
         # Built as a module; with no modules.builtin record of the kernel the installed files cannot be listed.
         avail = "a module of this kernel build (config)"
+    # Absent from a /proc/misc the root holds is absent, live or captured, as network.vhost-net judges it:
+    # a snapshot's /proc/misc is the running kernel's, read when the snapshot was taken.
     known_absent = avail is None and (
-        "kernels" in facts or value == "n" or "modules_dep" in facts
-        or (facts.get("registered") is False and ctx.host.live))
+        "kernels" in facts or value == "n" or "modules_dep" in facts or facts.get("registered") is False)
     return avail, known_absent, facts
 
 

@@ -180,10 +180,13 @@ def check(
     from .render import render
     from .runner import SelectionError, run
 
-    if os.path.isfile(root) and root.endswith((".tar.gz", ".tgz", ".tar")):
-        # A snapshot archive ('kvmcheck snapshot'): audit it offline, unpacked safely into a private directory.
+    if os.path.isfile(root):
+        # A snapshot archive ('kvmcheck snapshot') or a tree packed with 'tar -C DIR .', recognised by its
+        # content: audit it offline, unpacked safely into a private directory.  The report names the
+        # archive (its real path, as a directory root is named), never the private directory.
         from .snapshot import ArchiveError, open_archive
 
+        ctx.meta["kvmcheck.root_label"] = os.path.realpath(root)
         try:
             with open_archive(root) as unpacked:
                 check(ctx, root=unpacked, fmt=fmt, output=output, template=template, config=config, profile=profile,
@@ -215,7 +218,8 @@ def check(
     progress = _Progress() if sys.stderr.isatty() else None
     try:
         report = run(root, only, skip, timeout=timeout, strict=strict, debug=debug, config=config, profile=profile,
-                     settings=Settings(min_kernel=min_kernel, check_timeout=timeout, online=online), progress=progress)
+                     settings=Settings(min_kernel=min_kernel, check_timeout=timeout, online=online),
+                     root_label=ctx.meta.get("kvmcheck.root_label"), progress=progress)
     except SelectionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only/--skip")
     except ConfigError as exc:  # the file, the line and what was expected; never a traceback

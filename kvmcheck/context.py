@@ -442,7 +442,7 @@ class Context:
         hostname = host.first_line("/proc/sys/kernel/hostname") or host.first_line("/etc/hostname")
         facts = {
             "hostname": plain("hostname", hostname),
-            "root": host.root,
+            "root": host.label,
             "live": host.live,
             "arch": arch,
             "arch_source": arch_source,

@@ -227,11 +227,12 @@ def _guarded(method):  # type: ignore[no-untyped-def]
 
 
 class Host:
-    def __init__(self, root: str = "/") -> None:
+    def __init__(self, root: str = "/", label: Optional[str] = None) -> None:
         real = os.path.realpath(root)
         if not os.path.isdir(real):
             raise FileNotFoundError(errno.ENOENT, "root directory does not exist", root)
         self.root = real
+        self.label = label or real  # what reports call the root: an unpacked snapshot's archive, not its temp dir
         self.live = real == "/"
         # Every lookup starts from a descriptor of the root, one component at a time, so no path under
         # the root is ever handed to the kernel whole (a directory swapped for a link to the outside
@@ -739,7 +740,7 @@ class Host:
     # -- live-only probes ------------------------------------------------------
     def require_live(self, what: str) -> None:
         if not self.live:
-            raise OfflineError(f"{what} needs the running kernel; the root is {self.root}")
+            raise OfflineError(f"{what} needs the running kernel; the root is {self.label}")
 
     def open_device(self, path: str, flags: int = os.O_RDWR) -> int:
         """Open a character device of the running kernel; the caller closes the fd."""

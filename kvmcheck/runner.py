@@ -217,7 +217,7 @@ def host_facts(ctx: Context, timeout: float) -> dict:
     # Every field the templates and the schema know, null: a report whose header could not be
     # gathered still renders in every format.
     facts: dict = dict.fromkeys(HOST_FIELDS)
-    facts.update(root=ctx.host.root, live=ctx.host.live, kvm_modules={}, unreadable=[],
+    facts.update(root=ctx.host.label, live=ctx.host.live, kvm_modules={}, unreadable=[],
                  error=f"host facts unavailable ({reason})")
     return facts
 
@@ -254,6 +254,7 @@ def run(
     progress: Optional[Callable[[Check], None]] = None,
     config: Optional[str] = None,
     profile: Optional[str] = None,
+    root_label: Optional[str] = None,
 ) -> Report:
     """Run the selected checks against root and return the Report (the public API).
 
@@ -262,10 +263,11 @@ def run(
     differ from their defaults (given on the command line) win over the configuration's thresholds.
     Raises kvmcheck.config.ConfigError for a configuration mistake and SelectionError for a selection
     that matches no check, before any check runs.
+    root_label: what the report calls the root instead of its path (the archive a snapshot was unpacked from).
     """
     from .config import load as load_config
 
-    host = Host(root)
+    host = Host(root, label=root_label)
     checks, load_errors = load_checks()
     results = [_load_error_result(e) for e in load_errors]
     cfg = load_config(config, profile, root, [c.id for c in checks] + [r.id for r in results])
