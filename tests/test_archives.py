@@ -84,7 +84,7 @@ def test_tar_made_archives_are_audited_like_the_tree(host_root, tmp_path, name, 
     names = subprocess.run(["tar", "-tf", str(archive)], capture_output=True, text=True, check=True).stdout.split()
     assert names[0] == "./" and all(n.startswith("./") for n in names)  # what made it fail before
     run = kvmcheck_cli("check", "--root", archive, "--format", "json")
-    assert run.returncode in (0, 1) and not run.stderr, run.stderr
+    assert run.returncode in (0, 1, 3) and not run.stderr, run.stderr
     offline = json.loads(run.stdout)
     direct = kvmcheck.run(str(tree))
     assert per_check(offline["checks"]) == per_check(direct.checks, str(tree))
@@ -157,7 +157,7 @@ def test_zstd_and_non_archives_are_usage_errors(tmp_path):
     subprocess.run(["tar", "--zstd", "-cf", str(archive), "-C", str(tree), "."], check=True, timeout=60)
     run = kvmcheck_cli("check", "--root", archive)
     if "zst" in tarfile.TarFile.OPEN_METH:  # Python 3.14 reads zstd
-        assert run.returncode in (0, 1), run.stderr
+        assert run.returncode in (0, 1, 3), run.stderr
     else:
         assert run.returncode == 2 and "zstd -d" in run.stderr and "Traceback" not in run.stderr, run.stderr
 
@@ -198,7 +198,7 @@ def test_the_report_names_the_archive_not_the_private_directory(host_root, tmp_p
     if fmt == "json":
         assert json.loads(run.stdout)["host"]["root"] == archive
     elif fmt == "text":
-        assert f"Root: {archive} (offline" in run.stdout
+        assert f"Root: {archive} (offline" in " ".join(run.stdout.split())  # however the line wraps
     elif fmt in ("html", "markdown", "junit"):
         assert archive in run.stdout
     # prometheus and nagios carry no root

@@ -144,10 +144,11 @@ def hook(event, args):
     if isinstance(flags, int) and flags & os.O_PATH:
         return
     if not path.startswith("/"):
-        # The Host opens only "." of a directory it holds by a relative name; shutil.rmtree, removing
-        # kvmcheck's own unpacked snapshot, opens the directories it found by lstat.
+        # The Host opens only "." of a directory it holds by a relative name; removing kvmcheck's own
+        # unpacked snapshot (snapshot.remove_tree, or shutil.rmtree) opens the directories it found by lstat.
         frame = sys._getframe(1)
-        while frame is not None and not frame.f_code.co_filename.endswith("shutil.py"):
+        while frame is not None and not (frame.f_code.co_filename.endswith("shutil.py")
+                                         or frame.f_code.co_name == "remove_tree"):
             frame = frame.f_back
         if path != "." and frame is None:
             opened.append("relative: " + path)
