@@ -108,6 +108,8 @@ def check(
     from .render import render
     from .runner import SelectionError, run
 
+    if output is not None:
+        _check_output(output)
     if os.path.isfile(root) and root.endswith((".tar.gz", ".tgz", ".tar")):
         # A snapshot archive ('kvmcheck snapshot'): audit it offline, unpacked safely into a private directory.
         from .snapshot import ArchiveError, open_archive
@@ -150,7 +152,7 @@ def check(
         raise typer.Exit(usage_exit)
     if output:
         try:
-            _write_output(output, text, atomic=fmt == Format.prometheus)
+            _write_output(output, text)
         except OSError as exc:
             typer.echo(f"kvmcheck: cannot write {output}: {exc.strerror}", err=True)
             raise typer.Exit(usage_exit)
@@ -163,30 +165,23 @@ def check(
     raise typer.Exit(EXIT_READY if report.ready else EXIT_NOT_READY)
 
 
-def _write_output(path: str, text: str, atomic: bool) -> None:
-    """The only file kvmcheck ever writes.
+def _check_output(path: str, hint: str = "--output") -> None:
+    """-o must name a regular file or a new file in an existing directory (not /proc, a device, a FIFO, a link):
+    a usage error before any work is done."""
+    from .output import OutputError, check_target
 
-    Prometheus' textfile collector reads every *.prom file in its directory at any moment, so
-    that format is written to a temporary name without the .prom suffix in the same directory
-    and renamed into place: the collector sees the old file or the new one, never half of one.
-    """
-    if not atomic:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # node_exporter usually runs as its own user
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        check_target(path)
+    except OutputError as exc:
+        raise typer.BadParameter(str(exc), param_hint=hint)
+
+
+def _write_output(path: str, text: str) -> None:
+    """The report file: every format is written atomically and link-safely (kvmcheck.output): a reader, such
+    as node_exporter's textfile collector, sees the old file or the new one, never half of one."""
+    from .output import write_text
+
+    write_text(path, text)
 
 
 @app.command("list")
@@ -258,6 +253,8 @@ def fleet(
     """Aggregate many JSON reports into a fleet view: ready hosts, failures per check and cause, stale reports."""
     from .fleet import fleet_command
 
+    if output is not None:
+        _check_output(output)
     raise typer.Exit(fleet_command(paths, fmt.value, output, max_age, show_progress=not no_progress))
 
 
@@ -289,6 +286,7 @@ def snapshot(
     """Capture exactly the files kvmcheck reads (an allowlist), to audit this host offline later."""
     from .snapshot import snapshot_command
 
+    _check_output(output)
     raise typer.Exit(snapshot_command(root, output))
 
 

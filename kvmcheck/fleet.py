@@ -557,9 +557,10 @@ def fleet_command(paths: Sequence[str], fmt: str = "text", output: Optional[str]
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
+        from .output import write_text
+
         try:
-            with open(output, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
+            write_text(output, text)  # atomic and link-safe, like every file kvmcheck writes
         except OSError as exc:
             sys.stderr.write(f"kvmcheck fleet: cannot write {output}: {exc.strerror or exc}\n")
             return EXIT_USAGE
