@@ -143,9 +143,14 @@ def check(
     from .render import nagios_code
 
     usage_exit = EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE
+    from .render import TemplateUsageError
+
     try:
         text = render(report, fmt.value, color=_use_color(no_color, output, fmt, template), template=template)
-    except Exception as exc:  # a user's template with an error: say where, no traceback
+    except TemplateUsageError as exc:  # a user's template with an error or a refused construct: file and line
+        typer.echo(f"kvmcheck: template {exc}", err=True)
+        raise typer.Exit(usage_exit)
+    except Exception as exc:  # reading a user's template failed (I/O, encoding): say which, no traceback
         if template is None:
             raise
         typer.echo(f"kvmcheck: template {template}: {type(exc).__name__}: {exc}", err=True)

@@ -159,9 +159,9 @@ def diff_fleets(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _plain(value: Any) -> str:
-    from .fleet import plain
+    from .terminal import one_line
 
-    return plain(value)
+    return one_line(value)
 
 
 def render_text(d: Dict[str, Any]) -> str:
@@ -254,5 +254,9 @@ def diff_command(old: str, new: str, fmt: str = "text") -> int:
     if fmt == "json":
         sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     else:
-        sys.stdout.write(render_text(result))
+        from .terminal import terminal_text
+
+        # Verdicts, ids and statuses come from the reports too: the whole text passes the terminal sanitizer
+        # (host names and summaries are already one-line through _plain; kvmcheck adds no escapes here).
+        sys.stdout.write(terminal_text(render_text(result)))
     return EXIT_REGRESSED if result["regressed"] else EXIT_SAME
