@@ -325,6 +325,13 @@ def default_command(argv: List[str]) -> List[str]:
 
 
 def main() -> None:
+    """The command line, with SIGTERM/SIGHUP/SIGINT handled: clean-up, exit 128+N, no traceback."""
+    from .signals import guarded
+
+    guarded(_run)
+
+
+def _run() -> None:
     argv = default_command(sys.argv[1:])
     if not _nagios_requested(argv):
         app(args=argv, prog_name="kvmcheck")
