@@ -248,8 +248,10 @@ def diff_command(old: str, new: str, fmt: str = "text") -> int:
         return EXIT_UNREADABLE
     try:
         result = diff(old, new)
-    except Unreadable as exc:
-        sys.stderr.write(f"kvmcheck diff: {exc}\n")
+    except Unreadable as exc:  # the reason may quote a report's content: sanitized like the text output
+        from .terminal import terminal_text
+
+        sys.stderr.write(f"kvmcheck diff: {terminal_text(str(exc))}\n")
         return EXIT_UNREADABLE
     if fmt == "json":
         sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
