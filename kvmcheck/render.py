@@ -174,7 +174,8 @@ def _sandbox_class():  # type: ignore[no-untyped-def]
         def call_binop(self, context, operator, left, right):  # type: ignore[no-untyped-def]
             if operator == "*":
                 for seq, n in ((left, right), (right, left)):
-                    if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_TEMPLATE_REPEAT:
+                    sized = isinstance(seq, (str, list, tuple)) and isinstance(n, int)
+                    if sized and len(seq) * n > MAX_TEMPLATE_REPEAT:
                         raise SecurityError(f"a repetition of more than {MAX_TEMPLATE_REPEAT} items is refused")
             elif isinstance(right, int) and abs(right) > MAX_TEMPLATE_POWER:
                 raise SecurityError(f"an exponent above {MAX_TEMPLATE_POWER} is refused")
@@ -233,7 +234,7 @@ def _render_user(env: Any, path: str, name: str, context: Dict[str, Any]) -> str
         raise TemplateUsageError(f"{where}: syntax error: {exc.message}") from None
     except SecurityError as exc:
         raise TemplateUsageError(f"{path}:{_template_line(exc, filename) or '?'}: refused by the template "
-                                 f"sandbox: {exc} (README: 'Your own template' lists what a template may use)") from None
+                                 f"sandbox: {exc} (README, 'Report formats': what a template may use)") from None
     except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError,
             RecursionError, MemoryError) as exc:
         raise TemplateUsageError(f"{path}:{_template_line(exc, filename) or '?'}: "

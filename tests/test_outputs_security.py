@@ -214,8 +214,8 @@ def _refused_paths(tmp_path):
     }
 
 
-@pytest.mark.parametrize("case", ["procfs file", "new file in procfs", "new file in sysfs", "device", "FIFO", "directory",
-                                  "missing directory"])
+@pytest.mark.parametrize("case", ["procfs file", "new file in procfs", "new file in sysfs", "device", "FIFO",
+                                  "directory", "missing directory"])
 def test_output_must_be_a_regular_file(case, host_root, tmp_path):
     path, why = _refused_paths(tmp_path)[case]
     proc = run(["check", "--root", host_root("pvm-host"), "-o", path], timeout=60)

@@ -44,10 +44,12 @@ def test_template_errors_name_file_and_line(body, line, message, host_root, tmp_
 def test_documented_context_and_filters_work_in_the_sandbox(host_root, tmp_path):
     template = tmp_path / "mine.md.j2"
     template.write_text(
-        "{{ host.hostname or 'none' }} {{ verdict | upper }} {{ summary.fail }} {{ nagios.state }} {{ report.tool.name }}\n"
+        "{{ host.hostname or 'none' }} {{ verdict | upper }} {{ summary.fail }} {{ nagios.state }}\n"
+        "{{ report.tool.name }}\n"
         "{% for c in problems %}{{ c.status | paint(c.id | ljust(width)) }} {{ c.summary | md_cell }}\n{% endfor %}"
         "{{ checks | selectattr('status', 'equalto', 'pass') | map(attribute='id') | join(',') | nagios_text }}\n"
-        "{{ host.hostname | prom_label }} {{ report.generated_at | unix_seconds > 0 }} {{ summary | tojson_compact }}\n")
+        "{{ host.hostname | prom_label }} {{ report.generated_at | unix_seconds > 0 }}\n"
+        "{{ summary | tojson_compact }}\n")
     proc = run(["check", "--root", host_root("pvm-host"), "--template", template])
     assert proc.returncode in (0, 1), proc.stderr
     assert "NOT-READY" in proc.stdout and "True" in proc.stdout and '"fail": ' in proc.stdout
