@@ -123,3 +123,28 @@ def test_signal_while_writing_removes_the_temporary(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["node.prom"] and target.read_text() == "previous\n"
+
+
+def test_a_signal_the_caller_ignores_stays_ignored(big_archive, tmp_path):
+    """nohup kvmcheck ...: SIGHUP is ignored when kvmcheck starts, and the run goes on to its report (and still
+    removes the archive's private directory at the end)."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+
+    def nohup() -> None:
+        _default_signals()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = subprocess.Popen(SCRIPT + ["check", "--root", str(big_archive), "-f", "json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ, TMPDIR=str(tmpdir)), preexec_fn=nohup)
+    try:
+        assert _wait_for(lambda: any(tmpdir.glob("kvmcheck-snapshot-*/root/var/cache/filler/0/*")), proc)
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (0, 1), err
+    assert out.startswith(b"{") and b"stopped by" not in err
+    assert list(tmpdir.iterdir()) == []
