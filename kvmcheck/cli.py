@@ -337,14 +337,21 @@ def _run() -> None:
         app(args=argv, prog_name="kvmcheck")
         return
     # Nagios reads 2 as CRITICAL and 1 as WARNING: usage errors and crashes must be UNKNOWN (3).
+    # The one status line may quote a path or an archive member: one line, sanitized for the terminal.
     import click
+
+    from .signals import Terminated, signal_name
+    from .terminal import one_line
 
     try:
         code = app(args=argv, prog_name="kvmcheck", standalone_mode=False)
     except click.exceptions.UsageError as exc:
-        sys.stdout.write(f"KVMCHECK UNKNOWN - usage error: {exc.format_message()}\n")
+        sys.stdout.write(f"KVMCHECK UNKNOWN - usage error: {one_line(exc.format_message())}\n")
         sys.exit(EXIT_NAGIOS_UNKNOWN)
+    except Terminated as exc:  # still one status line; the exit status stays 128+N (UNKNOWN to Nagios)
+        sys.stdout.write(f"KVMCHECK UNKNOWN - stopped by {signal_name(exc.signum)}\n")
+        raise
     except Exception as exc:  # noqa: BLE001 - a plugin must answer, whatever happened
-        sys.stdout.write(f"KVMCHECK UNKNOWN - kvmcheck failed: {type(exc).__name__}: {exc}\n")
+        sys.stdout.write(f"KVMCHECK UNKNOWN - kvmcheck failed: {type(exc).__name__}: {one_line(exc)}\n")
         sys.exit(EXIT_NAGIOS_UNKNOWN)
     sys.exit(code or 0)

@@ -61,12 +61,16 @@ def install() -> None:
         signal.signal(s, _handler)
 
 
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 def exit_for(exc: Terminated) -> "None":
     """The end of a run stopped by a signal: one line on stderr, exit 128+N (what a shell reports)."""
-    try:
-        name = signal.Signals(exc.signum).name
-    except ValueError:
-        name = f"signal {exc.signum}"
+    name = signal_name(exc.signum)
     try:
         sys.stdout.flush()
     except (OSError, ValueError):

@@ -778,8 +778,10 @@ def open_archive(path: str) -> Iterator[str]:
         os.chmod(top, 0o700)
         root = os.path.join(top, "root")
         os.mkdir(root, 0o755)
-        for note in unpack(path, root):
-            sys.stderr.write(f"kvmcheck: {path}: {note}\n")
+        for note in unpack(path, root):  # may name device paths from the archive: sanitized for the terminal
+            from .terminal import terminal_text
+
+            sys.stderr.write(f"kvmcheck: {path}: {terminal_text(note)}\n")
         yield root
     finally:
         shutil.rmtree(top, ignore_errors=True)

@@ -148,3 +148,22 @@ def test_a_signal_the_caller_ignores_stays_ignored(big_archive, tmp_path):
     assert proc.returncode in (0, 1), err
     assert out.startswith(b"{") and b"stopped by" not in err
     assert list(tmpdir.iterdir()) == []
+
+
+def test_nagios_stopped_by_a_signal_still_prints_one_status_line(big_archive, tmp_path):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = subprocess.Popen(SCRIPT + ["check", "--root", str(big_archive), "-f", "nagios"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ, TMPDIR=str(tmpdir)),
+                            preexec_fn=_default_signals)
+    try:
+        assert _wait_for(lambda: any(tmpdir.glob("kvmcheck-snapshot-*/root/var/cache/filler/0/*")), proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM and b"Traceback" not in err
+    assert out == b"KVMCHECK UNKNOWN - stopped by SIGTERM\n"
+    assert list(tmpdir.iterdir()) == []

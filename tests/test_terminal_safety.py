@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +140,52 @@ def test_the_sanitizer():
     painted = paint("31", "bad\x1b]0;x\x07", True)
     assert isinstance(painted, Painted) and painted == "\x1b[31mbad\\x1b]0;x\\x07\x1b[0m"
     assert terminal_text(painted) is painted
+
+
+def _archive_with_hostile_device(folder: Path, also_member: bool) -> Path:
+    """A snapshot archive whose DEVICES file names a device path holding terminal escapes (as a member too,
+    when also_member: the archive is then refused, and the refusal quotes the path)."""
+    import io
+    import tarfile
+
+    evil = "dev/kvm" + ESC.replace(" ", "")
+    path = folder / "hostile.tar"
+    with tarfile.open(path, "w") as tar:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        add("proc/sys/kernel/osrelease", b"6.1.0-18-amd64\n")
+        add("DEVICES", f"{evil} c 10 232 0660 0 0\n".encode())
+        if also_member:
+            add(evil, b"")
+    os.chmod(path, 0o644)
+    return path
+
+
+def test_nagios_usage_error_quoting_an_archive_is_one_clean_line(tmp_path):
+    archive = _archive_with_hostile_device(tmp_path, also_member=True)
+    proc = subprocess.run(CLI + ["check", "--root", str(archive), "-f", "nagios"], capture_output=True, timeout=120)
+    out = proc.stdout.decode("utf-8")
+    assert proc.returncode == 3 and len(out.splitlines()) == 1
+    assert out.startswith("KVMCHECK UNKNOWN - usage error: ") and "is also an archive member" in out
+    assert FORBIDDEN.findall(out) == [] and "\\x1b]0;PWNED" in out
+
+
+def test_archive_notes_on_stderr_are_sanitized(tmp_path):
+    """As nobody, the device nodes an archive lists cannot be created: the note naming them quotes the archive."""
+    import tempfile
+
+    from conftest import as_nobody
+
+    folder = Path(tempfile.mkdtemp(prefix="kvmcheck-archive-", dir="/tmp"))
+    try:
+        os.chmod(folder, 0o755)
+        archive = _archive_with_hostile_device(folder, also_member=False)
+        proc = subprocess.run(as_nobody(CLI + ["check", "--root", str(archive), "--only", "kernel.version"]),
+                              capture_output=True, timeout=120, cwd="/")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    err = proc.stderr.decode("utf-8")
+    assert proc.returncode in (0, 1), err
+    assert "device nodes not created" in err and "\\x1b]0;PWNED" in err and FORBIDDEN.findall(err) == []
