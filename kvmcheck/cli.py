@@ -332,26 +332,42 @@ def main() -> None:
 
 
 def _run() -> None:
-    argv = default_command(sys.argv[1:])
-    if not _nagios_requested(argv):
-        app(args=argv, prog_name="kvmcheck")
-        return
-    # Nagios reads 2 as CRITICAL and 1 as WARNING: usage errors and crashes must be UNKNOWN (3).
-    # The one status line may quote a path or an archive member: one line, sanitized for the terminal.
+    # click's standalone mode is replaced by the same handling, so that every message it prints passes the
+    # terminal sanitizer first: a usage error can quote a path, a pattern or an archive member.
+    # Nagios reads 2 as CRITICAL and 1 as WARNING: usage errors and crashes must be UNKNOWN (3), on one line.
     import click
 
     from .signals import Terminated, signal_name
     from .terminal import one_line
 
+    argv = default_command(sys.argv[1:])
+    nagios = _nagios_requested(argv)
     try:
         code = app(args=argv, prog_name="kvmcheck", standalone_mode=False)
     except click.exceptions.UsageError as exc:
-        sys.stdout.write(f"KVMCHECK UNKNOWN - usage error: {one_line(exc.format_message())}\n")
-        sys.exit(EXIT_NAGIOS_UNKNOWN)
+        if nagios:
+            sys.stdout.write(f"KVMCHECK UNKNOWN - usage error: {one_line(exc.format_message())}\n")
+            sys.exit(EXIT_NAGIOS_UNKNOWN)
+        exc.message = one_line(exc.message)
+        exc.show()
+        sys.exit(exc.exit_code)
     except Terminated as exc:  # still one status line; the exit status stays 128+N (UNKNOWN to Nagios)
-        sys.stdout.write(f"KVMCHECK UNKNOWN - stopped by {signal_name(exc.signum)}\n")
+        if nagios:
+            sys.stdout.write(f"KVMCHECK UNKNOWN - stopped by {signal_name(exc.signum)}\n")
         raise
+    except click.exceptions.Abort:  # click's own end of input (EOF at a prompt), as standalone mode says it
+        if nagios:
+            sys.stdout.write("KVMCHECK UNKNOWN - aborted\n")
+            sys.exit(EXIT_NAGIOS_UNKNOWN)
+        sys.stderr.write("Aborted!\n")
+        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - a plugin must answer, whatever happened
+        if not nagios:
+            if isinstance(exc, click.exceptions.ClickException):
+                exc.message = one_line(exc.message)
+                exc.show()
+                sys.exit(exc.exit_code)
+            raise
         sys.stdout.write(f"KVMCHECK UNKNOWN - kvmcheck failed: {type(exc).__name__}: {one_line(exc)}\n")
         sys.exit(EXIT_NAGIOS_UNKNOWN)
     sys.exit(code or 0)

@@ -189,3 +189,11 @@ def test_archive_notes_on_stderr_are_sanitized(tmp_path):
     err = proc.stderr.decode("utf-8")
     assert proc.returncode in (0, 1), err
     assert "device nodes not created" in err and "\\x1b]0;PWNED" in err and FORBIDDEN.findall(err) == []
+
+
+def test_usage_error_quoting_an_archive_is_sanitized(tmp_path):
+    archive = _archive_with_hostile_device(tmp_path, also_member=True)
+    proc = subprocess.run(CLI + ["check", "--root", str(archive)], capture_output=True, timeout=120)
+    err = proc.stderr.decode("utf-8")
+    assert proc.returncode == 2 and "is also an archive member" in err and "Traceback" not in err
+    assert FORBIDDEN.findall(err) == [] and "\\x1b]0;PWNED" in err
