@@ -180,6 +180,8 @@ def check(
     from .render import render
     from .runner import SelectionError, run
 
+    if output is not None:
+        _check_output(output)
     if os.path.isfile(root):
         # A snapshot archive ('kvmcheck snapshot') or a tree packed with 'tar -C DIR .', recognised by its
         # content: audit it offline, unpacked safely into a private directory.  The report names the
@@ -223,28 +225,35 @@ def check(
     except SelectionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only/--skip")
     except ConfigError as exc:  # the file, the line and what was expected; never a traceback
+        from .terminal import one_line, terminal_text
+
         if fmt == Format.nagios:  # a plugin always prints its one status line
             from .render import nagios_text
 
-            typer.echo(f"KVMCHECK UNKNOWN - configuration error: {nagios_text(exc)}")
-        typer.echo(f"kvmcheck: {exc}", err=True)
+            typer.echo(f"KVMCHECK UNKNOWN - configuration error: {nagios_text(one_line(exc))}")
+        typer.echo(f"kvmcheck: {terminal_text(str(exc))}", err=True)  # the message may quote the file
         raise typer.Exit(EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE)
     finally:
         if progress is not None:
             progress.close()
 
     usage_exit = EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE
+    from .render import TemplateUsageError
+
     try:
         text = render(report, fmt.value, color=_use_color(no_color, output, fmt, template), template=template,
                       quiet=quiet, columns=_columns(output), verbose=verbose)
-    except Exception as exc:  # a user's template with an error: say where, no traceback
+    except TemplateUsageError as exc:  # a user's template with an error or a refused construct: file and line
+        typer.echo(f"kvmcheck: template {exc}", err=True)
+        raise typer.Exit(usage_exit)
+    except Exception as exc:  # reading a user's template failed (I/O, encoding): say which, no traceback
         if template is None:
             raise
         typer.echo(f"kvmcheck: template {template}: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(usage_exit)
     if output:
         try:
-            _write_output(output, text, atomic=fmt == Format.prometheus)
+            _write_output(output, text)
         except OSError as exc:
             typer.echo(f"kvmcheck: cannot write {output}: {exc.strerror}", err=True)
             raise typer.Exit(usage_exit)
@@ -257,30 +266,23 @@ def check(
     raise typer.Exit(int(report.exit_status))
 
 
-def _write_output(path: str, text: str, atomic: bool) -> None:
-    """The only file kvmcheck ever writes.
+def _check_output(path: str, hint: str = "--output") -> None:
+    """-o must name a regular file or a new file in an existing directory (not /proc, a device, a FIFO, a link):
+    a usage error before any work is done."""
+    from .output import OutputError, check_target
 
-    Prometheus' textfile collector reads every *.prom file in its directory at any moment, so
-    that format is written to a temporary name without the .prom suffix in the same directory
-    and renamed into place: the collector sees the old file or the new one, never half of one.
-    """
-    if not atomic:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # node_exporter usually runs as its own user
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        check_target(path)
+    except OutputError as exc:
+        raise typer.BadParameter(str(exc), param_hint=hint)
+
+
+def _write_output(path: str, text: str) -> None:
+    """The report file: every format is written atomically and link-safely (kvmcheck.output): a reader, such
+    as node_exporter's textfile collector, sees the old file or the new one, never half of one."""
+    from .output import write_text
+
+    write_text(path, text)
 
 
 @app.command("list")
@@ -352,6 +354,8 @@ def fleet(
     """Aggregate many JSON reports into a fleet view: ready hosts, failures per check and cause, stale reports."""
     from .fleet import fleet_command
 
+    if output is not None:
+        _check_output(output)
     raise typer.Exit(fleet_command(paths, fmt.value, output, max_age, show_progress=not no_progress))
 
 
@@ -383,6 +387,7 @@ def snapshot(
     """Capture exactly the files kvmcheck reads (an allowlist), to audit this host offline later."""
     from .snapshot import snapshot_command
 
+    _check_output(output)
     raise typer.Exit(snapshot_command(root, output))
 
 
@@ -416,19 +421,49 @@ def default_command(argv: List[str]) -> List[str]:
 
 
 def main() -> None:
-    argv = default_command(sys.argv[1:])
-    if not _nagios_requested(argv):
-        app(args=argv, prog_name="kvmcheck")
-        return
-    # Nagios reads 2 as CRITICAL and 1 as WARNING: usage errors and crashes must be UNKNOWN (3).
+    """The command line, with SIGTERM/SIGHUP/SIGINT handled: clean-up, exit 128+N, no traceback."""
+    from .signals import guarded
+
+    guarded(_run)
+
+
+def _run() -> None:
+    # click's standalone mode is replaced by the same handling, so that every message it prints passes the
+    # terminal sanitizer first: a usage error can quote a path, a pattern or an archive member.
+    # Nagios reads 2 as CRITICAL and 1 as WARNING: usage errors and crashes must be UNKNOWN (3), on one line.
     import click
 
+    from .signals import Terminated, signal_name
+    from .terminal import one_line
+
+    argv = default_command(sys.argv[1:])
+    nagios = _nagios_requested(argv)
     try:
         code = app(args=argv, prog_name="kvmcheck", standalone_mode=False)
     except click.exceptions.UsageError as exc:
-        sys.stdout.write(f"KVMCHECK UNKNOWN - usage error: {exc.format_message()}\n")
-        sys.exit(EXIT_NAGIOS_UNKNOWN)
+        if nagios:
+            sys.stdout.write(f"KVMCHECK UNKNOWN - usage error: {one_line(exc.format_message())}\n")
+            sys.exit(EXIT_NAGIOS_UNKNOWN)
+        exc.message = one_line(exc.message)
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Terminated as exc:  # still one status line; the exit status stays 128+N (UNKNOWN to Nagios)
+        if nagios:
+            sys.stdout.write(f"KVMCHECK UNKNOWN - stopped by {signal_name(exc.signum)}\n")
+        raise
+    except click.exceptions.Abort:  # click's own end of input (EOF at a prompt), as standalone mode says it
+        if nagios:
+            sys.stdout.write("KVMCHECK UNKNOWN - aborted\n")
+            sys.exit(EXIT_NAGIOS_UNKNOWN)
+        sys.stderr.write("Aborted!\n")
+        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - a plugin must answer, whatever happened
-        sys.stdout.write(f"KVMCHECK UNKNOWN - kvmcheck failed: {type(exc).__name__}: {exc}\n")
+        if not nagios:
+            if isinstance(exc, click.exceptions.ClickException):
+                exc.message = one_line(exc.message)
+                exc.show()
+                sys.exit(exc.exit_code)
+            raise
+        sys.stdout.write(f"KVMCHECK UNKNOWN - kvmcheck failed: {type(exc).__name__}: {one_line(exc)}\n")
         sys.exit(EXIT_NAGIOS_UNKNOWN)
     sys.exit(code or 0)

@@ -24,6 +24,9 @@ from .model import Result, Status
 DEFAULT_CONFIG = "/etc/kvmcheck/config.toml"  # read on the live machine only (root "/")
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 16  # extends chains longer than this are surely a mistake
+# Arrays and inline tables nested deeper than this, or tables (dotted keys) deeper than this, are refused
+# before and after tomllib: it parses nesting by recursion, and 2,000 '[' (2 KB) raise RecursionError.
+MAX_NESTING = 32
 
 # [thresholds] key -> (type name for messages, Settings field, validator or None)
 THRESHOLDS: Dict[str, str] = {
@@ -277,11 +280,86 @@ def _read(path: str, live_host: bool) -> str:
 _AT = re.compile(r"\(at line (\d+), column (\d+)\)|at line (\d+), column (\d+)")
 
 
+_NESTING_TOKEN = re.compile("[\\[\\]{}#\"']")
+
+
+def _nesting(text: str) -> Optional[int]:
+    """The line where '[' and '{' outside strings and comments first nest deeper than MAX_NESTING, else None.
+
+    A pre-scan, not only `except RecursionError`: how deep tomllib can go depends on the stack already in
+    use (a plugin, a thread), and a RecursionError can surface anywhere; a fixed limit refuses the same file
+    the same way every time, naming its line. Linear: one pass from token to token, strings skipped by find()
+    (a hostile 1 MiB file takes about as long as tomllib's own parse, 0.3-0.4 s). A table header [a.b] or
+    [[a]] nests 1 or 2, far below the limit; the scan never judges syntax (tomllib does).
+    """
+    depth, i, n = 0, 0, len(text)
+    while True:
+        m = _NESTING_TOKEN.search(text, i)
+        if m is None:
+            return None
+        i, ch = m.start(), m.group()
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return text.count("\n", 0, i) + 1
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        elif ch == "#":  # a comment runs to the end of the line
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        else:  # a string: basic "..." (backslash escapes), literal '...', or their multi-line """ / ''' forms
+            quote = ch * 3 if text.startswith(ch * 3, i) else ch
+            j = i + len(quote)
+            while True:
+                end = text.find(quote, j)
+                if end < 0:
+                    return None  # unterminated: tomllib says where
+                if ch == '"' and _escaped(text, end):
+                    j = end + 1
+                    continue
+                break
+            if len(quote) == 1 and "\n" in text[i:end]:
+                return None  # a one-line string across lines: tomllib says where
+            i = end + len(quote)
+            continue
+        i += 1
+
+
+def _escaped(text: str, at: int) -> bool:
+    """Whether the quote at text[at] is escaped: an odd run of backslashes before it."""
+    k = at
+    while k > 0 and text[k - 1] == "\\":
+        k -= 1
+    return (at - k) % 2 == 1
+
+
+def _too_deep(data: Any) -> bool:
+    """Whether parsed tables and arrays nest deeper than MAX_NESTING (dotted keys a.b.c... build them
+    without brackets); iterative, so the check itself cannot overflow."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return False
+
+
 def _parse(name: str, text: str) -> Tuple[_Source, Dict[str, Any]]:
     toml = _toml()
     src = _Source(name, text)
+    deep = _nesting(text)
+    if deep is not None:
+        raise ConfigError(f"{name}:{deep}: arrays or inline tables nested more than {MAX_NESTING} deep; "
+                          "a kvmcheck configuration nests two or three levels")
     try:
         data = toml.loads(text)
+    except RecursionError:  # the pre-scan's backstop: refused all the same, never a traceback
+        raise ConfigError(f"{name}: nested too deeply for the TOML parser") from None
     except toml.TOMLDecodeError as exc:
         msg = str(exc)
         m = _AT.search(msg)
@@ -290,6 +368,9 @@ def _parse(name: str, text: str) -> Tuple[_Source, Dict[str, Any]]:
             what = _AT.sub("", msg).strip().rstrip(".")
             raise ConfigError(f"{name}:{line}:{col}: invalid TOML: {what}")
         raise ConfigError(f"{name}: invalid TOML: {msg}")
+    if _too_deep(data):
+        raise ConfigError(f"{name}: tables or arrays nested more than {MAX_NESTING} deep (dotted keys such as "
+                          "a.b.c... count); a kvmcheck configuration nests two or three levels")
     src.lines = key_lines(text)
     return src, data
 

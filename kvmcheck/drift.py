@@ -159,9 +159,9 @@ def diff_fleets(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _plain(value: Any) -> str:
-    from .fleet import plain
+    from .terminal import one_line
 
-    return plain(value)
+    return one_line(value)
 
 
 def render_text(d: Dict[str, Any]) -> str:
@@ -248,11 +248,17 @@ def diff_command(old: str, new: str, fmt: str = "text") -> int:
         return EXIT_UNREADABLE
     try:
         result = diff(old, new)
-    except Unreadable as exc:
-        sys.stderr.write(f"kvmcheck diff: {exc}\n")
+    except Unreadable as exc:  # the reason may quote a report's content: sanitized like the text output
+        from .terminal import terminal_text
+
+        sys.stderr.write(f"kvmcheck diff: {terminal_text(str(exc))}\n")
         return EXIT_UNREADABLE
     if fmt == "json":
         sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     else:
-        sys.stdout.write(render_text(result))
+        from .terminal import terminal_text
+
+        # Verdicts, ids and statuses come from the reports too: the whole text passes the terminal sanitizer
+        # (host names and summaries are already one-line through _plain; kvmcheck adds no escapes here).
+        sys.stdout.write(terminal_text(render_text(result)))
     return EXIT_REGRESSED if result["regressed"] else EXIT_SAME

@@ -435,7 +435,7 @@ def render_template(fleet: Dict[str, Any], fmt: str, color: bool = False) -> str
     from . import reports_dir
     from .render import _environment
 
-    env = _environment(color, reports_dir())
+    env = _environment(color, reports_dir(), terminal=fmt == "text")  # text: every value sanitized (finalize)
     env.filters["plain"] = plain
     name = {"text": "fleet.txt.j2", "html": "fleet.html.j2"}[fmt]
     return env.get_template(name).render(fleet=fleet, totals=fleet["totals"], chart=chart(fleet),
@@ -443,11 +443,11 @@ def render_template(fleet: Dict[str, Any], fmt: str, color: bool = False) -> str
 
 
 def plain(value: Any) -> str:
-    """Text for a terminal: control characters (an ESC in a hostile hostname) shown as \\xNN, not obeyed."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    """A one-line field for a terminal: control characters (an ESC in a hostile hostname) shown as \\xNN, not
+    obeyed, through the one sanitizer (kvmcheck.terminal)."""
+    from .terminal import one_line
+
+    return one_line(value)
 
 
 # --- progress ------------------------------------------------------------------------------------------
@@ -557,9 +557,10 @@ def fleet_command(paths: Sequence[str], fmt: str = "text", output: Optional[str]
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
+        from .output import write_text
+
         try:
-            with open(output, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
+            write_text(output, text)  # atomic and link-safe, like every file kvmcheck writes
         except OSError as exc:
             sys.stderr.write(f"kvmcheck fleet: cannot write {output}: {exc.strerror or exc}\n")
             return EXIT_USAGE

@@ -175,12 +175,42 @@ def md_cell(value: Any) -> str:
     return "<br>".join(html.escape(str(value), quote=False).replace("|", "\\|").splitlines())
 
 
-def _environment(color: bool, search_path: str, xml: bool = False):  # type: ignore[no-untyped-def]
+# Formats read on a terminal: every printed value goes through the one terminal sanitizer (kvmcheck.terminal) as
+# the environment's finalize, so no template can forget it. Not HTML/JUnit (escaped, and xml_text drops the
+# characters XML forbids), not Prometheus (node_exporter reads it; prom_label escapes what its format needs).
+TERMINAL_FORMATS = ("text", "markdown", "nagios")
+
+
+def _finalizer(xml: bool, terminal: bool):  # type: ignore[no-untyped-def]
+    if xml:
+        return xml_text
+    if terminal:
+        from .terminal import terminal_text
+
+        return terminal_text
+    return None
+
+
+class TemplateUsageError(Exception):
+    """A user's --template is wrong (syntax, unknown name, forbidden by the sandbox): file and line named."""
+
+
+def _environment(color: bool, search_path: str, xml: bool = False, terminal: bool = False,
+                 sandboxed: bool = False):  # type: ignore[no-untyped-def]
     import jinja2
 
-    env = jinja2.Environment(
-        # In XML output every printed value loses the characters XML 1.0 forbids, before escaping.
-        finalize=xml_text if xml else None,
+    if sandboxed:
+        # A user's template: Jinja's immutable sandbox refuses attributes that reach Python internals
+        # (cycler.__init__.__globals__.os) and methods that change data; see _SafeSandbox for the limits.
+        cls = _sandbox_class()
+    else:
+        # The built-in templates are part of the installation kvmcheck trusts (like its own code): the plain
+        # environment, which is also what the fleet view of 10,000 hosts is timed with.
+        cls = jinja2.Environment
+    env = cls(
+        # XML output: every printed value loses the characters XML 1.0 forbids, before escaping.
+        # Terminal formats: every printed value has its control characters shown escaped.
+        finalize=_finalizer(xml, terminal),
         loader=jinja2.FileSystemLoader(search_path),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "xml.j2", "html", "xml"),
                                             default_for_string=False, default=False),
@@ -189,9 +219,11 @@ def _environment(color: bool, search_path: str, xml: bool = False):  # type: ign
         trim_blocks=True,  # a line holding only a tag prints nothing
         lstrip_blocks=True,
     )
+    from .terminal import paint as _paint
 
     def paint(status: str, text: str) -> str:
-        return f"\033[{COLORS.get(status, '0')}m{text}\033[0m" if color else text
+        # the text is sanitized inside; the colour escapes are kvmcheck's own and survive finalize
+        return _paint(COLORS.get(status, "0"), text, color)
 
     env.filters["paint"] = paint
     env.filters["verdict_paint"] = lambda ok, text: paint("pass" if ok else "fail", text)
@@ -205,6 +237,31 @@ def _environment(color: bool, search_path: str, xml: bool = False):  # type: ign
     env.filters["xml_text"] = xml_text
     env.filters["tojson_compact"] = lambda v: json.dumps(v, sort_keys=True, default=str)
     return env
+
+
+# Bounds on what a user's template may build: the sandbox stops code, these stop a one-line template from
+# making a multi-gigabyte string or number ({{ "x" * 10**10 }}) as root.
+MAX_TEMPLATE_REPEAT = 1 << 20
+MAX_TEMPLATE_POWER = 1 << 10
+
+
+def _sandbox_class():  # type: ignore[no-untyped-def]
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+    class _SafeSandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset(["*", "**"])
+
+        def call_binop(self, context, operator, left, right):  # type: ignore[no-untyped-def]
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    sized = isinstance(seq, (str, list, tuple)) and isinstance(n, int)
+                    if sized and len(seq) * n > MAX_TEMPLATE_REPEAT:
+                        raise SecurityError(f"a repetition of more than {MAX_TEMPLATE_REPEAT} items is refused")
+            elif isinstance(right, int) and abs(right) > MAX_TEMPLATE_POWER:
+                raise SecurityError(f"an exponent above {MAX_TEMPLATE_POWER} is refused")
+            return super().call_binop(context, operator, left, right)
+
+    return _SafeSandbox
 
 
 def template_context(report: Report, quiet: bool = False, columns: int = 80, verbose: bool = False) -> Dict[str, Any]:
@@ -225,12 +282,46 @@ def template_context(report: Report, quiet: bool = False, columns: int = 80, ver
 
 
 def render_template(report: Report, path: str, color: bool = False, quiet: bool = False, columns: int = 80,
-                    verbose: bool = False) -> str:
+                    verbose: bool = False, terminal: bool = False, user: bool = False) -> str:
     """Render a template file (a built-in one or a user's --template) with the documented context."""
     folder, name = os.path.split(os.path.abspath(path))
     xml = name.endswith((".xml", ".xml.j2"))
+    env = _environment(color, folder, xml, terminal=terminal, sandboxed=user)
     context = template_context(report, quiet, columns, verbose)
-    return _environment(color, folder, xml).get_template(name).render(**context)
+    if not user:
+        return env.get_template(name).render(**context)
+    return _render_user(env, path, name, context)
+
+
+def _template_line(exc: BaseException, filename: str) -> Optional[int]:
+    """The template line an exception was raised at: Jinja rewrites tracebacks so that template frames
+    carry the template's file name and line (jinja2.debug)."""
+    line = getattr(exc, "lineno", None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _render_user(env: Any, path: str, name: str, context: Dict[str, Any]) -> str:
+    import jinja2
+    from jinja2.sandbox import SecurityError
+
+    filename = os.path.abspath(path)
+    try:
+        return env.get_template(name).render(**context)
+    except jinja2.TemplateSyntaxError as exc:
+        where = f"{exc.filename or path}:{exc.lineno}"
+        raise TemplateUsageError(f"{where}: syntax error: {exc.message}") from None
+    except SecurityError as exc:
+        raise TemplateUsageError(f"{path}:{_template_line(exc, filename) or '?'}: refused by the template "
+                                 f"sandbox: {exc} (README, 'Report formats': what a template may use)") from None
+    except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError,
+            RecursionError, MemoryError) as exc:
+        raise TemplateUsageError(f"{path}:{_template_line(exc, filename) or '?'}: "
+                                 f"{type(exc).__name__}: {exc}") from None
 
 
 def render(report: Report, fmt: str, color: bool = False, template: Optional[str] = None,
@@ -238,14 +329,19 @@ def render(report: Report, fmt: str, color: bool = False, template: Optional[str
     """quiet: the text format's verdict block only (the verdict, why, and the checks to fix first);
     columns: the text format's line width; verbose: the text format also shows each check's evidence."""
     if template is not None:
-        return render_template(report, template, color, quiet, columns, verbose)
+        # A user's template prints to a terminal unless it builds HTML, XML or Prometheus text (escaped by
+        # their own filters): sanitized like the built-in text formats.
+        terminal = not template.endswith((".html", ".html.j2", ".htm", ".xml", ".xml.j2", ".prom", ".prom.j2"))
+        return render_template(report, template, color, quiet, columns, verbose, terminal=terminal,
+                               user=True)
     if fmt == "json":
         return render_json(report)
     if fmt not in TEMPLATES:
         raise ValueError(f"unknown format {fmt!r}")
     from . import reports_dir
 
-    return render_template(report, os.path.join(reports_dir(), TEMPLATES[fmt]), color, quiet, columns, verbose)
+    return render_template(report, os.path.join(reports_dir(), TEMPLATES[fmt]), color, quiet, columns, verbose,
+                           terminal=fmt in TERMINAL_FORMATS)
 
 
 def render_text(report: Report, color: bool = False) -> str:

@@ -558,42 +558,34 @@ def write_archive(snap: Snapshot, output: str) -> None:
 
     now = time.time()
     when = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(microsecond=0).isoformat()
-    folder = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(prefix=".kvmcheck-snapshot-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            mode = "w:" if output.endswith(".tar") else "w:gz"
-            with tarfile.open(fileobj=raw, mode=mode, format=tarfile.PAX_FORMAT) as tar:
-                def member(name: str, kind: bytes, mode: int, size: int = 0, target: str = "") -> tarfile.TarInfo:
-                    info = tarfile.TarInfo(name)
-                    info.type, info.mode, info.size, info.mtime = kind, mode & 0o777, size, int(now)
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = "root"
-                    info.linkname = target
-                    return info
+    from .output import atomic_writer
 
-                extras = [(MANIFEST, snap.manifest(__version__, when).encode("utf-8"))]
-                if snap.devices:
-                    extras.append((DEVICES, snap.devices_file().encode("utf-8")))
-                for name, data in extras:
-                    tar.addfile(member(name, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
-                for path in sorted(snap.entries):
-                    e = snap.entries[path]
-                    name = path.lstrip("/")
-                    if e.kind == "dir":
-                        tar.addfile(member(name, tarfile.DIRTYPE, e.mode | 0o700))
-                    elif e.kind == "link":
-                        tar.addfile(member(name, tarfile.SYMTYPE, 0o777, target=e.target))
-                    else:
-                        tar.addfile(member(name, tarfile.REGTYPE, e.mode, len(e.data)), io.BytesIO(e.data))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, 0o600)  # host names, addresses, configuration: for its owner
-        os.replace(tmp, output)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # atomic and link-safe (kvmcheck.output), 0600: host names, addresses, configuration are for its owner
+    with atomic_writer(output, mode=0o600, keep_mode=False) as raw:
+        mode = "w:" if output.endswith(".tar") else "w:gz"
+        with tarfile.open(fileobj=raw, mode=mode, format=tarfile.PAX_FORMAT) as tar:
+            def member(name: str, kind: bytes, mode: int, size: int = 0, target: str = "") -> tarfile.TarInfo:
+                info = tarfile.TarInfo(name)
+                info.type, info.mode, info.size, info.mtime = kind, mode & 0o777, size, int(now)
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.linkname = target
+                return info
+
+            extras = [(MANIFEST, snap.manifest(__version__, when).encode("utf-8"))]
+            if snap.devices:
+                extras.append((DEVICES, snap.devices_file().encode("utf-8")))
+            for name, data in extras:
+                tar.addfile(member(name, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
+            for path in sorted(snap.entries):
+                e = snap.entries[path]
+                name = path.lstrip("/")
+                if e.kind == "dir":
+                    tar.addfile(member(name, tarfile.DIRTYPE, e.mode | 0o700))
+                elif e.kind == "link":
+                    tar.addfile(member(name, tarfile.SYMTYPE, 0o777, target=e.target))
+                else:
+                    tar.addfile(member(name, tarfile.REGTYPE, e.mode, len(e.data)), io.BytesIO(e.data))
 
 
 def snapshot_command(root: str, output: str) -> int:
@@ -1029,8 +1021,10 @@ def open_archive(path: str) -> Iterator[str]:
         os.chmod(top, 0o700)
         root = os.path.join(top, "root")
         os.mkdir(root, 0o755)
-        for note in unpack(path, root):
-            sys.stderr.write(f"kvmcheck: {path}: {note}\n")
+        for note in unpack(path, root):  # may name device paths from the archive: sanitized for the terminal
+            from .terminal import terminal_text
+
+            sys.stderr.write(f"kvmcheck: {path}: {terminal_text(note)}\n")
         yield root
     finally:
         remove_tree(top)

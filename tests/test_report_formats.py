@@ -229,9 +229,10 @@ def test_prometheus_output_is_written_atomically(host_root, tmp_path):
     assert sorted(os.listdir(folder)) == ["kvmcheck.prom"]  # complete, and no temporary file left
     families = prom_families(target.read_text())
     assert [s.value for s in families["kvmcheck_ready"].samples] == [0]
-    mine = [w for w in seen["writes"] if os.path.dirname(w) == str(folder)]
+    # the temporary is opened relative to a descriptor of the folder (the audit hook sees only its name)
+    mine = [os.path.basename(w) for w in seen["writes"] if os.path.basename(w).startswith(".kvmcheck.prom.")]
     assert mine and all(not w.endswith(".prom") for w in mine)  # the collector never sees a half-written .prom
-    assert seen["renames"] == [[mine[-1], str(target)]]
+    assert [[os.path.basename(a), os.path.basename(b)] for a, b in seen["renames"]] == [[mine[-1], "kvmcheck.prom"]]
 
 
 # --- Nagios / Icinga ----------------------------------------------------------------------------------------------
