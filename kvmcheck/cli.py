@@ -9,7 +9,7 @@ Exit status (kvmcheck.model.ExitStatus): 0 ready, 1 not ready, 2 usage or config
 import enum
 import os
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 import typer
 
@@ -148,28 +148,20 @@ def check(
     except SelectionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only/--skip")
     except ConfigError as exc:  # the file, the line and what was expected; never a traceback
-        if fmt == Format.nagios:  # a plugin always prints its one status line
-            from .render import nagios_text
+        _refuse(fmt, "configuration error", str(exc))
 
-            typer.echo(f"KVMCHECK UNKNOWN - configuration error: {nagios_text(exc)}")
-        typer.echo(f"kvmcheck: {exc}", err=True)
-        raise typer.Exit(EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE)
-
-    usage_exit = EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE
     try:
         text = render(report, fmt.value, color=_use_color(no_color, output, fmt, template), template=template,
                       quiet=quiet)
     except Exception as exc:  # a user's template with an error: say where, no traceback
         if template is None:
             raise
-        typer.echo(f"kvmcheck: template {template}: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(usage_exit)
+        _refuse(fmt, "template error", f"template {template}: {type(exc).__name__}: {exc}")
     if output:
         try:
             _write_output(output, text, atomic=fmt == Format.prometheus)
         except OSError as exc:
-            typer.echo(f"kvmcheck: cannot write {output}: {exc.strerror}", err=True)
-            raise typer.Exit(usage_exit)
+            _refuse(fmt, "output error", f"cannot write {output}: {exc.strerror}")
     else:
         sys.stdout.write(text)
     if exit_zero:
@@ -177,6 +169,17 @@ def check(
     if fmt == Format.nagios:
         raise typer.Exit(report.nagios_code)
     raise typer.Exit(int(report.exit_status))
+
+
+def _refuse(fmt: Format, kind: str, message: str) -> NoReturn:
+    """A usage or configuration error found by check itself: the message on stderr and exit 2, or with
+    -f nagios the plugin's one status line on stdout (UNKNOWN, exit 3), since Nagios reads only stdout."""
+    if fmt == Format.nagios:
+        from .render import nagios_text
+
+        typer.echo(f"KVMCHECK UNKNOWN - {kind}: {nagios_text(message)}")
+    typer.echo(f"kvmcheck: {message}", err=True)
+    raise typer.Exit(EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE)
 
 
 def _write_output(path: str, text: str, atomic: bool) -> None:
@@ -348,9 +351,23 @@ def main() -> None:
     try:
         code = app(args=argv, prog_name="kvmcheck", standalone_mode=False)
     except click.exceptions.UsageError as exc:
-        sys.stdout.write(f"KVMCHECK UNKNOWN - usage error: {exc.format_message()}\n")
-        sys.exit(EXIT_NAGIOS_UNKNOWN)
-    except Exception as exc:  # noqa: BLE001 - a plugin must answer, whatever happened
-        sys.stdout.write(f"KVMCHECK UNKNOWN - kvmcheck failed: {type(exc).__name__}: {exc}\n")
-        sys.exit(EXIT_NAGIOS_UNKNOWN)
+        _nagios_unknown("usage error", exc.format_message())
+    except BaseException as exc:  # noqa: BLE001 - a plugin must answer, whatever happened
+        # Without standalone mode click returns typer.Exit's code, so anything escaping is a crash: an exception,
+        # or a SystemExit from a third-party check module that calls sys.exit() (1 would read as WARNING).
+        if "--debug" in argv:
+            import traceback
+
+            traceback.print_exc()
+        _nagios_unknown("kvmcheck crashed", f"{type(exc).__name__}: {exc}"
+                        + ("" if "--debug" in argv else " (run with --debug for the traceback)"))
     sys.exit(code or 0)
+
+
+def _nagios_unknown(kind: str, message: str) -> None:
+    """The plugin's one status line (Monitoring Plugins guidelines): stdout, one line, no '|', exit 3."""
+    from .render import nagios_text
+
+    sys.stdout.write(f"KVMCHECK UNKNOWN - {kind}: {nagios_text(message)}\n")
+    sys.stdout.flush()
+    sys.exit(EXIT_NAGIOS_UNKNOWN)
