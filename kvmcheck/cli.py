@@ -25,7 +25,9 @@ EXIT_READY, EXIT_NOT_READY, EXIT_USAGE = ExitStatus.READY, ExitStatus.NOT_READY,
 EXIT_NAGIOS_UNKNOWN = ExitStatus.UNKNOWN  # -f nagios: usage errors and crashes are UNKNOWN, since 2 means CRITICAL
 
 app = typer.Typer(
-    add_completion=False,
+    # --install-completion / --show-completion on the top level only (not in 'check --help'). Free at start-up:
+    # typer imports its completion module anyway; the shell is detected only when one of them is given.
+    add_completion=True,
     rich_markup_mode=None,  # plain usage errors, no box drawing in Kickstart logs
     pretty_exceptions_enable=False,  # plain tracebacks: Kickstart logs must not hold box drawing
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -329,7 +331,7 @@ def _nagios_requested(argv: List[str]) -> bool:
     return False
 
 
-TOP_LEVEL_OPTIONS = ("--version", "--help", "-h")
+TOP_LEVEL_OPTIONS = ("--version", "--help", "-h", "--install-completion", "--show-completion")  # not check's
 
 
 def default_command(argv: List[str]) -> List[str]:
