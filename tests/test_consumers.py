@@ -273,3 +273,113 @@ def test_html_parses_without_a_single_html5_error(output):
     parser = html5lib.HTMLParser(strict=True)
     parser.parse(output("html"))  # raises html5lib.html5parser.ParseError at the first parse error
     assert parser.errors == []
+
+
+# --- shell completion, through bash itself ------------------------------------------------------------------------
+def bash_with_kvmcheck(script: str, home: Path) -> subprocess.CompletedProcess:
+    """bash runs SCRIPT with the installed kvmcheck first on PATH (bash is the shell typer detects: our parent)."""
+    bash = need("bash")
+    if not (BIN / "kvmcheck").exists():
+        pytest.skip("no kvmcheck console script beside this Python (pip install -e '.[test]')")
+    env = dict(os.environ, PATH=os.pathsep.join([str(BIN), os.environ.get("PATH", "")]), HOME=str(home),
+               PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([bash, "--norc", "--noprofile", "-c", script], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_bash_completes_commands_options_and_values(tmp_path):
+    completions = {}
+    for words in ("kvmcheck ch", "kvmcheck check --fo", "kvmcheck check --format ''", "kvmcheck explain cpu.vi"):
+        proc = bash_with_kvmcheck(
+            "source <(kvmcheck --show-completion) || exit 9\n"
+            f"COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n"
+            "_kvmcheck_completion kvmcheck\n"
+            "printf '%s\\n' \"${COMPREPLY[@]}\"\n"
+            "true", tmp_path)  # 'true': bash stays the parent of kvmcheck, the shell typer detects
+        assert proc.returncode == 0, proc.stderr
+        completions[words] = [ln for ln in proc.stdout.splitlines() if ln]
+    assert completions["kvmcheck ch"] == ["check"]
+    assert completions["kvmcheck check --fo"] == ["--format"]
+    assert completions["kvmcheck check --format ''"] == ["text", "json", "html", "markdown", "junit", "prometheus",
+                                                        "nagios"]
+
+
+def test_install_completion_writes_to_the_users_bash_setup(tmp_path):
+    proc = bash_with_kvmcheck("kvmcheck --install-completion; true", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "bash completion installed in" in proc.stdout
+    script = tmp_path / ".bash_completions" / "kvmcheck.sh"
+    assert "_KVMCHECK_COMPLETE=complete_bash" in script.read_text()
+    assert str(script) in (tmp_path / ".bashrc").read_text()
+
+
+def test_completion_options_are_the_programs_not_checks():
+    top, sub = kvmcheck("--help"), kvmcheck("check", "--help")
+    assert "--install-completion" in top.stdout and "--show-completion" in top.stdout
+    assert "completion" not in sub.stdout
+
+
+# --- the man page -------------------------------------------------------------------------------------------------
+MAN_PAGE = REPO / "man" / "kvmcheck.1"
+
+
+def test_man_page_is_generated_from_the_current_cli():
+    proc = subprocess.run([sys.executable, "-m", "kvmcheck.manpage"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == MAN_PAGE.read_text(), (
+        "man/kvmcheck.1 is out of date: python -m kvmcheck.manpage > man/kvmcheck.1")
+
+
+def test_man_renders_the_page_without_warnings():
+    man = need("man")
+    if shutil.which("groff") is None and shutil.which("nroff") is None:
+        pytest.skip("groff is not installed (Debian: groff-base, a dependency of man-db)")
+    proc = subprocess.run([man, "--warnings", "-l", str(MAN_PAGE)], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, MANWIDTH="100", MANPAGER="cat",
+                                   PAGER="cat", LC_ALL="C.UTF-8"))
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    text = re.sub(".\b", "", proc.stdout)  # grotty's overstrike bold and underline, on a pipe
+    for heading in ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "EXIT STATUS", "FILES", "SEE ALSO"):
+        assert re.search(rf"^{heading}$", text, re.M), heading
+    for command in ("check", "list", "explain", "profiles", "fleet", "diff", "snapshot", "schema"):
+        assert re.search(rf"^\s+kvmcheck {command}\b", text, re.M), command
+    # Options keep real hyphens (roff \-) and nothing is hyphenated (.nh): copied from the page, they work.
+    assert "--format [text|json|html|markdown|junit|prometheus|nagios]" in text and "\u2010" not in text
+
+
+# --- the systemd units --------------------------------------------------------------------------------------------
+SYSTEMD = REPO / "examples" / "systemd"
+
+
+def test_systemd_units_verify(tmp_path):
+    analyze = need("systemd-analyze")
+    kvmcheck_bin = BIN / "kvmcheck"
+    if not kvmcheck_bin.exists():
+        pytest.skip("no kvmcheck console script beside this Python (pip install -e '.[test]')")
+    units = []
+    for unit in sorted(SYSTEMD.glob("kvmcheck-*")):
+        text = unit.read_text()
+        # The one edit an installation makes: where the command is (verify checks that ExecStart= exists).
+        (tmp_path / unit.name).write_text(text.replace("/usr/bin/kvmcheck", str(kvmcheck_bin)))
+        units.append(str(tmp_path / unit.name))
+    assert [Path(u).name for u in units] == ["kvmcheck-textfile.service", "kvmcheck-textfile.timer"]
+    # --man=no: Documentation=man:kvmcheck(1) is only there once the page is installed. No systemd need be running.
+    proc = subprocess.run([analyze, "verify", "--man=no", *units], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
+def test_systemd_service_runs_the_textfile_command_and_may_write_only_there():
+    service = (SYSTEMD / "kvmcheck-textfile.service").read_text()
+    settings = {}
+    for line in service.splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    textfile = "/var/lib/prometheus/node-exporter"
+    assert settings["ExecStart"] == [f"/usr/bin/kvmcheck check -f prometheus -o {textfile}/kvmcheck.prom --exit-zero"]
+    assert settings["ProtectSystem"] == ["strict"] and settings["ReadWritePaths"] == [textfile]
+    assert settings["NoNewPrivileges"] == ["yes"] and settings["PrivateTmp"] == ["yes"]
+    # The guest probe needs /dev/kvm: no PrivateDevices= (it would hide the node), a closed device policy instead.
+    assert "PrivateDevices" not in settings and settings["DeviceAllow"] == ["/dev/kvm rw"]
+    assert settings["DevicePolicy"] == ["closed"]
