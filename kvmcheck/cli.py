@@ -363,6 +363,8 @@ def main() -> None:
             traceback.print_exc()
         _nagios_unknown("kvmcheck crashed", f"{type(exc).__name__}: {exc}"
                         + ("" if "--debug" in argv else " (run with --debug for the traceback)"))
+    if code not in (None, 0, 1, 2, 3):  # typer turns Ctrl-C into exit 130, which a plugin may not return
+        _nagios_unknown("interrupted", f"kvmcheck stopped before its verdict (exit status {code})")
     sys.exit(code or 0)
 
 

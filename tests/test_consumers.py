@@ -222,6 +222,47 @@ def test_nagios_crash_prints_one_unknown_line(crashing_site):
     assert "Traceback (most recent call last)" in debug.stderr  # for the bug report, never on stdout
 
 
+SLOW_CHECK = """
+import os, time
+from kvmcheck.model import Outcome
+from kvmcheck.registry import check
+
+
+@check("slow.sleeps", "A check that takes its time", reads=())
+def sleeps(ctx):
+    \"\"\"What: nothing.  Why: a run to interrupt.  Fix: none.\"\"\"
+    open(os.environ["KVMCHECK_TEST_STARTED"], "w").close()
+    time.sleep(60)
+    return Outcome.passed("slept")
+"""
+
+
+def test_nagios_interrupted_run_prints_one_unknown_line(tmp_path):
+    # A real SIGINT while a check runs: typer turns it into exit 130, which is no plugin state.
+    import signal
+    import time
+
+    site, started = tmp_path / "site", tmp_path / "started"
+    install_fake_distribution(site, "kvmcheck-slow-plugin", {"slow": "kvmcheck_slow.module"},
+                              {"kvmcheck_slow/__init__.py": "", "kvmcheck_slow/module.py": SLOW_CHECK})
+    env = dict(os.environ, PYTHONPATH=str(site), KVMCHECK_TEST_STARTED=str(started), PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen(CLI + ["check", "-f", "nagios", "--only", "slow.*", "--timeout", "120"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), proc.communicate(timeout=5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, (proc.returncode, stdout, stderr)
+    assert stdout.startswith("KVMCHECK UNKNOWN - ") and len(stdout.splitlines()) == 1, stdout
+
+
 @pytest.mark.parametrize("case", ["malformed-config", "no-such-profile", "unwritable-output", "broken-template",
                                   "usage", "no-such-root", "empty-selection"])
 def test_nagios_error_paths_print_one_unknown_line(case, tmp_path):
