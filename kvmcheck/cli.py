@@ -175,13 +175,15 @@ def check(
 
 def _refuse(fmt: Format, kind: str, message: str) -> NoReturn:
     """A usage or configuration error found by check itself: the message on stderr and exit 2, or with
-    -f nagios the plugin's one status line on stdout (UNKNOWN, exit 3), since Nagios reads only stdout."""
+    -f nagios only the plugin's one status line on stdout (UNKNOWN, exit 3): Nagios reads only stdout, and
+    Icinga 2 appends stderr to the plugin output, where a second copy would be a second line."""
     if fmt == Format.nagios:
         from .render import nagios_text
 
         typer.echo(f"KVMCHECK UNKNOWN - {kind}: {nagios_text(message)}")
+        raise typer.Exit(EXIT_NAGIOS_UNKNOWN)
     typer.echo(f"kvmcheck: {message}", err=True)
-    raise typer.Exit(EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE)
+    raise typer.Exit(EXIT_USAGE)
 
 
 def _write_output(path: str, text: str, atomic: bool) -> None:
