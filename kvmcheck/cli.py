@@ -370,7 +370,7 @@ def main() -> None:
     sys.exit(code or 0)
 
 
-def _nagios_unknown(kind: str, message: str) -> None:
+def _nagios_unknown(kind: str, message: str) -> NoReturn:
     """The plugin's one status line (Monitoring Plugins guidelines): stdout, one line, no '|', exit 3."""
     from .render import nagios_text
 
