@@ -9,7 +9,7 @@ Exit status (kvmcheck.model.ExitStatus): 0 ready, 1 not ready, 2 usage or config
 import enum
 import os
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 import typer
 
@@ -25,7 +25,9 @@ EXIT_READY, EXIT_NOT_READY, EXIT_USAGE = ExitStatus.READY, ExitStatus.NOT_READY,
 EXIT_NAGIOS_UNKNOWN = ExitStatus.UNKNOWN  # -f nagios: usage errors and crashes are UNKNOWN, since 2 means CRITICAL
 
 app = typer.Typer(
-    add_completion=False,
+    # --install-completion / --show-completion on the top level only (not in 'check --help'). Free at start-up:
+    # typer imports its completion module anyway; the shell is detected only when one of them is given.
+    add_completion=True,
     rich_markup_mode=None,  # plain usage errors, no box drawing in Kickstart logs
     pretty_exceptions_enable=False,  # plain tracebacks: Kickstart logs must not hold box drawing
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -225,38 +227,27 @@ def check(
     except SelectionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only/--skip")
     except ConfigError as exc:  # the file, the line and what was expected; never a traceback
-        from .terminal import one_line, terminal_text
-
-        if fmt == Format.nagios:  # a plugin always prints its one status line
-            from .render import nagios_text
-
-            typer.echo(f"KVMCHECK UNKNOWN - configuration error: {nagios_text(one_line(exc))}")
-        typer.echo(f"kvmcheck: {terminal_text(str(exc))}", err=True)  # the message may quote the file
-        raise typer.Exit(EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE)
+        _refuse(fmt, "configuration error", str(exc))
     finally:
         if progress is not None:
             progress.close()
 
-    usage_exit = EXIT_NAGIOS_UNKNOWN if fmt == Format.nagios else EXIT_USAGE
     from .render import TemplateUsageError
 
     try:
         text = render(report, fmt.value, color=_use_color(no_color, output, fmt, template), template=template,
                       quiet=quiet, columns=_columns(output), verbose=verbose)
     except TemplateUsageError as exc:  # a user's template with an error or a refused construct: file and line
-        typer.echo(f"kvmcheck: template {exc}", err=True)
-        raise typer.Exit(usage_exit)
+        _refuse(fmt, "template error", f"template {exc}")
     except Exception as exc:  # reading a user's template failed (I/O, encoding): say which, no traceback
         if template is None:
             raise
-        typer.echo(f"kvmcheck: template {template}: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(usage_exit)
+        _refuse(fmt, "template error", f"template {template}: {type(exc).__name__}: {exc}")
     if output:
         try:
             _write_output(output, text)
         except OSError as exc:
-            typer.echo(f"kvmcheck: cannot write {output}: {exc.strerror}", err=True)
-            raise typer.Exit(usage_exit)
+            _refuse(fmt, "output error", f"cannot write {output}: {exc.strerror}")
     else:
         sys.stdout.write(text)
     if exit_zero:
@@ -264,6 +255,22 @@ def check(
     if fmt == Format.nagios:
         raise typer.Exit(report.nagios_code)
     raise typer.Exit(int(report.exit_status))
+
+
+def _refuse(fmt: Format, kind: str, message: str) -> NoReturn:
+    """A usage or configuration error found by check itself: the message on stderr and exit 2, or with
+    -f nagios only the plugin's one status line on stdout (UNKNOWN, exit 3): Nagios reads only stdout, and
+    Icinga 2 appends stderr to the plugin output, where a second copy would be a second line.  The message
+    may quote a file or a path: it is sanitized for the terminal either way."""
+    from .terminal import one_line, terminal_text
+
+    if fmt == Format.nagios:
+        from .render import nagios_text
+
+        typer.echo(f"KVMCHECK UNKNOWN - {kind}: {nagios_text(one_line(message))}")
+        raise typer.Exit(EXIT_NAGIOS_UNKNOWN)
+    typer.echo(f"kvmcheck: {terminal_text(message)}", err=True)
+    raise typer.Exit(EXIT_USAGE)
 
 
 def _check_output(path: str, hint: str = "--output") -> None:
@@ -409,7 +416,7 @@ def _nagios_requested(argv: List[str]) -> bool:
     return False
 
 
-TOP_LEVEL_OPTIONS = ("--version", "--help", "-h")
+TOP_LEVEL_OPTIONS = ("--version", "--help", "-h", "--install-completion", "--show-completion")  # not check's
 
 
 def default_command(argv: List[str]) -> List[str]:
@@ -442,28 +449,44 @@ def _run() -> None:
         code = app(args=argv, prog_name="kvmcheck", standalone_mode=False)
     except click.exceptions.UsageError as exc:
         if nagios:
-            sys.stdout.write(f"KVMCHECK UNKNOWN - usage error: {one_line(exc.format_message())}\n")
-            sys.exit(EXIT_NAGIOS_UNKNOWN)
+            _nagios_unknown("usage error", exc.format_message())
         exc.message = one_line(exc.message)
         exc.show()
         sys.exit(exc.exit_code)
-    except Terminated as exc:  # still one status line; the exit status stays 128+N (UNKNOWN to Nagios)
+    except Terminated as exc:  # cleaned up while unwinding; a plugin still answers with one line, and 0-3
         if nagios:
-            sys.stdout.write(f"KVMCHECK UNKNOWN - stopped by {signal_name(exc.signum)}\n")
+            _nagios_unknown("stopped", f"kvmcheck was stopped by {signal_name(exc.signum)} before its verdict")
         raise
     except click.exceptions.Abort:  # click's own end of input (EOF at a prompt), as standalone mode says it
         if nagios:
-            sys.stdout.write("KVMCHECK UNKNOWN - aborted\n")
-            sys.exit(EXIT_NAGIOS_UNKNOWN)
+            _nagios_unknown("aborted", "kvmcheck was aborted before its verdict")
         sys.stderr.write("Aborted!\n")
         sys.exit(1)
-    except Exception as exc:  # noqa: BLE001 - a plugin must answer, whatever happened
+    except BaseException as exc:  # noqa: BLE001 - a plugin must answer, whatever happened
         if not nagios:
             if isinstance(exc, click.exceptions.ClickException):
                 exc.message = one_line(exc.message)
                 exc.show()
                 sys.exit(exc.exit_code)
             raise
-        sys.stdout.write(f"KVMCHECK UNKNOWN - kvmcheck failed: {type(exc).__name__}: {one_line(exc)}\n")
-        sys.exit(EXIT_NAGIOS_UNKNOWN)
+        # Without standalone mode click returns typer.Exit's code, so anything escaping is a crash: an exception,
+        # or a SystemExit from a third-party check module that calls sys.exit() (1 would read as WARNING).
+        if "--debug" in argv:
+            import traceback
+
+            traceback.print_exc()
+        _nagios_unknown("kvmcheck crashed", f"{type(exc).__name__}: {exc}"
+                        + ("" if "--debug" in argv else " (run with --debug for the traceback)"))
+    if nagios and code not in (None, 0, 1, 2, 3):  # no plugin state: typer's 130 after Ctrl-C, a stray exit
+        _nagios_unknown("interrupted", f"kvmcheck stopped before its verdict (exit status {code})")
     sys.exit(code or 0)
+
+
+def _nagios_unknown(kind: str, message: str) -> NoReturn:
+    """The plugin's one status line (Monitoring Plugins guidelines): stdout, one line, no '|', exit 3."""
+    from .render import nagios_text
+    from .terminal import one_line
+
+    sys.stdout.write(f"KVMCHECK UNKNOWN - {kind}: {nagios_text(one_line(message))}\n")
+    sys.stdout.flush()
+    sys.exit(EXIT_NAGIOS_UNKNOWN)

@@ -105,8 +105,9 @@ def junit_structure(xml_text):
         assert int(suite.get("tests")) == len(suite_cases)
         assert float(suite.get("time")) == pytest.approx(sum(float(c.get("time")) for c in suite_cases), abs=0.01)
         cases += suite_cases
-    for attr in ("tests", "failures", "errors", "skipped"):
+    for attr in ("tests", "failures", "errors"):  # junit-10.xsd: <testsuites> has no skipped attribute
         assert int(root.get(attr)) == sum(int(s.get(attr)) for s in suites)
+    assert root.get("skipped") is None
     keys = [(c.get("classname"), c.get("name")) for c in cases]
     assert len(keys) == len(set(keys))  # GitLab keeps only the first of equal names
     return cases
@@ -121,14 +122,16 @@ def test_junit_maps_each_check_to_a_testcase(host_root):
     for case, result in zip(cases, report.checks):
         assert case.get("classname") == f"kvmcheck.pvm-host_example_com.{result.id.split('.')[0]}"
         tags = [e.tag for e in case]
-        expected = {"pass": [], "warn": ["system-out"], "fail": ["failure"], "skip": ["skipped"]}[result.status.value]
+        expected = {"pass": [], "warn": ["skipped"], "fail": ["failure"], "skip": ["skipped"]}[result.status.value]
         assert tags == expected, (result.id, tags)
         if result.status == Status.FAIL:
             failure = case.find("failure")
             assert failure.get("message") == result.summary
             assert result.detail in failure.text and f"Fix: {result.remediation}" in failure.text
-        if result.status == Status.WARN:
-            assert case.find("system-out").text.startswith(f"WARNING: {result.summary}")
+        if result.status == Status.WARN:  # neither a pass nor a failure (without --strict)
+            warned = case.find("skipped")
+            assert warned.get("type") == "warn" and warned.get("message") == f"WARNING: {result.summary}"
+            assert f"Fix: {result.remediation}" in warned.text
         if result.status == Status.SKIP:
             assert case.find("skipped").get("message") == result.summary
 
@@ -183,7 +186,7 @@ def prom_families(text):
 def test_prometheus_families_and_samples(host_root):
     report = golden_report(golden_root(host_root))
     families = prom_families(render(report, "prometheus"))
-    assert list(families) == ["kvmcheck_check_status", "kvmcheck_ready", "kvmcheck_verdict", "kvmcheck_checks_total",
+    assert list(families) == ["kvmcheck_check_status", "kvmcheck_ready", "kvmcheck_verdict", "kvmcheck_checks",
                               "kvmcheck_last_run_timestamp_seconds", "kvmcheck_build_info"]
     host = {"host": GOLDEN_HOSTNAME}
     expected = {(r.id, s): float(r.status.value == s) for r in report.checks for s in STATUSES}
@@ -195,7 +198,7 @@ def test_prometheus_families_and_samples(host_root):
     assert [(s.labels, s.value) for s in families["kvmcheck_ready"].samples] == [(host, 0)]
     assert {s.labels["verdict"]: s.value for s in families["kvmcheck_verdict"].samples} == {
         "ready": 0, "not-ready": 1, "unknown": 0}  # a state set over the three verdicts
-    assert {s.labels["status"]: s.value for s in families["kvmcheck_checks_total"].samples} == report.summary
+    assert {s.labels["status"]: s.value for s in families["kvmcheck_checks"].samples} == report.summary
     assert [(s.labels, s.value) for s in families["kvmcheck_last_run_timestamp_seconds"].samples] == [(host, 1767225600)]
     assert [(s.labels, s.value) for s in families["kvmcheck_build_info"].samples] == [
         ({"host": GOLDEN_HOSTNAME, "strict": "false", "version": report.tool_version}, 1)]
