@@ -26,6 +26,8 @@ import subprocess
 import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
+from .child import collect, fork_with_pipe, write_all
+
 MAX_SYMLINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
 DEFAULT_READ_LIMIT = 8 << 20  # /proc/cpuinfo of a 1,000-CPU host is about 1.5 MiB
 
@@ -284,22 +286,12 @@ class Host:
         if mount in self._stuck:
             raise TimeoutError(errno.ETIMEDOUT, f"{mount} did not answer before ({self._stuck[mount]}): "
                                                 "a hung network or FUSE mount", path)
-        read_fd, write_fd = os.pipe()
-        try:
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # as in _fork_statvfs: a tiny child
-                pid = os.fork()
-        except OSError:
-            os.close(read_fd)
-            os.close(write_fd)
-            raise
+        pid, fd = fork_with_pipe()  # fd: the write end in the child, the read end here
         if pid == 0:  # the child: never returns
             code = 0
             try:
-                os.closerange(0, write_fd)  # hold none of the parent's descriptors (stdout above all)
-                os.closerange(write_fd + 1, _max_fd())
+                os.closerange(0, fd)  # hold none of the parent's descriptors (stdout above all)
+                os.closerange(fd + 1, _max_fd())
                 os.setsid()
                 self._in_child = True
                 try:
@@ -309,19 +301,15 @@ class Host:
                                exc.filename if isinstance(exc.filename, str) else path)
                 except ValueError as exc:
                     payload = ("valueerror", str(exc)[:500])
-                data = marshal.dumps(payload)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(write_fd, view):]
+                write_all(fd, marshal.dumps(payload))
             except BaseException:  # noqa: B902 - nothing may escape into the parent's code
                 code = 1
             finally:
                 os._exit(code)
-        os.close(write_fd)
         try:
-            data = self._collect_child(pid, read_fd, self.blocking_timeout)
+            data = collect(pid, fd, self.blocking_timeout)
         finally:
-            os.close(read_fd)
+            os.close(fd)
         if data is None:
             self._stuck[mount] = f"{path} took over {self.blocking_timeout:g} s"
             raise TimeoutError(errno.ETIMEDOUT, f"no answer within {self.blocking_timeout:g} s from {mount} "
@@ -336,31 +324,6 @@ class Host:
             raise ValueError(payload[1])
         _, name, number, message, filename = payload
         raise _ERRORS.get(name, OSError)(number, message, filename)
-
-    @staticmethod
-    def _collect_child(pid: int, fd: int, timeout: float) -> Optional[bytes]:
-        """All a child writes to fd until it exits, or None (child killed, not waited for) after timeout."""
-        import select
-
-        deadline = time.monotonic() + timeout
-        chunks = []
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLHUP)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, 9)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)  # reaped now if the kill took; else init reaps it after us
-                return None
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)  # it closed the pipe by exiting
-        return b"".join(chunks)
 
     def _open_root(self) -> int:
         fd = os.open(self.root, _LOOKUP | os.O_DIRECTORY)
@@ -881,32 +844,16 @@ class Host:
     def _fork_statvfs(self, path: str) -> Tuple[int, int]:
         """Fork a child that looks path up inside the root and writes its statvfs to a pipe.
 
-        A fork, not a new interpreter: about 1 ms instead of 50.  The child runs
-        only this lookup (openat/fstat/readlinkat), fstatvfs and one write, then
-        os._exit: it takes no lock that another thread of kvmcheck could have
-        held at the fork (no logging, no buffered stdio, no import), which is
-        what makes fork in a threaded process safe here.  Python >= 3.12 warns
-        about any fork of a threaded process; the warning is silenced for this
-        one call, as the child is known to be that small.
+        The child (kvmcheck.child) runs only this lookup (openat/fstat/readlinkat), fstatvfs and one write.
         """
-        import warnings
-
-        read_fd, write_fd = os.pipe()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
-        except OSError:
-            os.close(read_fd)
-            os.close(write_fd)
-            raise
+        pid, fd = fork_with_pipe()  # fd: the write end in the child, the read end here
         if pid == 0:  # the child: never returns
             code = 0
             try:
                 # Hold no descriptor of the parent's: a child stuck on a hung mount that kept stdout
                 # open would hang whoever reads kvmcheck's output (a pipe, ssh, Ansible) after it exits.
-                os.closerange(0, write_fd)
-                os.closerange(write_fd + 1, _max_fd())
+                os.closerange(0, fd)
+                os.closerange(fd + 1, _max_fd())
                 os.setsid()  # out of the terminal's process group, as a daemon-like helper
                 self._in_child = True  # already the abandonable child: no second one
                 try:
@@ -918,13 +865,12 @@ class Host:
                     line = "missing"
                 except OSError as exc:
                     line = f"error {exc.errno or errno.EIO} {exc.strerror or exc}"
-                os.write(write_fd, line.encode("utf-8", "replace")[:4096])
+                os.write(fd, line.encode("utf-8", "replace")[:4096])
             except BaseException:  # noqa: B902 - nothing may escape into the parent's code
                 code = 1
             finally:
                 os._exit(code)
-        os.close(write_fd)
-        return pid, read_fd
+        return pid, fd
 
     @staticmethod
     def _collect_statvfs(children: Dict[str, Tuple[int, int]], timeout: float) -> Dict[str, object]:

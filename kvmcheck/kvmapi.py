@@ -357,21 +357,12 @@ def in_child(func: Callable[[], T], timeout: float) -> T:
     a pickle, which the parent reads from its own child only.
     """
     import pickle
-    import select
-    import warnings
 
-    read_fd, write_fd = os.pipe()
-    try:
-        with warnings.catch_warnings():  # Python >= 3.12 warns about any fork of a threaded process
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-    except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
-        raise
+    from .child import collect, fork_with_pipe, write_all
+
+    pid, fd = fork_with_pipe()
     if pid == 0:  # the child: never returns
         try:
-            os.close(read_fd)
             try:
                 payload = pickle.dumps(("ok", func()))
             except BaseException as exc:  # noqa: B902 - handed to the parent, which raises it
@@ -379,52 +370,21 @@ def in_child(func: Callable[[], T], timeout: float) -> T:
                     payload = pickle.dumps(("raised", exc))
                 except Exception:  # an exception that does not pickle: say what it was
                     payload = pickle.dumps(("raised", RuntimeError(f"{type(exc).__name__}: {exc}")))
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(write_fd, view):]
+            write_all(fd, payload)
         finally:
             os._exit(0)
-    os.close(write_fd)
-    chunks: List[bytes] = []
-    finished = False
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([read_fd], [], [], left)[0]:
-                break
-            data = os.read(read_fd, 1 << 16)
-            if not data:
-                finished = True
-                break
-            chunks.append(data)
+        data = collect(pid, fd, timeout)
     finally:
-        os.close(read_fd)
-        if not finished:
-            os.kill(pid, signal.SIGKILL)
-        _reap(pid)
-    if not finished:
+        os.close(fd)
+    if data is None:
         raise TimeoutError(f"the KVM probe did not finish within {timeout:g} s; its process was killed")
-    if not chunks:
+    if not data:
         raise RuntimeError("the KVM probe's process ended without an answer")
-    kind, value = pickle.loads(b"".join(chunks))
+    kind, value = pickle.loads(data)
     if kind == "raised":
         raise value
     return value
-
-
-def _reap(pid: int, patience: float = 2.0) -> None:
-    """Wait for a child that finished or was killed; give up after patience seconds (a process in
-    uninterruptible sleep cannot be waited for without hanging the run)."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done or time.monotonic() > deadline:
-            return
-        time.sleep(0.002)
 
 
 def _kvm_run(vcpu_fd: int, run: mmap.mmap, dog: _Watchdog) -> Optional[kvm_run]:
