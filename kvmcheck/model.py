@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -33,6 +34,21 @@ def severity(status: Any) -> int:
     """Rank of a status (a Status or its value) in SEVERITY: 0 is the most severe; unknown values last."""
     value = getattr(status, "value", status)
     return SEVERITY.index(value) if value in SEVERITY else len(SEVERITY)
+
+
+# A number in a summary: digits with their decimal point, digit groups and exponent ("1.02e+06", "3,072",
+# "0x1f", "v2"'s 2).  Every quantifier is over one character class in sequence: linear, no backtracking.
+_NUMBER = re.compile(r"(?:0[xX][0-9a-fA-F]+|[0-9]+(?:[.,][0-9]+)*(?:[eE][+-]?[0-9]+)?)")
+CAUSE_KEY_MAX = 160  # characters of a derived cause key; a longer summary is cut
+
+
+def cause_key(summary: str) -> str:
+    """The stable key of a finding whose check gave none: its summary with every number masked as "#"
+    and blanks collapsed ("guest ran at 8.04e+05 instructions/s" -> "guest ran at # instructions/s"), so
+    that hosts with the same finding and different measurements share one key.  Pure; cut at
+    CAUSE_KEY_MAX characters."""
+    text = _NUMBER.sub("#", " ".join(str(summary)[:4 * CAUSE_KEY_MAX].split()))
+    return text[:CAUSE_KEY_MAX]
 
 
 class Verdict(str, enum.Enum):
