@@ -16,11 +16,19 @@ from pathlib import Path
 import pytest
 
 from conftest import HERE, fixed_report, materialize, validate_json
-from kvmcheck import fleet
+from kvmcheck import fleet, model
 
 FLEET_SCHEMA = HERE.parent / "reports" / "fleet.schema.json"
 CLI = [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
 HOSTILE = '<script>alert("x")</script>&amp;\x1b[31m'
+
+
+def offline_report(name: str, roots: Path) -> dict:
+    """A captured root's report as the runner makes it once live_only is wired (lead's work in progress):
+    offline, the checks that need the running kernel do not count against the verdict."""
+    report = fixed_report(materialize(name, roots))
+    report.live, report.live_only = False, ("kvm.guest-run", "kvm.acceleration")
+    return report.to_dict()
 
 
 def validate_fleet(data):
@@ -34,7 +42,7 @@ def reports(tmp_path_factory):
     names = ["pvm-host", "intel-baremetal-vmx", "amd-baremetal-no-svm", "cloud-vm-no-nested", "arm64-kvm"]
     out = {}
     for name in names:
-        out[name] = fixed_report(materialize(name, roots)).to_dict()
+        out[name] = offline_report(name, roots)
     return out
 
 
@@ -83,8 +91,8 @@ def run_json(paths, **kw):
 
 def test_counts_stale_unreadable_duplicates(fleet_dir):
     data = run_json([fleet_dir], max_age=24)
-    assert data["totals"] == {"files": 10, "hosts": 6, "ready": 2, "not_ready": 4, "stale": 1, "unreadable": 3,
-                              "duplicates": 1, "ignored": 2}
+    assert data["totals"] == {"files": 10, "hosts": 6, "ready": 2, "not_ready": 4, "unknown": 0, "stale": 1,
+                              "future": 0, "unreadable": 3, "duplicates": 1, "ignored": 2}
     assert [h["host"] for h in data["hosts"]] == ["amd", "arm", "cloud-a", "cloud-b", "pvm", "virt01"]
     virt01 = next(h for h in data["hosts"] if h["host"] == "virt01")
     assert virt01["verdict"] == "ready" and virt01["file"] == str(fleet_dir / "virt01.json")
@@ -125,7 +133,7 @@ def test_failures_grouped_by_cause(fleet_dir, reports):
     virt = [c for c in data["causes"] if c["check"] == "cpu.virt-flags"]
     assert sum(c["count"] for c in virt) == 4 and len(virt) == len({c["summary"] for c in virt}) >= 2
     # most severe first, then most hosts
-    order = [(fleet.SEVERITY[c["status"]], -c["count"]) for c in data["causes"]]
+    order = [(model.severity(c["status"]), -c["count"]) for c in data["causes"]]
     assert order == sorted(order)
 
 
@@ -260,7 +268,9 @@ def test_text_view(fleet_dir, capsys, reports):
 def test_no_progress_bar_without_tty(fleet_dir, capsys, monkeypatch):
     monkeypatch.setattr(fleet, "PROGRESS_MIN", 1)
     fleet.fleet_command([str(fleet_dir)], "json", show_progress=True)
-    assert capsys.readouterr().err == ""
+    # no bar: only the files that gave no report are named
+    assert [line.split(": ")[0] + ": " + line.split(": ")[1] for line in capsys.readouterr().err.splitlines()] == [
+        f"kvmcheck fleet: skipped {fleet_dir / name}" for name in ("notjson.json", "truncated.json", "v99.json")]
     assert isinstance(fleet.progress_bar(10, True, stream=io.StringIO()), fleet._NoProgress)
 
     class Tty(io.StringIO):
