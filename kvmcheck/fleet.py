@@ -183,7 +183,8 @@ def _values(evidence: Any) -> Tuple[Tuple[str, Any], ...]:
             break
         if isinstance(value, str):
             out.append((str(key)[:MAX_VALUE_TEXT], value[:MAX_VALUE_TEXT]))
-        elif isinstance(value, (int, float)) or value is None:  # bool is an int
+        elif isinstance(value, int) or value is None or (isinstance(value, float) and value - value == 0):
+            # bool is an int; NaN and infinities (json.loads accepts them) would make the output invalid JSON
             out.append((str(key)[:MAX_VALUE_TEXT], value))
     return tuple(out)
 
@@ -244,7 +245,7 @@ def summarize(path: str, doc: Any, summaries: bool = True, cache: Optional[Dict[
                     # summary with its numbers masked, as the runner derives it.
                     key = cache.get(("key", summary))
                     if key is None:
-                        key = cache[("key", summary)] = cause_key(summary)
+                        key = cache[("key", summary)] = cause_key(summary) or "(no summary)"
                 else:
                     key = cache.setdefault(key[:200], key[:200])
                 problems.append(Problem(i, key, _values(c.get("evidence"))))
@@ -572,7 +573,9 @@ def render_csv(fleet: Dict[str, Any], records: Dict[str, Record]) -> str:
     import io
 
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    # RFC 4180 line ends: the writer quotes a field holding any character of the line terminator, so with
+    # "\n" alone a CR in a summary went out unquoted and split the row in every reader.
+    writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(CSV_FIELDS)
     for h in fleet["hosts"]:
         rec = records[h["host"]]
