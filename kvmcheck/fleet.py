@@ -44,13 +44,14 @@ MAX_REPORT_BYTES = 16 * 2**20
 # (or a forged time): it is listed apart and never preferred over a report with a believable time.
 # 10 minutes covers the skew of hosts whose NTP is a little off.
 CLOCK_SKEW = 600.0
-MAX_VALUES = 16  # evidence values kept per host and cause (scalars only; strings cut at MAX_VALUE_TEXT)
-MAX_VALUE_TEXT = 200
+MAX_VALUES = 16  # evidence numbers kept per host and cause
+MAX_VALUE_KEY = 80  # evidence keys are identifiers: a longer one is not kept
 STDERR_REFUSED = 20  # refused files named on stderr before "... and N more"
 
 
 class Problem(NamedTuple):
-    """A warn, fail or error result of one host, as the fleet view keeps it."""
+    """A warn, fail or error result of one host, as the fleet view keeps it (stored as a plain tuple of
+    these fields: a NamedTuple per result costs a tenth of the reading time on a big fleet)."""
 
     index: int  # position in the report's checks (its Layout)
     cause: str  # the check's cause key, else model.cause_key(summary)
@@ -68,7 +69,7 @@ class HostRecord(NamedTuple):
     layout: Tuple[str, ...]  # check ids, in report order (one shared tuple per distinct layout)
     codes: str  # one STATUS_CODE letter per check
     texts: Tuple[Optional[str], ...]  # summaries (None where not kept)
-    problems: Tuple[Problem, ...]
+    problems: Tuple[Tuple[int, str, Tuple[Tuple[str, Any], ...]], ...]  # (index, cause, values): see Problem
 
 
 class Refused(NamedTuple):
@@ -174,19 +175,14 @@ CODE_STATUS = {v: k for k, v in STATUS_CODE.items()}
 
 
 def _values(evidence: Any) -> Tuple[Tuple[str, Any], ...]:
-    """The scalar evidence values of a result (its measurements), bounded: nested data is left out."""
-    if not isinstance(evidence, dict):
+    """The numbers in a result's evidence (its measurements: rates, sizes, counts), at most MAX_VALUES.
+    Strings (paths, device names) are left to the summary, nested data is left out; NaN and infinities
+    (json.loads accepts them) would make the fleet report invalid JSON.  type() is exact: bool is no number."""
+    if type(evidence) is not dict:
         return ()
-    out = []
-    for key, value in evidence.items():
-        if len(out) == MAX_VALUES:
-            break
-        if isinstance(value, str):
-            out.append((str(key)[:MAX_VALUE_TEXT], value[:MAX_VALUE_TEXT]))
-        elif isinstance(value, int) or value is None or (isinstance(value, float) and value - value == 0):
-            # bool is an int; NaN and infinities (json.loads accepts them) would make the output invalid JSON
-            out.append((str(key)[:MAX_VALUE_TEXT], value))
-    return tuple(out)
+    out = tuple((k, v) for k, v in evidence.items()
+                if (type(v) is int or (type(v) is float and v - v == 0)) and len(k) <= MAX_VALUE_KEY)
+    return out[:MAX_VALUES]
 
 
 class Malformed(ValueError):
@@ -228,29 +224,36 @@ def summarize(path: str, doc: Any, summaries: bool = True, cache: Optional[Dict[
         if not isinstance(checks, list):
             raise Malformed("checks is not a list")
         ids, codes, texts, problems = [], [], [], []
-        for i, c in enumerate(checks):
-            if not isinstance(c, dict):
-                raise Malformed(f"checks[{i}] is not an object")
-            cid, status, summary = c.get("id"), c.get("status"), c.get("summary")
-            code = STATUS_CODE.get(status) if isinstance(status, str) else None
-            if not isinstance(cid, str) or code is None or not isinstance(summary, str):
-                raise Malformed(f"checks[{i}] ({str(cid)[:60]!r}): bad id, status or summary")
-            ids.append(cid)
-            codes.append(code)
-            if code in "wfe":
-                texts.append(cache.setdefault(summary, summary))
-                key = c.get("cause")
-                if not isinstance(key, str) or not key:
-                    # A report without cause keys (schema_version 1, or a check that gave none): the
-                    # summary with its numbers masked, as the runner derives it.
-                    key = cache.get(("key", summary))
-                    if key is None:
-                        key = cache[("key", summary)] = cause_key(summary) or "(no summary)"
+        try:
+            for c in checks:
+                cid, status, summary = c["id"], c["status"], c["summary"]
+                code = STATUS_CODE.get(status) if type(status) is str else None
+                if type(cid) is not str or code is None or type(summary) is not str:
+                    raise Malformed("bad id, status or summary")
+                ids.append(cid)
+                codes.append(code)
+                if code in "wfe":
+                    texts.append(cache.setdefault(summary, summary))
+                    # The summary with its numbers masked: the key of a report without cause keys
+                    # (schema_version 1, or a check that gave none), as the runner derives it.  A summary
+                    # without numbers measured nothing: its evidence is not kept.
+                    masked = cache.get((summary,))
+                    if masked is None:
+                        masked = cache[(summary,)] = cause_key(summary) or "(no summary)"
+                    key = c.get("cause")
+                    key = cache.setdefault(key[:200], key[:200]) if type(key) is str and key else masked
+                    values = _values(c.get("evidence")) if masked != summary else ()
+                    problems.append((len(ids) - 1, key, values))
                 else:
-                    key = cache.setdefault(key[:200], key[:200])
-                problems.append(Problem(i, key, _values(c.get("evidence"))))
-            else:
-                texts.append(cache.setdefault(summary, summary) if summaries else None)
+                    texts.append(cache.setdefault(summary, summary) if summaries else None)
+        except (KeyError, TypeError, Malformed) as exc:
+            # The slow path, only for a bad report: name the check that broke it.
+            i = len(ids)
+            c = checks[i]
+            what = f"checks[{i}] is not an object" if type(c) is not dict else \
+                f"checks[{i}] ({str(c.get('id'))[:60]!r}): " + (
+                    f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else "bad id, status or summary")
+            raise Malformed(what) from None
     except KeyError as exc:
         return Refused(path, f"malformed report: no {exc.args[0]!r}")
     except (Malformed, TypeError, AttributeError) as exc:
@@ -456,7 +459,8 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
     del layouts
 
     hosts: List[Dict[str, Any]] = []
-    causes: Dict[Tuple[str, str, str], List[Dict[str, Any]]] = {}
+    # (check, status, cause) -> (host names, their summaries, their measured values)
+    causes: Dict[Tuple[str, str, str], Tuple[List[str], List[str], List[Any]]] = {}
     stale: List[Dict[str, Any]] = []
     future: List[Dict[str, Any]] = []
     verdicts = dict.fromkeys(VERDICTS, 0)
@@ -467,20 +471,17 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
         is_future = rec.when > horizon
         is_stale = limit is not None and now - rec.when > limit
         problems: Dict[str, str] = {}
-        for p in rec.problems:
-            cid, status = layout[p.index], CODE_STATUS[codes[p.index]]
+        for index, key, values in rec.problems:
+            cid, status = layout[index], CODE_STATUS[codes[index]]
             problems[cid] = status
             if status != "warn":
                 checks[cid]["hosts"][status].append(name)
-            seen = {"host": name, "summary": texts[p.index]}
-            if p.values:
-                seen["values"] = dict(p.values)
-            key = (cid, status, p.cause)
-            group = causes.get(key)
+            group = causes.get((cid, status, key))
             if group is None:
-                causes[key] = [seen]
-            else:
-                group.append(seen)
+                group = causes[(cid, status, key)] = ([], [], [])
+            group[0].append(name)
+            group[1].append(texts[index])
+            group[2].append(values)
         verdicts[rec.verdict] += 1
         summary = {status: codes.count(code) for status, code in STATUS_CODE.items()}
         hosts.append({"host": name, "file": rec.path, "generated_at": rec.generated_at, "age_hours": age,
@@ -493,13 +494,18 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
                            "ahead_hours": -age})
 
     cause_list = []
-    for (cid, status, key), seen in causes.items():
-        texts_seen = {s["summary"] for s in seen}
-        # One summary for the group: the hosts' own text when they all say the same, else the masked key
-        # (the hosts' own summaries and measured values are in "measured").
-        shared = next(iter(texts_seen)) if len(texts_seen) == 1 else cause_key(seen[0]["summary"])
+    for (cid, status, key), (names, texts_seen, values_seen) in causes.items():
+        # One summary for the group: the hosts' own text when they all say the same (then there is no
+        # measurement to tell them apart, and "measured" is empty); else the masked key, and "measured"
+        # keeps each host's own summary and the numbers of its evidence.
+        if len(set(texts_seen)) == 1:
+            shared, measured = texts_seen[0], []
+        else:
+            shared = cause_key(texts_seen[0])
+            measured = [{"host": host, "summary": text, "values": dict(values)} if values else
+                        {"host": host, "summary": text} for host, text, values in zip(names, texts_seen, values_seen)]
         cause_list.append({"check": cid, "status": status, "cause": key, "summary": shared,
-                           "count": len(seen), "hosts": [s["host"] for s in seen], "measured": seen})
+                           "count": len(names), "hosts": names, "measured": measured})
     cause_list.sort(key=lambda c: (SEVERITY.index(c["status"]), -c["count"], c["check"], c["cause"]))
     unreadable.sort(key=lambda u: u["file"])
     duplicates = [{"host": name, "kept": newest[name].path, "dropped": sorted(paths)}

@@ -339,6 +339,9 @@ def test_causes_grouped_by_key_not_by_measurement(tmp_path, reports):
         assert "nested" not in m["values"]  # nested evidence is not a measurement
     assert [m["summary"] for m in accel[1]["measured"]] == ["the timing guest failed: exit 17",
                                                            "the timing guest failed: shutdown"]
+    # hosts that say the same keep no copy of the text
+    same = [c for c in data["causes"] if c["check"] != "kvm.acceleration"]
+    assert same and all(c["count"] == 5 and c["measured"] == [] for c in same)
     out = fleet.render_template(data, "text")
     assert "(3 hosts): guest code is not hardware-accelerated: # instructions/s" in out
     assert "h2 (guest code is not hardware-accelerated: 8.04e+05 instructions/s" in out

@@ -264,14 +264,17 @@ def test_fuzz_diff_and_fleet_never_crash(tmp_path_factory, report, fleet_sample,
     validate_json(HERE.parent / "reports" / "fleet.schema.json", fleet.build([bad_host, good_host])[0])
 
 
-def test_non_finite_evidence_is_not_kept(tmp_path, report):
-    doc = json.loads(json.dumps(report))
-    c = next(c for c in doc["checks"] if c["status"] == "fail")
-    c["evidence"] = {"rate": 5.0, "big": 1e400}
-    text = json.dumps(doc).replace("1e400", "NaN").replace('"big": Infinity', '"big": NaN')
-    path = write(tmp_path / "nan.json", text)
-    data = fleet.build([path])[0]
-    out = fleet.render_json(data)
-    json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} in the fleet JSON"))
-    measured = next(m for cause in data["causes"] if cause["check"] == c["id"] for m in cause["measured"])
-    assert measured["values"] == {"rate": 5.0}
+def test_only_finite_numbers_are_kept_as_measurements(tmp_path, report):
+    assert fleet._values({"rate": 5.0, "n": 3, "inf": float("inf"), "nan": float("nan"), "flag": True,
+                          "path": "/x", "nested": {"a": 1}, "k" * 81: 1}) == (("rate", 5.0), ("n", 3))
+    d = tmp_path / "nan"
+    for i in (1, 2):
+        doc = json.loads(json.dumps(report))
+        c = next(c for c in doc["checks"] if c["status"] == "fail")
+        c["summary"], c["evidence"] = f"measured {i}", {"rate": float(i), "big": float("inf")}
+        write(d / f"h{i}.json", json.dumps(dict(doc, host=dict(doc["host"], hostname=f"h{i}"))))  # Infinity
+    data = fleet.build([str(d)])[0]
+    json.loads(fleet.render_json(data), parse_constant=lambda name: pytest.fail(f"{name} in the fleet JSON"))
+    cause = next(cause for cause in data["causes"] if cause["check"] == c["id"])
+    assert cause["measured"] == [{"host": "h1", "summary": "measured 1", "values": {"rate": 1.0}},
+                                 {"host": "h2", "summary": "measured 2", "values": {"rate": 2.0}}]
