@@ -4,8 +4,14 @@
 Reading is the cost: json.loads of a real report (about 28 checks, 25-30 KB with evidence) takes about
 0.2 ms, so 10,000 reports are about 2 s of parsing on one CPU.  Large sets are therefore read by a pool of
 forked worker processes (one per CPU, at most 8), each of which keeps only what the fleet view needs from a
-report (hostname, generated_at, verdict, and (id, status, summary) per check) and sends that back; whole
-reports never stay in memory.  Small sets (fewer than PARALLEL_MIN files) are read in-process.
+report (a HostRecord: hostname, generated_at, verdict, (id, status, summary) per check, and per warn, fail
+or error result its cause key and measured numbers) and sends that back; whole reports never stay in
+memory.  Small sets (fewer than PARALLEL_MIN files) are read in-process.
+
+The inputs are hostile until read: the walk does not follow links to directories and walks a directory
+once (by st_dev, st_ino); only regular files are opened, never more than MAX_REPORT_BYTES is read, and
+every file that gave no report is listed (unreadable) with the reason, also on stderr.  A report dated in
+the future (beyond CLOCK_SKEW) is listed apart and never wins over another report of its host.
 
 The fleet JSON report follows reports/fleet.schema.json (draft 2020-12); ``kvmcheck diff`` compares two of
 them.  The text and HTML views are rendered by reports/fleet.txt.j2 and reports/fleet.html.j2 through the

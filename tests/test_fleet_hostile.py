@@ -200,6 +200,14 @@ def test_diff_output_follows_its_schema(tmp_path, report, capsys):
         drift.diff_command(*pair, "json")
         d = validate_json(DIFF_SCHEMA, json.loads(capsys.readouterr().out))
         assert d["kind"] == "fleet"
+        if pair == (x, y):  # not-ready -> unknown: evidence lost; a check newly failing: a regression
+            name0, name1 = f1["hosts"][0]["host"], f1["hosts"][1]["host"]
+            assert d["newly_unknown"] == [name0] and d["newly_not_ready"] == [] and d["newly_ready"] == []
+            assert d["host_regressions"] == [{"host": name1, "checks": [{"id": "kvm.device", "old": "pass",
+                                                                         "new": "fail"}]}]
+            assert d["regressed"] is True
+        else:  # unknown -> not-ready is a regression
+            assert d["newly_not_ready"] == [f1["hosts"][0]["host"]] and d["regressed"] is True
 
 
 # --- fuzzing: mutated reports never crash diff or fleet ------------------------------------------------
