@@ -122,7 +122,7 @@ def capacity_resources(ctx: Context) -> Outcome:
             f"After the host's own reserve of {_gib(reserve)} there is no room for a useful guest; a modern "
             f"distribution guest needs 1-2 GiB to install and run. " + " ".join(notes),
             "Give the host more memory (if it is itself a VM, raise its memory size), or lower "
-            "min_host_memory_gib if tiny guests are all you need.", **evidence)
+            "min_host_memory_gib if tiny guests are all you need.", **evidence).keyed("too-little-memory")
     problems: List[str] = []
     if cpus is not None and cpus < min_cpus:
         problems.append(f"only {cpus} CPU thread{'s' if cpus != 1 else ''} online (minimum {min_cpus}): every vCPU "
@@ -139,7 +139,9 @@ def capacity_resources(ctx: Context) -> Outcome:
             "; ".join(p[0].upper() + p[1:] for p in problems) + ". " + " ".join(notes),
             "Add CPUs or memory (for a VM host: raise its vCPU count and memory size), bring offline CPUs online "
             "('echo 1 > /sys/devices/system/cpu/cpuN/online'; check maxcpus=/nr_cpus= on the kernel command line), "
-            "stop what holds the memory, or size guests smaller.", **evidence)
+            "stop what holds the memory, or size guests smaller.", **evidence).keyed("+".join(
+                tag for tag, hit in (("few-cpus", cpus is not None and cpus < min_cpus), ("no-guest-fits", by_memory == 0),
+                                     ("vcpus-exceed-cpus", cpus is not None and min_cpus <= cpus < g_vcpus)) if hit))
     cpu_note = f" ({by_cpu} without vCPU overcommit)" if by_cpu is not None and by_cpu < by_memory else ""
     return Outcome.passed(f"{facts}; room for {fit} guest{'s' if fit != 1 else ''} of {guest} by memory{cpu_note}",
                           " ".join(notes), **evidence)

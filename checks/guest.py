@@ -250,7 +250,7 @@ def assess_loop(loop: kvmapi.LoopRun, facts: Dict[str, Any], virt: Optional[Call
         return Outcome.failed(
             f"the timing guest failed: {loop.reason}",
             "The counted loop did not run to its end inside the guest, so no rate could be measured.",
-            "Look for kvm errors in 'dmesg' and see kvm.guest-run.", **evidence)
+            "Look for kvm errors in 'dmesg' and see kvm.guest-run.", **evidence).keyed("timing-guest-failed")
     measured = (f"The test guest ran {loop.iterations:,} iterations of the x86 'loop' instruction in "
                 f"{loop.elapsed_s * 1000:.1f} ms: {_rate(loop.per_second)} instructions/s"
                 + ("" if loop.completed else f" (partial: {loop.reason})")
@@ -262,7 +262,7 @@ def assess_loop(loop: kvmapi.LoopRun, facts: Dict[str, Any], virt: Optional[Call
     if loop.accelerated or loop.iterations == 0:
         return Outcome.warned(
             "the timing guest did not finish within its budget; inconclusive",
-            measured, "Re-run kvmcheck on an idle host, or with a larger --timeout.", **evidence)
+            measured, "Re-run kvmcheck on an idle host, or with a larger --timeout.", **evidence).keyed("inconclusive")
     why: List[str] = []
     if facts.get("provider") == "kvm_pvm" or "kvm_pvm" in facts.get("modules", ()):
         why.append("/dev/kvm is provided by kvm_pvm (PVM, Pagetable-based Virtual Machine), a software KVM "
@@ -292,7 +292,8 @@ def assess_loop(loop: kvmapi.LoopRun, facts: Dict[str, Any], virt: Optional[Call
     return Outcome.failed(
         f"guest code is not hardware-accelerated: {_rate(loop.per_second)} instructions/s "
         f"(hardware >= {_rate(threshold)})",
-        measured + " " + " ".join(why), fix, **evidence).because("cpu.virt-flags", "firmware.vt-enabled")
+        measured + " " + " ".join(why), fix, **evidence).keyed("not-accelerated").because(
+            "cpu.virt-flags", "firmware.vt-enabled")
 
 
 def _timed_loop(fd: int, rate: float, seconds: float) -> "kvmapi.LoopRun":

@@ -35,7 +35,7 @@ def kernel_version(ctx: Context) -> Outcome:
                               f"The first line of {source} is {quoted(text, 60)}: "
                               "not a kernel release (at most 64 characters, no blanks, no '/'); the root may be "
                               "damaged.", "Capture the root again, or check what wrote that file.",
-                              release=text[:200], source=source)
+                              release=text[:200], source=source).keyed("osrelease-not-a-release")
     if release is None:
         installed = [p.rsplit("/", 1)[-1] for p in ctx.host.glob("/lib/modules/*") if ctx.host.is_dir(p)]
         parsed = []
@@ -54,12 +54,14 @@ def kernel_version(ctx: Context) -> Outcome:
     except ParseError as exc:
         return Outcome.failed(f"unparsable kernel release {release[:60]!r}", str(exc),
                               "Check /proc/sys/kernel/osrelease; a custom kernel should keep the "
-                              "MAJOR.MINOR.PATCH prefix.", release=release[:200], source=source)
+                              "MAJOR.MINOR.PATCH prefix.", release=release[:200], source=source).keyed(
+                                  "unparsable-release")
     evidence = {"release": kv.release, "version": str(kv), "minimum": min_text, "source": source}
     if kv.version < minimum:
         return Outcome.failed(f"kernel {kv} is older than {min_text}",
                               f"The kernel {kv.release} ({source}) predates the required {min_text}.",
-                              "Install a current kernel from the distribution and reboot into it.", **evidence)
+                              "Install a current kernel from the distribution and reboot into it.",
+                              **evidence).keyed("older-than-minimum")
     return Outcome.passed(f"{kv.release} (>= {min_text})", **evidence)
 
 

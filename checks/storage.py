@@ -16,7 +16,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 from kvmcheck.checks.libvirt import install_hint
 from kvmcheck.context import MOUNT_TABLES, Context, is_name, quoted
 from kvmcheck.host import StatVfs
-from kvmcheck.model import Outcome, Status
+from kvmcheck.model import Outcome, Status, cause_key
 from kvmcheck.parsers.mounts import Mount, backing_mount, parse_mounts, top_mounts
 from kvmcheck.registry import check
 
@@ -471,7 +471,10 @@ def images_dir(ctx: Context) -> Outcome:
         detail += " Also: " + "; ".join(i[1] for i in issues[1:]) + "."
         remediation = " ".join(i[3] for i in issues)
     make = Outcome.failed if status == Status.FAIL else Outcome.warned
-    outcome = make(summary, detail, remediation, **evidence)
+    outcome = make(summary, detail, remediation, **evidence).keyed(  # summaries quote sizes and mount sources
+        "read-only" if " is on a read-only file system " in summary else
+        "low-free-space" if " free for guest images in " in summary else
+        "not-answering" if " does not answer " in summary else cause_key(summary))
     if len(issues) == 1 and summary.endswith("libvirt is not installed"):
         return outcome.because("packages.virt")  # the directory comes with the package
     return outcome

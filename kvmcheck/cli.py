@@ -399,11 +399,19 @@ def snapshot(
 
 
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema (draft 2020-12) that every --format json report follows."""
+def schema(
+    fleet_schema: Annotated[bool, typer.Option("--fleet", help="The schema of 'kvmcheck fleet --format json'.")] = False,
+    diff_schema: Annotated[bool, typer.Option("--diff", help="The schema of 'kvmcheck diff --format json'.")] = False,
+) -> None:
+    """Print a JSON Schema (draft 2020-12): of every --format json host report, or with --fleet / --diff of
+    the fleet and diff JSON outputs."""
     from . import reports_dir
 
-    with open(os.path.join(reports_dir(), "report.schema.json"), encoding="utf-8") as fh:
+    if fleet_schema and diff_schema:
+        sys.stderr.write("kvmcheck schema: --fleet and --diff are exclusive: one schema at a time\n")
+        raise typer.Exit(2)
+    name = "fleet.schema.json" if fleet_schema else "diff.schema.json" if diff_schema else "report.schema.json"
+    with open(os.path.join(reports_dir(), name), encoding="utf-8") as fh:
         sys.stdout.write(fh.read())
 
 

@@ -4,8 +4,14 @@
 Reading is the cost: json.loads of a real report (about 28 checks, 25-30 KB with evidence) takes about
 0.2 ms, so 10,000 reports are about 2 s of parsing on one CPU.  Large sets are therefore read by a pool of
 forked worker processes (one per CPU, at most 8), each of which keeps only what the fleet view needs from a
-report (hostname, generated_at, verdict, and (id, status, summary) per check) and sends that back; whole
-reports never stay in memory.  Small sets (fewer than PARALLEL_MIN files) are read in-process.
+report (a HostRecord: hostname, generated_at, verdict, (id, status, summary) per check, and per warn, fail
+or error result its cause key and measured numbers) and sends that back; whole reports never stay in
+memory.  Small sets (fewer than PARALLEL_MIN files) are read in-process.
+
+The inputs are hostile until read: the walk does not follow links to directories and walks a directory
+once (by st_dev, st_ino); only regular files are opened, never more than MAX_REPORT_BYTES is read, and
+every file that gave no report is listed (unreadable) with the reason, also on stderr.  A report dated in
+the future (beyond CLOCK_SKEW) is listed apart and never wins over another report of its host.
 
 The fleet JSON report follows reports/fleet.schema.json (draft 2020-12); ``kvmcheck diff`` compares two of
 them.  The text and HTML views are rendered by reports/fleet.txt.j2 and reports/fleet.html.j2 through the
@@ -20,26 +26,70 @@ import datetime
 import gc
 import json
 import os
+import stat
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+from .model import SEVERITY, ExitStatus, cause_key
 
 STATUSES = ("pass", "warn", "fail", "skip", "error")
-PROBLEMS = ("error", "fail", "warn")  # statuses that name a cause, most severe first
-SEVERITY = {"error": 0, "fail": 1, "warn": 2}
+PROBLEMS = tuple(s for s in SEVERITY if s in ("error", "fail", "warn"))  # statuses that name a cause
 FLEET_KIND = "kvmcheck-fleet"
-FLEET_SCHEMA_VERSION = 1
-REPORT_SCHEMA_VERSION = 1
+FLEET_SCHEMA_VERSION = 2  # 2: verdict unknown, totals unknown and future, causes by cause key with values
+REPORT_SCHEMA_VERSIONS = (1, 2)  # host reports this kvmcheck reads (1 has no verdict "unknown", no cause)
+VERDICTS = ("ready", "not-ready", "unknown")
 PARALLEL_MIN = 256  # fewer files than this: read in-process (forking costs more than it saves)
 PROGRESS_MIN = 200  # fewer files than this: no progress bar (it would only flicker)
 CHUNK = 128  # files per task sent to a worker
 MAX_WORKERS = 8
 TEXT_HOSTS = 6  # host names listed per line in the text view before "(+N more)"
+# A real report is 25-30 KB; the runner bounds evidence, so even a damaged root's report stays far below
+# this.  Anything larger is refused before it is read: json.loads needs several times a file's size.
+MAX_REPORT_BYTES = 16 * 2**20
+# A report generated more than this many seconds after the fleet view's "now" has a clock in the future
+# (or a forged time): it is listed apart and never preferred over a report with a believable time.
+# 10 minutes covers the skew of hosts whose NTP is a little off.
+CLOCK_SKEW = 600.0
+MAX_VALUES = 16  # evidence numbers kept per host and cause
+MAX_VALUE_KEY = 80  # evidence keys are identifiers: a longer one is not kept
+STDERR_REFUSED = 20  # refused files named on stderr before "... and N more"
 
-EXIT_OK, EXIT_NOT_OK, EXIT_USAGE = 0, 1, 2
 
-# A read report: ("ok", path, hostname or None, generated_at, unix time, verdict, ((id, status, summary), ...))
-# or ("bad", path, reason).
-Record = Tuple[Any, ...]
+class Problem(NamedTuple):
+    """A warn, fail or error result of one host, as the fleet view keeps it (stored as a plain tuple of
+    these fields: a NamedTuple per result costs a tenth of the reading time on a big fleet)."""
+
+    index: int  # position in the report's checks (its Layout)
+    cause: str  # the check's cause key, else model.cause_key(summary)
+    values: Tuple[Tuple[str, Any], ...]  # the scalar evidence values of the result (measurements)
+
+
+class HostRecord(NamedTuple):
+    """What the fleet view keeps of one readable host report."""
+
+    path: str
+    hostname: Optional[str]
+    generated_at: str
+    when: float  # generated_at in Unix seconds
+    verdict: str
+    layout: Tuple[str, ...]  # check ids, in report order (one shared tuple per distinct layout)
+    codes: str  # one STATUS_CODE letter per check
+    texts: Tuple[Optional[str], ...]  # summaries (None where not kept)
+    problems: Tuple[Tuple[int, str, Tuple[Tuple[str, Any], ...]], ...]  # (index, cause, values): see Problem
+
+
+class Refused(NamedTuple):
+    """A file or argument that gave no report, and why."""
+
+    path: str
+    reason: str
+
+
+Record = Any  # HostRecord or Refused
+
+
+class Refusal(Exception):
+    """A file that is not read at all (not a regular file, too large): the reason, for the unreadable list."""
 
 
 # --- reading one report ---------------------------------------------------------------------------------
@@ -60,95 +110,164 @@ def _json_error(data: bytes, exc: json.JSONDecodeError) -> str:
     return f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def refuse_mode(mode: int, size: int) -> Optional[str]:
+    """Why a file with this st_mode and st_size is not read, or None."""
+    if not stat.S_ISREG(mode):
+        return f"refused: {_kind(mode)}, not a regular file"
+    if size > MAX_REPORT_BYTES:
+        return f"refused: {size} bytes, larger than a report can be ({MAX_REPORT_BYTES // 2**20} MiB)"
+    return None
+
+
+def read_bytes(path: str) -> bytes:
+    """A report file's bytes, never more than MAX_REPORT_BYTES: OSError, or Refusal for what is not a
+    regular file or is too large.
+
+    Opened with O_NONBLOCK (a FIFO swapped in after the walk's check opens at once instead of waiting
+    for a writer) and O_NOCTTY, judged by fstat of the open file (what is read is what was checked), and
+    read through os.read into one buffer: a file that grows while it is read is cut at the limit."""
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        reason = refuse_mode(st.st_mode, st.st_size)
+        if reason:
+            raise Refusal(reason)
+        parts = [os.read(fd, st.st_size + 1 if st.st_size > 0 else 65536)]
+        total = len(parts[0])
+        while parts[-1]:
+            if total > MAX_REPORT_BYTES:
+                raise Refusal(f"refused: grew past {MAX_REPORT_BYTES // 2**20} MiB while it was read")
+            parts.append(os.read(fd, 65536))
+            total += len(parts[-1])
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 def read_report(path: str, summaries: bool = True, cache: Optional[Dict[Any, Any]] = None) -> Record:
-    """One file -> a compact record; every problem becomes ("bad", path, reason), never an exception.
+    """One file -> a HostRecord; every problem becomes Refused(path, reason), never an exception.
 
     summaries=False keeps the summary text of warn, fail and error results only (all the text, json and
     html views need); the csv view needs all of them."""
     try:
-        data = _read_bytes(path)
+        data = read_bytes(path)
+    except Refusal as exc:
+        return Refused(path, str(exc))
     except OSError as exc:
-        return ("bad", path, f"cannot read: {exc.strerror or exc}")
+        return Refused(path, f"cannot read: {exc.strerror or exc}")
     if not data.strip():
-        return ("bad", path, "empty file")
+        return Refused(path, "empty file")
     try:
         doc = json.loads(data)
     except json.JSONDecodeError as exc:
-        return ("bad", path, _json_error(data, exc))
+        return Refused(path, _json_error(data, exc))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        return ("bad", path, f"not JSON: {type(exc).__name__}")
+        return Refused(path, f"not JSON: {type(exc).__name__}")
     return summarize(path, doc, summaries, cache)
-
-
-def _read_bytes(path: str) -> bytes:
-    """The whole file, through os.open/os.read: no buffered file object per report."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        size = os.fstat(fd).st_size
-        parts = [os.read(fd, size + 1 if size > 0 else 65536)]
-        while parts[-1]:
-            parts.append(os.read(fd, 65536))
-        return b"".join(parts)
-    finally:
-        os.close(fd)
 
 
 STATUS_CODE = {"pass": "p", "warn": "w", "fail": "f", "skip": "s", "error": "e"}
 CODE_STATUS = {v: k for k, v in STATUS_CODE.items()}
 
 
+def _values(evidence: Any) -> Tuple[Tuple[str, Any], ...]:
+    """The numbers in a result's evidence (its measurements: rates, sizes, counts), at most MAX_VALUES.
+    Strings (paths, device names) are left to the summary, nested data is left out; NaN and infinities
+    (json.loads accepts them) would make the fleet report invalid JSON.  type() is exact: bool is no number."""
+    if type(evidence) is not dict:
+        return ()
+    out = tuple((k, v) for k, v in evidence.items()
+                if (type(v) is int or (type(v) is float and v - v == 0)) and len(k) <= MAX_VALUE_KEY)
+    return out[:MAX_VALUES]
+
+
+class Malformed(ValueError):
+    """A report whose structure is not what its schema says: the message names the field."""
+
+
 def summarize(path: str, doc: Any, summaries: bool = True, cache: Optional[Dict[Any, Any]] = None) -> Record:
     """Keep only what the fleet view needs from a parsed report (or say why it is not a usable report).
 
-    -> ("ok", path, hostname or None, generated_at, Unix time, verdict, ids, statuses, summaries): ids is
-    a tuple of check ids, statuses a string of one letter per check (STATUS_CODE), summaries a tuple
-    (None where not kept).  Equal ids tuples and texts are one object through cache, so that a chunk of
-    results pickles each of them once and the parent process holds each once."""
+    Equal layouts and texts are one object through cache, so that a chunk of results pickles each of
+    them once and the parent process holds each once."""
     cache = {} if cache is None else cache
     if not isinstance(doc, dict):
-        return ("bad", path, f"not a kvmcheck report: the JSON is a {type(doc).__name__}, not an object")
+        return Refused(path, f"not a kvmcheck report: the JSON is a {type(doc).__name__}, not an object")
     if doc.get("kind") == FLEET_KIND:
-        return ("bad", path, "a fleet report, not a host report")
+        return Refused(path, "a fleet report, not a host report")
     version = doc.get("schema_version")
     if version is None:
-        return ("bad", path, "not a kvmcheck report: no schema_version")
-    if type(version) is not int or version != REPORT_SCHEMA_VERSION:
-        return ("bad", path, f"schema_version {version!r} is not supported (this kvmcheck reads "
-                             f"{REPORT_SCHEMA_VERSION})")
+        return Refused(path, "not a kvmcheck report: no schema_version")
+    if type(version) is not int or version not in REPORT_SCHEMA_VERSIONS:
+        return Refused(path, f"schema_version {version if type(version) is int else repr(str(version)[:40])} is not supported (this kvmcheck reads "
+                             f"{', '.join(map(str, REPORT_SCHEMA_VERSIONS))})")
     try:
         host = doc["host"]
         hostname = host.get("hostname") if isinstance(host, dict) else None
         if hostname is not None and not isinstance(hostname, str):
-            raise TypeError("host.hostname is not a string")
+            raise Malformed("host.hostname is not a string")
         generated_at = doc["generated_at"]
         if not isinstance(generated_at, str):
-            raise TypeError("generated_at is not a string")
+            raise Malformed("generated_at is not a string")
         try:
             when = parse_time(generated_at)
-        except ValueError:
-            raise ValueError(f"generated_at {generated_at[:40]!r} is not an ISO 8601 time") from None
+        except (ValueError, OverflowError):
+            raise Malformed(f"generated_at {generated_at[:40]!r} is not an ISO 8601 time") from None
         verdict = doc["verdict"]
-        if verdict not in ("ready", "not-ready"):
-            raise ValueError(f"verdict {verdict!r} is neither ready nor not-ready")
-        ids, codes, texts = [], [], []
-        for c in doc["checks"]:
-            cid, status, summary = c["id"], c["status"], c["summary"]
-            code = STATUS_CODE.get(status) if isinstance(status, str) else None
-            if not isinstance(cid, str) or code is None or not isinstance(summary, str):
-                raise ValueError(f"check {str(cid)[:60]!r}: bad id, status or summary")
-            ids.append(cid)
-            codes.append(code)
-            if summaries or code in "wfe":
-                texts.append(cache.setdefault(summary, summary))
-            else:
-                texts.append(None)
+        if verdict not in VERDICTS or (verdict == "unknown" and version < 2):
+            raise Malformed(f"verdict {str(verdict)[:40]!r} is not one of {', '.join(VERDICTS)}")
+        checks = doc["checks"]
+        if not isinstance(checks, list):
+            raise Malformed("checks is not a list")
+        ids, codes, texts, problems = [], [], [], []
+        try:
+            for c in checks:
+                cid, status, summary = c["id"], c["status"], c["summary"]
+                code = STATUS_CODE.get(status) if type(status) is str else None
+                if type(cid) is not str or code is None or type(summary) is not str:
+                    raise Malformed("bad id, status or summary")
+                ids.append(cid)
+                codes.append(code)
+                if code in "wfe":
+                    texts.append(cache.setdefault(summary, summary))
+                    # The summary with its numbers masked: the key of a report without cause keys
+                    # (schema_version 1, or a check that gave none), as the runner derives it.  A summary
+                    # without numbers measured nothing: its evidence is not kept.
+                    masked = cache.get((summary,))
+                    if masked is None:
+                        masked = cache[(summary,)] = cause_key(summary) or "(no summary)"
+                    key = c.get("cause")
+                    key = cache.setdefault(key[:200], key[:200]) if type(key) is str and key else masked
+                    values = _values(c.get("evidence")) if masked != summary else ()
+                    problems.append((len(ids) - 1, key, values))
+                else:
+                    texts.append(cache.setdefault(summary, summary) if summaries else None)
+        except (KeyError, TypeError, Malformed) as exc:
+            # The slow path, only for a bad report: name the check that broke it.
+            i = len(ids)
+            c = checks[i]
+            what = f"checks[{i}] is not an object" if type(c) is not dict else \
+                f"checks[{i}] ({str(c.get('id'))[:60]!r}): " + (
+                    f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else "bad id, status or summary")
+            raise Malformed(what) from None
     except KeyError as exc:
-        return ("bad", path, f"malformed report: no {exc.args[0]!r}")
-    except (TypeError, ValueError, AttributeError) as exc:
-        return ("bad", path, f"malformed report: {exc}")
+        return Refused(path, f"malformed report: no {exc.args[0]!r}")
+    except (Malformed, TypeError, AttributeError) as exc:
+        return Refused(path, f"malformed report: {exc}")
     layout = tuple(ids)
     layout = cache.setdefault(layout, layout)
-    return ("ok", path, hostname or None, generated_at, when, verdict, layout, "".join(codes), tuple(texts))
+    return HostRecord(path, hostname or None, generated_at, when, verdict, layout, "".join(codes),
+                      tuple(texts), tuple(problems))
 
 
 def _read_chunk(paths: Sequence[str], summaries: bool = True) -> List[Record]:
@@ -165,40 +284,72 @@ def _read_chunk(paths: Sequence[str], summaries: bool = True) -> List[Record]:
 
 # --- finding files -------------------------------------------------------------------------------------
 def find_reports(paths: Iterable[str]) -> Tuple[List[str], List[Record], int]:
-    """Arguments -> (report files, records for arguments that cannot be read, count of ignored files).
+    """Arguments -> (report files, Refused records, count of ignored files).
 
-    A file argument is read whatever its name; a directory is searched recursively for *.json files
-    (os.scandir), other files in it are ignored (and counted)."""
+    A file argument is read whatever its name (a symbolic link to a regular file too: the operator named
+    it); a directory is searched recursively for *.json files, other files in it are ignored (and
+    counted).  The walk never follows a symbolic link to a directory (`ln -s . loop` would count every
+    report again, two such links make it exponential): such a link is listed as refused, name its target
+    as an argument to include it.  A directory reached twice (a bind mount of itself) is walked once, by
+    (st_dev, st_ino).  What is not a regular file (a FIFO would block the read, /dev/zero never ends) or
+    is larger than MAX_REPORT_BYTES is refused here, before anything opens it."""
     files: List[str] = []
     bad: List[Record] = []
     ignored = 0
+    seen = set()
     for arg in paths:
-        if os.path.isdir(arg):
-            stack = [arg]
-            while stack:
-                folder = stack.pop()
+        try:
+            st = os.stat(arg)
+        except OSError as exc:
+            reason = "no such file or directory" if isinstance(exc, FileNotFoundError) else \
+                f"cannot read: {exc.strerror or exc}"
+            bad.append(Refused(arg, reason))
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            reason = refuse_mode(st.st_mode, st.st_size)
+            if reason:
+                bad.append(Refused(arg, reason))
+            else:
+                files.append(arg)
+            continue
+        stack = [(arg, (st.st_dev, st.st_ino))]
+        while stack:
+            folder, ident = stack.pop()
+            if ident in seen:
+                continue
+            seen.add(ident)
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as exc:
+                bad.append(Refused(folder, f"cannot list directory: {exc.strerror or exc}"))
+                continue
+            subdirs = []
+            for entry in entries:
                 try:
-                    entries = sorted(os.scandir(folder), key=lambda e: e.name)
-                except OSError as exc:
-                    bad.append(("bad", folder, f"cannot list directory: {exc.strerror or exc}"))
-                    continue
-                subdirs = []
-                for entry in entries:
-                    try:
-                        is_dir = entry.is_dir()
-                    except OSError:
-                        is_dir = False
-                    if is_dir:
-                        subdirs.append(entry.path)
-                    elif entry.name.endswith(".json") and not entry.name.startswith("."):
-                        files.append(entry.path)
-                    else:
+                    if entry.is_dir(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        subdirs.append((entry.path, (st.st_dev, st.st_ino)))
+                        continue
+                    link = entry.is_symlink()
+                    if link and entry.is_dir():
+                        bad.append(Refused(entry.path, "refused: a symbolic link to a directory is not "
+                                                       "followed (name its target as an argument)"))
+                        continue
+                    if not entry.name.endswith(".json") or entry.name.startswith("."):
                         ignored += 1
-                stack.extend(reversed(subdirs))
-        elif os.path.exists(arg):
-            files.append(arg)
-        else:
-            bad.append(("bad", arg, "no such file or directory"))
+                        continue
+                    # d_type answers for a plain entry; a link (or a file system without d_type) needs a stat.
+                    if link or not entry.is_file(follow_symlinks=False):
+                        st = entry.stat()
+                        reason = refuse_mode(st.st_mode, st.st_size)
+                        if reason:
+                            bad.append(Refused(entry.path, reason))
+                            continue
+                except OSError as exc:
+                    bad.append(Refused(entry.path, f"cannot read: {exc.strerror or exc}"))
+                    continue
+                files.append(entry.path)
+            stack.extend(reversed(subdirs))
     return files, bad, ignored
 
 
@@ -251,10 +402,10 @@ def read_all(files: Sequence[str], workers: Optional[int] = None,
 
 
 # --- aggregating ---------------------------------------------------------------------------------------
-def _host_name(record: Record) -> str:
-    if record[2]:
-        return record[2]
-    name = os.path.basename(record[1])
+def _host_name(record: HostRecord) -> str:
+    if record.hostname:
+        return record.hostname
+    name = os.path.basename(record.path)
     return name[:-5] if name.endswith(".json") else name
 
 
@@ -266,35 +417,39 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
               files: int = 0, ignored: int = 0) -> Dict[str, Any]:
     """Records -> the fleet report (a dict following reports/fleet.schema.json).
 
-    max_age is in hours; None or <= 0 turns the staleness test off.  now defaults to the current time."""
+    max_age is in hours; None or <= 0 turns the staleness test off.  now defaults to the current time.
+    A report dated more than CLOCK_SKEW after now is "future": listed apart, counted, and in duplicate
+    resolution any report with a believable time wins over it."""
     from . import __version__
 
     now = datetime.datetime.now(datetime.timezone.utc).timestamp() if now is None else now
     limit = max_age * 3600.0 if max_age is not None and max_age > 0 else None
+    horizon = now + CLOCK_SKEW
 
     unreadable: List[Dict[str, str]] = []
-    newest: Dict[str, Record] = {}
+    newest: Dict[str, HostRecord] = {}
     dropped: Dict[str, List[str]] = {}
     for rec in records:
-        if rec[0] != "ok":
-            unreadable.append({"file": rec[1], "reason": rec[2]})
+        if type(rec) is Refused:
+            unreadable.append({"file": rec.path, "reason": rec.reason})
             continue
         name = _host_name(rec)
         old = newest.get(name)
         if old is None:
             newest[name] = rec
             continue
-        # Keep the newest report; on a tie the later path, so that the choice does not depend on read order.
-        if (rec[4], rec[1]) > (old[4], old[1]):
+        # Keep the newest believable report; on a tie the later path, so that the choice does not depend
+        # on read order.  A report from the future loses to any other (a forged time must not win forever).
+        if (rec.when <= horizon, rec.when, rec.path) > (old.when <= horizon, old.when, old.path):
             newest[name], rec = rec, old
-        dropped.setdefault(name, []).append(rec[1])
+        dropped.setdefault(name, []).append(rec.path)
 
     kept = [newest[name] for name in sorted(newest)]
     # Hosts per status per check: the status letters of all hosts with one check list, joined into one
     # string; a stride slice is one check's column, counted by str.count in C rather than host by host.
     layouts: Dict[Tuple[str, ...], List[str]] = {}
     for rec in kept:
-        layouts.setdefault(rec[6], []).append(rec[7])
+        layouts.setdefault(rec.layout, []).append(rec.codes)
     checks: Dict[str, Dict[str, Any]] = {}
     for layout, rows in layouts.items():
         joined, width = "".join(rows), len(layout)
@@ -310,39 +465,56 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
     del layouts
 
     hosts: List[Dict[str, Any]] = []
-    causes: Dict[Tuple[str, str, str], List[str]] = {}
+    # (check, status, cause) -> (host names, their summaries, their measured values)
+    causes: Dict[Tuple[str, str, str], Tuple[List[str], List[str], List[Any]]] = {}
     stale: List[Dict[str, Any]] = []
-    ready = 0
+    future: List[Dict[str, Any]] = []
+    verdicts = dict.fromkeys(VERDICTS, 0)
     for rec in kept:
-        _, path, _, generated_at, when, verdict, layout, codes, texts = rec
         name = _host_name(rec)
-        age = round((now - when) / 3600.0, 2)
-        is_stale = limit is not None and now - when > limit
+        layout, codes, texts = rec.layout, rec.codes, rec.texts
+        age = round((now - rec.when) / 3600.0, 2)
+        is_future = rec.when > horizon
+        is_stale = limit is not None and now - rec.when > limit
         problems: Dict[str, str] = {}
-        for i, code in enumerate(codes):
-            if code in "wfe":
-                cid, status = layout[i], CODE_STATUS[code]
-                problems[cid] = status
-                if code != "w":
-                    checks[cid]["hosts"][status].append(name)
-                key = (cid, status, texts[i])
-                group = causes.get(key)
-                if group is None:
-                    causes[key] = [name]
-                else:
-                    group.append(name)
-        ready += verdict == "ready"
+        for index, key, values in rec.problems:
+            cid, status = layout[index], CODE_STATUS[codes[index]]
+            problems[cid] = status
+            if status != "warn":
+                checks[cid]["hosts"][status].append(name)
+            group = causes.get((cid, status, key))
+            if group is None:
+                group = causes[(cid, status, key)] = ([], [], [])
+            group[0].append(name)
+            group[1].append(texts[index])
+            group[2].append(values)
+        verdicts[rec.verdict] += 1
         summary = {status: codes.count(code) for status, code in STATUS_CODE.items()}
-        hosts.append({"host": name, "file": path, "generated_at": generated_at, "age_hours": age,
-                      "verdict": verdict, "stale": is_stale, "summary": summary, "problems": problems})
+        hosts.append({"host": name, "file": rec.path, "generated_at": rec.generated_at, "age_hours": age,
+                      "verdict": rec.verdict, "stale": is_stale, "future": is_future, "summary": summary,
+                      "problems": problems})
         if is_stale:
-            stale.append({"host": name, "file": path, "generated_at": generated_at, "age_hours": age})
+            stale.append({"host": name, "file": rec.path, "generated_at": rec.generated_at, "age_hours": age})
+        if is_future:
+            future.append({"host": name, "file": rec.path, "generated_at": rec.generated_at,
+                           "ahead_hours": -age})
 
-    cause_list = [{"check": cid, "status": status, "summary": summary, "count": len(names), "hosts": names}
-                  for (cid, status, summary), names in causes.items()]
-    cause_list.sort(key=lambda c: (SEVERITY[c["status"]], -c["count"], c["check"], c["summary"]))
+    cause_list = []
+    for (cid, status, key), (names, texts_seen, values_seen) in causes.items():
+        # One summary for the group: the hosts' own text when they all say the same (then there is no
+        # measurement to tell them apart, and "measured" is empty); else the masked key, and "measured"
+        # keeps each host's own summary and the numbers of its evidence.
+        if len(set(texts_seen)) == 1:
+            shared, measured = texts_seen[0], []
+        else:
+            shared = cause_key(texts_seen[0])
+            measured = [{"host": host, "summary": text, "values": dict(values)} if values else
+                        {"host": host, "summary": text} for host, text, values in zip(names, texts_seen, values_seen)]
+        cause_list.append({"check": cid, "status": status, "cause": key, "summary": shared,
+                           "count": len(names), "hosts": names, "measured": measured})
+    cause_list.sort(key=lambda c: (SEVERITY.index(c["status"]), -c["count"], c["check"], c["cause"]))
     unreadable.sort(key=lambda u: u["file"])
-    duplicates = [{"host": name, "kept": newest[name][1], "dropped": sorted(paths)}
+    duplicates = [{"host": name, "kept": newest[name].path, "dropped": sorted(paths)}
                   for name, paths in sorted(dropped.items())]
     return {
         "kind": FLEET_KIND,
@@ -350,23 +522,28 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
         "tool": {"name": "kvmcheck", "version": __version__},
         "generated_at": _iso(now),
         "max_age_hours": max_age if limit is not None else None,
+        "clock_skew_seconds": CLOCK_SKEW,
         "totals": {
-            "files": files, "hosts": len(hosts), "ready": ready, "not_ready": len(hosts) - ready,
-            "stale": len(stale), "unreadable": len(unreadable),
+            "files": files, "hosts": len(hosts), "ready": verdicts["ready"],
+            "not_ready": verdicts["not-ready"], "unknown": verdicts["unknown"],
+            "stale": len(stale), "future": len(future), "unreadable": len(unreadable),
             "duplicates": sum(len(p) for p in dropped.values()), "ignored": ignored,
         },
         "hosts": hosts,
         "checks": list(checks.values()),
         "causes": cause_list,
         "stale": stale,
+        "future": future,
         "unreadable": unreadable,
         "duplicates": duplicates,
     }
 
 
 def exit_code(fleet: Dict[str, Any]) -> int:
+    """1 (ExitStatus.NOT_READY) unless every host is ready on a believable, fresh, readable report."""
     t = fleet["totals"]
-    return EXIT_NOT_OK if t["not_ready"] or t["stale"] or t["unreadable"] else EXIT_OK
+    troubled = t["not_ready"] or t.get("unknown") or t["stale"] or t.get("future") or t["unreadable"]
+    return int(ExitStatus.NOT_READY if troubled else ExitStatus.READY)
 
 
 # --- rendering -----------------------------------------------------------------------------------------
@@ -390,23 +567,36 @@ def render_json(fleet: Dict[str, Any]) -> str:
 
 
 CSV_FIELDS = ("host", "file", "generated_at", "verdict", "stale", "check", "status", "summary")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """A cell a spreadsheet shows as text: one starting with =, +, -, @, tab or CR would be read as a
+    formula (=HYPERLINK(...) in a hostname), so it gets a leading single quote (OWASP's rule)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def render_csv(fleet: Dict[str, Any], records: Dict[str, Record]) -> str:
     """One row per host x check (a long table: filter and pivot it in a spreadsheet), then one row per
-    unreadable file with status "unreadable" and the reason as summary."""
+    unreadable file with status "unreadable" and the reason as summary.  Every cell goes through
+    csv_cell: all of them come from reports or file names, none can be trusted."""
     import csv
     import io
 
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    # RFC 4180 line ends: the writer quotes a field holding any character of the line terminator, so with
+    # "\n" alone a CR in a summary went out unquoted and split the row in every reader.
+    writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(CSV_FIELDS)
     for h in fleet["hosts"]:
         rec = records[h["host"]]
-        head = (h["host"], h["file"], h["generated_at"], h["verdict"], "yes" if h["stale"] else "no")
-        writer.writerows(head + (cid, CODE_STATUS[code], text) for cid, code, text in zip(rec[6], rec[7], rec[8]))
+        head = tuple(map(csv_cell, (h["host"], h["file"], h["generated_at"], h["verdict"])))
+        head += ("yes" if h["stale"] else "no",)
+        writer.writerows(head + (csv_cell(cid), CODE_STATUS[code], csv_cell(text))
+                         for cid, code, text in zip(rec.layout, rec.codes, rec.texts))
     for u in fleet["unreadable"]:
-        writer.writerow(("", u["file"], "", "", "", "", "unreadable", u["reason"]))
+        writer.writerow(("", csv_cell(u["file"]), "", "", "", "", "unreadable", csv_cell(u["reason"])))
     return buf.getvalue()
 
 
@@ -499,6 +689,16 @@ def progress_bar(total: int, show: bool, stream: Any = None) -> Any:
         return _NoProgress()
 
 
+def report_refused(unreadable: Sequence[Dict[str, str]], stream: Any = None) -> None:
+    """Name the files that gave no report on stderr (the first STDERR_REFUSED; all are in the report)."""
+    stream = sys.stderr if stream is None else stream
+    for u in unreadable[:STDERR_REFUSED]:
+        stream.write(f"kvmcheck fleet: skipped {plain(u['file'])}: {plain(u['reason'])}\n")
+    if len(unreadable) > STDERR_REFUSED:
+        stream.write(f"kvmcheck fleet: ... and {len(unreadable) - STDERR_REFUSED} more files that gave no "
+                     "report (see the unreadable list)\n")
+
+
 # --- the command ---------------------------------------------------------------------------------------
 def build(paths: Sequence[str], max_age: Optional[float] = 24.0, show_progress: bool = False,
           workers: Optional[int] = None, now: Optional[float] = None,
@@ -519,7 +719,7 @@ def build(paths: Sequence[str], max_age: Optional[float] = 24.0, show_progress: 
         records.extend(bad)
         fleet = aggregate(records, max_age, now=now, files=len(files), ignored=ignored)
         names = {h["file"]: h["host"] for h in fleet["hosts"]}
-        kept = {names[r[1]]: r for r in records if r[0] == "ok" and r[1] in names}
+        kept = {names[r.path]: r for r in records if type(r) is HostRecord and r.path in names}
     finally:
         if enabled:
             gc.enable()
@@ -531,20 +731,22 @@ def fleet_command(paths: Sequence[str], fmt: str = "text", output: Optional[str]
                   workers: Optional[int] = None) -> int:
     """Aggregate JSON reports into a fleet view in fmt (text, json, csv, html), on stdout or into output.
 
-    Exit status:
-      0  every host is ready, and no report is stale or unreadable;
-      1  a host is not ready, or a report is stale (older than max_age hours) or unreadable: a fleet view
-         built on old or missing data is not all-clear, so a cron job alerts on it;
+    Exit status (model.ExitStatus):
+      0  every host is ready, and no report is stale, from the future or unreadable;
+      1  a host is not ready or unknown (no evidence for a verdict), or a report is stale (older than
+         max_age hours), dated in the future (beyond CLOCK_SKEW) or unreadable: a fleet view built on
+         old, forged or missing data is not all-clear, so a cron job alerts on it;
       2  nothing to aggregate (no report found), an unknown format, or the output cannot be written.
     Duplicates (two reports of one host) are not an error: the newest is kept and the others are listed.
     """
     if fmt not in ("text", "json", "csv", "html"):
         sys.stderr.write(f"kvmcheck fleet: unknown format {fmt!r} (text, json, csv, html)\n")
-        return EXIT_USAGE
+        return int(ExitStatus.USAGE)
     fleet, kept = build(paths, max_age, show_progress=show_progress, workers=workers, summaries=fmt == "csv")
     if not fleet["totals"]["files"] and not fleet["unreadable"]:
         sys.stderr.write("kvmcheck fleet: no JSON report found in " + ", ".join(paths) + "\n")
-        return EXIT_USAGE
+        return int(ExitStatus.USAGE)
+    report_refused(fleet["unreadable"])
     if fmt == "json":
         text = render_json(fleet)
     elif fmt == "csv":
@@ -563,5 +765,5 @@ def fleet_command(paths: Sequence[str], fmt: str = "text", output: Optional[str]
             write_text(output, text)  # atomic and link-safe, like every file kvmcheck writes
         except OSError as exc:
             sys.stderr.write(f"kvmcheck fleet: cannot write {output}: {exc.strerror or exc}\n")
-            return EXIT_USAGE
+            return int(ExitStatus.USAGE)
     return exit_code(fleet)

@@ -36,6 +36,21 @@ def severity(status: Any) -> int:
     return SEVERITY.index(value) if value in SEVERITY else len(SEVERITY)
 
 
+# A number in a summary: digits with their decimal point, digit groups and exponent ("1.02e+06", "3,072",
+# "0x1f", "v2"'s 2).  Every quantifier is over one character class in sequence: linear, no backtracking.
+_NUMBER = re.compile(r"(?:0[xX][0-9a-fA-F]+|[0-9]+(?:[.,][0-9]+)*(?:[eE][+-]?[0-9]+)?)")
+CAUSE_KEY_MAX = 160  # characters of a derived cause key; a longer summary is cut
+
+
+def cause_key(summary: str) -> str:
+    """The stable key of a finding whose check gave none: its summary with every number masked as "#"
+    and blanks collapsed ("guest ran at 8.04e+05 instructions/s" -> "guest ran at # instructions/s"), so
+    that hosts with the same finding and different measurements share one key.  Pure; cut at
+    CAUSE_KEY_MAX characters."""
+    text = _NUMBER.sub("#", " ".join(str(summary)[:4 * CAUSE_KEY_MAX].split()))
+    return text[:CAUSE_KEY_MAX]
+
+
 class Verdict(str, enum.Enum):
     READY = "ready"
     NOT_READY = "not-ready"
@@ -52,15 +67,6 @@ class ExitStatus(enum.IntEnum):
     NOT_READY = 1  # check: not ready; fleet: some host not ready; diff: something regressed
     USAGE = 2  # a usage or configuration error: nothing was judged
     UNKNOWN = 3  # check: no evidence for a verdict; with -f nagios also every usage error and crash
-
-
-_NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?(?:0x[0-9a-fA-F]+|\d[\d,_]*(?:\.\d+)?(?:[eE][-+]?\d+)?)")
-
-
-def cause_key(summary: str) -> str:
-    """The stable key of a finding whose check gave none: its summary with every number masked, so
-    three hosts whose loop ran at 1.02e+06, 8.04e+05 and 2.31e+06 instructions/s share one cause."""
-    return _NUMBER.sub("#", " ".join(summary.split()))[:200]
 
 
 # Nagios plugin states by verdict: a ready host with warnings is WARNING (1).

@@ -15,10 +15,18 @@ from kvmcheck import drift, fleet
 CLI = [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
 
 
+def offline_report(name: str, roots: Path) -> dict:
+    """A captured root's report as the runner makes it once live_only is wired (lead's work in progress):
+    offline, the checks that need the running kernel do not count against the verdict."""
+    report = fixed_report(materialize(name, roots))
+    report.live, report.live_only = False, ("kvm.guest-run", "kvm.acceleration")
+    return report.to_dict()
+
+
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
     roots = tmp_path_factory.mktemp("roots")
-    return {name: fixed_report(materialize(name, roots)).to_dict()
+    return {name: offline_report(name, roots)
             for name in ("intel-baremetal-vmx", "amd-baremetal-no-svm", "arm64-kvm", "pvm-host")}
 
 
@@ -45,17 +53,17 @@ def test_host_regressions_first_and_exit_1(tmp_path, reports, capsys):
     old = reports["intel-baremetal-vmx"]
     passing = [c["id"] for c in old["checks"] if c["status"] == "pass"]
     warning = [c["id"] for c in old["checks"] if c["status"] == "warn"]
-    new = edited(old, **{passing[0]: "warn", passing[1]: "error", warning[0]: "fail"})
+    new = edited(old, **{passing[0]: "warn", passing[1]: "fail", warning[0]: "fail"})
     a, b = write(tmp_path / "old.json", old), write(tmp_path / "new.json", new)
     assert drift.diff_command(a, b, "json") == 1
     d = json.loads(capsys.readouterr().out)
     assert d["kind"] == "host" and d["regressed"] is True
-    assert [(r["id"], r["old"], r["new"]) for r in d["regressions"]] == [
-        (passing[1], "pass", "error"), (warning[0], "warn", "fail"), (passing[0], "pass", "warn")]
-    assert d["fixes"] == [] and d["new_checks"] == [] and d["removed_checks"] == []
+    assert [(r["id"], r["old"], r["new"]) for r in d["regressions"]] == sorted(
+        [(passing[1], "pass", "fail"), (warning[0], "warn", "fail")]) + [(passing[0], "pass", "warn")]
+    assert d["fixes"] == [] and d["new_checks"] == [] and d["no_longer_checked"] == []
     assert drift.diff_command(a, b, "text") == 1
     text = capsys.readouterr().out
-    assert text.index("Regressions (3)") < len(text) and f"{passing[1]}: pass -> error" in text
+    assert "Regressions (3)" in text and f"{passing[1]}: pass -> fail" in text
 
 
 def test_host_fixes_new_and_removed_checks_exit_0(tmp_path, reports, capsys):
@@ -71,20 +79,52 @@ def test_host_fixes_new_and_removed_checks_exit_0(tmp_path, reports, capsys):
     assert {(r["id"], r["old"], r["new"]) for r in d["fixes"]} == {(failing[0], "fail", "pass"),
                                                                    (failing[1], "fail", "warn")}
     assert d["new_checks"] == [{"id": "extra.check", "status": "warn", "summary": "a new check"}]
-    assert d["removed_checks"] == [{"id": dropped["id"], "status": dropped["status"]}]
+    assert d["no_longer_checked"] == [{"id": dropped["id"], "old": dropped["status"], "new": None,
+                                       "summary": dropped["summary"]}]
     assert drift.diff_command(a, b, "text") == 0
     text = capsys.readouterr().out
-    assert "Fixes (2)" in text and "New checks (1)" in text and "Removed checks (1)" in text
+    assert "Fixes (2)" in text and "New checks (1)" in text and "No longer checked (evidence lost: not a fix) (1)" in text
     # the same pair the other way round: the fixes are regressions
     assert drift.diff_command(b, a, "text") == 1
 
 
-def test_error_is_a_regression_from_anything_and_skip_pass_is_no_regression(tmp_path, reports, capsys):
+def test_skip_and_error_are_no_longer_checked_never_fixes(tmp_path, reports, capsys):
+    """Issue 13 item 4: kvm.acceleration fail -> skip was counted as a fix."""
+    old = reports["intel-baremetal-vmx"]
+    passing = [c["id"] for c in old["checks"] if c["status"] == "pass"]
+    base = edited(old, **{"kvm.acceleration": "fail", passing[0]: "warn", passing[1]: "pass"})
+    a = write(tmp_path / "old.json", base)
+    gone = edited(base, **{"kvm.acceleration": "skip", passing[0]: "error", passing[1]: "error"})
+    assert drift.diff_command(a, write(tmp_path / "b.json", gone), "json") == 0  # nothing regressed
+    d = json.loads(capsys.readouterr().out)
+    assert d["fixes"] == [] and d["regressions"] == []
+    assert sorted((r["id"], r["old"], r["new"]) for r in d["no_longer_checked"]) == sorted(
+        [("kvm.acceleration", "fail", "skip"), (passing[0], "warn", "error"), (passing[1], "pass", "error")])
+    # and back: a check that runs again and finds a problem is a regression; one that passes is no fix
+    back = edited(gone, **{"kvm.acceleration": "fail", passing[0]: "warn", passing[1]: "pass"})
+    assert drift.diff_command(write(tmp_path / "b.json", gone), write(tmp_path / "c.json", back), "json") == 1
+    d = json.loads(capsys.readouterr().out)
+    assert sorted((r["id"], r["old"], r["new"]) for r in d["regressions"]) == sorted(
+        [("kvm.acceleration", "skip", "fail"), (passing[0], "error", "warn")])
+    assert d["fixes"] == [] and [(r["id"], r["new"]) for r in d["changed"]] == [(passing[1], "pass")]
+    text = drift.render_text(drift.diff_hosts(base, gone))
+    assert "No longer checked (evidence lost: not a fix) (3)" in text and "Fixes" not in text
+
+
+@pytest.mark.parametrize("old, new, change, code", [
+    ("ready", "unknown", "no-longer-checked", 0), ("not-ready", "unknown", "no-longer-checked", 0),
+    ("unknown", "not-ready", "regression", 1), ("ready", "not-ready", "regression", 1),
+    ("unknown", "ready", "fix", 0), ("not-ready", "ready", "fix", 0)])
+def test_verdict_changes(tmp_path, reports, capsys, old, new, change, code):
+    a, b = (dict(reports["intel-baremetal-vmx"], verdict=v) for v in (old, new))
+    assert drift.diff_command(write(tmp_path / "a.json", a), write(tmp_path / "b.json", b), "json") == code
+    assert json.loads(capsys.readouterr().out)["verdict"] == {"old": old, "new": new, "change": change}
+
+
+def test_skip_to_pass_is_no_regression(tmp_path, reports, capsys):
     old = reports["intel-baremetal-vmx"]
     skipped = next(c["id"] for c in old["checks"] if c["status"] == "skip")
     a = write(tmp_path / "old.json", old)
-    assert drift.diff_command(a, write(tmp_path / "e.json", edited(old, **{skipped: "error"})), "json") == 1
-    capsys.readouterr()
     assert drift.diff_command(a, write(tmp_path / "p.json", edited(old, **{skipped: "pass"})), "json") == 0
     d = json.loads(capsys.readouterr().out)
     assert d["changed"] == [{"id": skipped, "old": "skip", "new": "pass", "summary": "now pass"}]
@@ -125,7 +165,7 @@ def test_fleet_diff(tmp_path, reports, capsys):
     checks = {c["id"]: c for c in d["checks"]}
     virt = checks["cpu.virt-flags"]
     assert virt["old"]["fail"] == 0 and virt["new"]["fail"] == 2 and virt["delta"]["fail"] == 2 and virt["regressed"]
-    assert "fail-or-worse" in virt["worse"]
+    assert virt["worse"] == ["warn-or-fail", "fail"]
     assert d["checks"][0]["regressed"]  # regressions first
     web2 = next(h for h in d["host_regressions"] if h["host"] == "web2")
     assert {"id": "cpu.virt-flags", "old": "pass", "new": "fail"} in web2["checks"]
