@@ -368,6 +368,7 @@ class Context:
             osrelease=self.osrelease(),
             family=self.family(),
             xen_guest_type=host.first_line("/sys/hypervisor/guest_type"),
+            hypervisor_type=host.first_line("/sys/hypervisor/type"),
             s390_versions=cpu.s390_versions if cpu else (),
             ppc_platform=cpu.first("platform") if cpu else None,
             ppc_machine=cpu.first("machine") if cpu else None,

@@ -84,3 +84,17 @@ def test_other_architectures_without_evidence_are_unknown():
     for family in ("arm64", "arm", "riscv", "loongarch", "sparc", "ia64", "ppc"):
         facts = detect_hypervisor(VirtInputs(family=family))
         assert (facts.vendor, facts.in_guest) == (UNKNOWN, False), family
+
+
+def test_arm64_qemu_dmi_and_device_tree_name_kvm():
+    dmi = {"sys_vendor": "QEMU", "product_name": "KVM Virtual Machine"}
+    assert detect_hypervisor(VirtInputs(family="arm64", dmi=dmi)).vendor == "KVM"
+    graviton_metal = {"sys_vendor": "Amazon EC2", "product_name": "c6g.metal"}
+    assert detect_hypervisor(VirtInputs(family="arm64", dmi=graviton_metal)).vendor == UNKNOWN
+    dt = {"compatible": "linux,dummy-virt\0"}
+    assert detect_hypervisor(VirtInputs(family="arm64", device_tree=dt)).vendor == "KVM"
+
+
+def test_sys_hypervisor_type_xen_alone_names_xen():
+    facts = detect_hypervisor(VirtInputs(family="arm64", hypervisor_type="xen\n"))
+    assert (facts.vendor, facts.in_guest) == ("Xen", True)

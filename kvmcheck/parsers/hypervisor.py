@@ -67,6 +67,7 @@ class VirtInputs(NamedTuple):
     osrelease: Optional[str] = None
     family: str = "unknown"  # context.arch_family of the kernel
     xen_guest_type: Optional[str] = None  # /sys/hypervisor/guest_type (Linux >= 4.15): PV, HVM, PVH
+    hypervisor_type: Optional[str] = None  # /sys/hypervisor/type: "xen" on x86 and arm64 Xen guests and dom0
     s390_versions: Tuple[str, ...] = ()  # "version = XX" of each s390 "processor N:" line
     ppc_platform: Optional[str] = None  # POWER cpuinfo trailer
     ppc_machine: Optional[str] = None
@@ -104,7 +105,7 @@ def sysinfo_hypervisor(text: str) -> Optional[str]:
     return "IBM PR/SM"
 
 
-def _dmi_vendor(dmi: Dict[str, str], flagged: bool) -> Optional[str]:
+def _dmi_vendor(dmi: Dict[str, str], flagged: bool, cpuid_bit_exists: bool = True) -> Optional[str]:
     text = " ".join(dmi.get(k, "") for k in ("sys_vendor", "product_name", "bios_vendor", "board_vendor"))
     if "innotek" in text or "VirtualBox" in text:
         return "Oracle"
@@ -122,6 +123,10 @@ def _dmi_vendor(dmi: Dict[str, str], flagged: bool) -> Optional[str]:
     # CPUID hypervisor bit, because EC2 ".metal" instances keep "Amazon EC2" on bare metal.
     if flagged and re.search(r"QEMU|\bKVM\b|Amazon EC2|Google|OpenStack|Red Hat|Nutanix|Alibaba", text):
         return "KVM"
+    # Only x86 has a CPUID hypervisor bit; on arm64 (SMBIOS) QEMU's own strings stand alone, a cloud's do not
+    # (Graviton ".metal" instances say "Amazon EC2" too).
+    if not cpuid_bit_exists and re.search(r"QEMU|\bKVM\b", text):
+        return "KVM"
     return None
 
 
@@ -136,7 +141,9 @@ def detect_hypervisor(inp: VirtInputs) -> VirtFacts:
         return VirtFacts("PowerVM", "device-tree ibm,partition-name + hmc-managed?", True)
     if "qemu,pseries" in compatible:
         return VirtFacts("KVM", "device-tree compatible qemu,pseries", True)
-    if inp.has_proc_xen or inp.xen_guest_type:
+    if "linux,dummy-virt" in compatible:  # QEMU's arm/riscv 'virt' machine (hw/arm/virt.c, hw/riscv/virt.c)
+        return VirtFacts("KVM", "device-tree compatible linux,dummy-virt (QEMU virt machine)", True)
+    if inp.has_proc_xen or inp.xen_guest_type or (inp.hypervisor_type or "").strip() == "xen":
         return _xen(inp)
     if inp.pci_devices:
         for pci in _pci_ids(inp.pci_devices):
@@ -158,7 +165,7 @@ def detect_hypervisor(inp: VirtInputs) -> VirtFacts:
         for known, vendor in CPUID_SIGNATURES.items():
             if sig.startswith(known.strip()):
                 return VirtFacts(vendor, f"CPUID 0x40000000 signature {sig!r}", True)
-    vendor = _dmi_vendor(inp.dmi, flagged)
+    vendor = _dmi_vendor(inp.dmi, flagged, cpuid_bit_exists=inp.family in ("x86", "unknown"))
     if vendor:
         return VirtFacts(vendor, "DMI " + ", ".join(f"{k}={v!r}" for k, v in sorted(inp.dmi.items())), True)
     if inp.clocksources:
@@ -192,13 +199,14 @@ def _xen(inp: VirtInputs) -> VirtFacts:
         return VirtFacts("Xen", "/sys/hypervisor/guest_type PV (Xen PV domU)", True, "pv")
     if kind in ("HVM", "PVH"):
         return VirtFacts("Xen", f"/sys/hypervisor/guest_type {kind} (Xen domU)", True, "hvm")
+    where = "/proc/xen" if inp.has_proc_xen else "/sys/hypervisor/type xen"
     # Before guest_type (Linux 4.15): a PV domU has no PCI bus unless devices are passed through
     # (pcifront), while an HVM domU always has the emulated Xen platform device 5853:0001.
     if inp.pci_devices is not None and not _pci_ids(inp.pci_devices):
-        return VirtFacts("Xen", "/proc/xen without control_d and no PCI devices (Xen PV domU)", True, "pv")
+        return VirtFacts("Xen", f"{where} without control_d and no PCI devices (Xen PV domU)", True, "pv")
     if inp.pci_devices is not None:
-        return VirtFacts("Xen", "/proc/xen without control_d, with PCI devices (Xen HVM domU)", True, "hvm")
-    return VirtFacts("Xen", "/proc/xen without control_d (Xen domU)", True)
+        return VirtFacts("Xen", f"{where} without control_d, with PCI devices (Xen HVM domU)", True, "hvm")
+    return VirtFacts("Xen", f"{where} without control_d (Xen domU)", True)
 
 
 def _s390_cpuinfo(versions: Tuple[str, ...]) -> VirtFacts:
