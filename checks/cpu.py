@@ -112,7 +112,7 @@ def _x86(ctx: Context) -> Outcome:
         )
     if virt.in_guest:
         return Outcome.failed(
-            f"no VT-x/AMD-V: this is a {virt.vendor or 'virtual'} guest without nested virtualization",
+            f"no VT-x/AMD-V: this is {_a_guest(virt.vendor)} without nested virtualization",
             f"The CPU flags list neither vmx nor svm, and this system runs under a hypervisor ({virt.vendor}, "
             f"found by {virt.source}). The physical CPU very likely has the extensions, but the outer hypervisor "
             "does not pass them to this VM, so KVM cannot use hardware acceleration here.",
@@ -131,6 +131,11 @@ def _x86(ctx: Context) -> Outcome:
     ).because("firmware.vt-enabled")  # when firmware's own answer is "disabled", that is the cause
 
 
+def _a_guest(vendor: Optional[str]) -> str:
+    """'a KVM guest', or 'a guest' when the hypervisor is certain but not named."""
+    return "a guest" if vendor in (None, UNKNOWN) else f"a {vendor} guest"
+
+
 def _flag_check(ctx: Context, words: List[str], keys: tuple, name: str, guest_note: str) -> Outcome:
     cpu = ctx.cpuinfo()
     word = words[0]
@@ -140,9 +145,8 @@ def _flag_check(ctx: Context, words: List[str], keys: tuple, name: str, guest_no
     if has:
         return Outcome.passed(f"{name} ({word}) present", **evidence)
     if virt.in_guest:
-        who = "a guest" if virt.vendor in (None, UNKNOWN) else f"a {virt.vendor} guest"
         return Outcome.failed(
-            f"no {name} ({word}): this is {who} without nested virtualization",
+            f"no {name} ({word}): this is {_a_guest(virt.vendor)} without nested virtualization",
             f"The CPU features lack '{word}'. This system runs under a hypervisor ({virt.source}), which does not "
             "pass the extension to this guest.", guest_note, **evidence,
         )
