@@ -7,6 +7,7 @@ from typing import List, Optional
 from kvmcheck.context import Context
 from kvmcheck.model import Outcome
 from kvmcheck.parsers.cpuinfo import riscv_extensions
+from kvmcheck.parsers.hypervisor import UNKNOWN
 from kvmcheck.registry import check
 
 # The firmware setup option that switches VT on, as vendors label it.
@@ -38,10 +39,36 @@ def _nested_fix(hypervisor: Optional[str], vendor: str) -> str:
     return common + per_vendor.get(hypervisor or "", per_vendor["KVM"])
 
 
+def _xen_owns_vt(ctx: Context, vendor: str) -> Optional[Outcome]:
+    """A Xen dom0 or PV domU cannot use VT-x/AMD-V whatever its flags say (Xen passes the host's bits through)."""
+    virt = ctx.virt()
+    evidence = {"hypervisor": virt.vendor, "xen": virt.xen, "found_by": virt.source}
+    if virt.xen == "dom0":
+        return Outcome.failed(
+            "Xen dom0: the Xen hypervisor owns VT-x/AMD-V",
+            "This kernel is Xen's control domain (dom0). Xen itself runs in VMX root mode / owns SVM below it, "
+            "and does not offer nested virtualization to dom0, so KVM cannot load here whatever the CPU flags say.",
+            "Run KVM on this machine by booting the same kernel without the Xen hypervisor (a plain GRUB entry, "
+            "not 'Xen hypervisor'), or keep Xen and create Xen guests (xl/libvirt's xen driver) instead.",
+            **evidence)
+    if virt.xen == "pv":
+        return Outcome.failed(
+            "Xen PV guest (domU): a paravirtualized kernel cannot use VT-x/AMD-V",
+            "This kernel runs as a Xen paravirtualized guest: deprivileged (not in ring 0), under a Xen that owns "
+            "the hardware extensions. The vmx/svm bits in its flags leak through from the physical CPU; KVM "
+            "cannot use them.",
+            "Run the workload on bare metal, or have the Xen administrator convert this guest to HVM/PVH with "
+            "nested virtualization (nestedhvm=1 in the guest configuration, Xen >= 4.x).", **evidence)
+    return None
+
+
 def _x86(ctx: Context) -> Outcome:
     cpu = ctx.cpuinfo()
     flag_sets = cpu.x86_flags if cpu else []
     vendor = (cpu.first("vendor_id") if cpu else None) or "unknown"
+    xen = _xen_owns_vt(ctx, vendor)
+    if xen is not None:
+        return xen
     found = [X86_EXTENSION[f] for f in ("vmx", "svm") if any(f in s for s in flag_sets)]
     evidence = {"cpus": len(flag_sets), "vendor_id": vendor}
     if found:
@@ -86,7 +113,7 @@ def _x86(ctx: Context) -> Outcome:
         )
     if virt.in_guest:
         return Outcome.failed(
-            f"no VT-x/AMD-V: this is a {virt.vendor or 'virtual'} guest without nested virtualization",
+            f"no VT-x/AMD-V: this is {_a_guest(virt.vendor)} without nested virtualization",
             f"The CPU flags list neither vmx nor svm, and this system runs under a hypervisor ({virt.vendor}, "
             f"found by {virt.source}). The physical CPU very likely has the extensions, but the outer hypervisor "
             "does not pass them to this VM, so KVM cannot use hardware acceleration here.",
@@ -105,6 +132,11 @@ def _x86(ctx: Context) -> Outcome:
     ).because("firmware.vt-enabled")  # when firmware's own answer is "disabled", that is the cause
 
 
+def _a_guest(vendor: Optional[str]) -> str:
+    """'a KVM guest', or 'a guest' when the hypervisor is certain but not named."""
+    return "a guest" if vendor in (None, UNKNOWN) else f"a {vendor} guest"
+
+
 def _flag_check(ctx: Context, words: List[str], keys: tuple, name: str, guest_note: str) -> Outcome:
     cpu = ctx.cpuinfo()
     word = words[0]
@@ -115,8 +147,8 @@ def _flag_check(ctx: Context, words: List[str], keys: tuple, name: str, guest_no
         return Outcome.passed(f"{name} ({word}) present", **evidence)
     if virt.in_guest:
         return Outcome.failed(
-            f"no {name} ({word}): this is a {virt.vendor} guest without nested virtualization",
-            f"The CPU features lack '{word}'. This system runs under {virt.vendor} ({virt.source}), which does not "
+            f"no {name} ({word}): this is {_a_guest(virt.vendor)} without nested virtualization",
+            f"The CPU features lack '{word}'. This system runs under a hypervisor ({virt.source}), which does not "
             "pass the extension to this guest.", guest_note, **evidence,
         )
     return Outcome.failed(
@@ -159,15 +191,13 @@ def virt_flags(ctx: Context) -> Outcome:
     if family == "x86":
         return _x86(ctx)
     if family == "s390":
-        if not ctx.cpuinfo().any_has("sie", "features") and not _s390_reports_sie(ctx):  # type: ignore[union-attr]
+        if not cpu.any_has("sie", "features") and not _s390_reports_sie(ctx):
             return Outcome.skipped(
                 "this kernel predates the 'sie' feature flag (Linux 4.5)",
                 "s390 kernels list 'sie' in cpuinfo only since Linux 4.5 (commit 7f16d7e787b7), and this one looks "
                 "older, so a missing flag proves nothing. An LPAR provides SIE; a z/VM or KVM guest needs nested SIE.",
                 kernel=ctx.osrelease())
-        return _flag_check(ctx, ["sie"], ("features",), "SIE interpretive execution",
-                           "Run Linux directly in an LPAR (or under z/VM or KVM with nested SIE enabled: "
-                           "kvm.nested=1 on the host) to get 'sie'.")
+        return _flag_check(ctx, ["sie"], ("features",), "SIE interpretive execution", _s390_sie_fix(ctx.virt().vendor))
     if family == "loongarch":
         return _flag_check(ctx, ["lvz"], ("features",), "LoongArch Virtualization (LVZ)",
                            "Use a CPU with LVZ (for example the Loongson 3A5000-HV or 3C5000) on bare metal.")
@@ -189,11 +219,15 @@ def virt_flags(ctx: Context) -> Outcome:
         if platform == "PowerNV":
             return Outcome.passed("POWER bare metal (PowerNV): KVM-HV possible", platform=platform)
         if platform == "pSeries" or virt.in_guest:
+            under = {"PowerVM": "a PowerVM logical partition", "KVM": "a KVM guest"}.get(
+                virt.vendor or "", "a logical partition or guest")
             return Outcome.failed(
-                f"POWER logical partition or guest ({virt.vendor or platform}): no hypervisor mode",
+                f"POWER {under} ({platform or virt.vendor}): no hypervisor mode",
                 "KVM-HV needs the CPU's hypervisor mode, which only a bare-metal (PowerNV/OPAL) host has. In an "
                 "LPAR or KVM guest only KVM-PR (problem-state emulation) is possible, which is slow and unmaintained.",
-                "Run the host on bare-metal POWER8/9 firmware (OPAL, PowerNV) rather than in a PowerVM LPAR.",
+                "Run the host on bare-metal POWER8/9 firmware (OPAL, PowerNV) rather than in a PowerVM LPAR."
+                + (" In a KVM guest on a POWER9 or later host, nested KVM-HV is possible instead: load kvm_hv with "
+                   "nested=1 on the host (Linux >= 4.20)." if virt.vendor == "KVM" else ""),
                 platform=platform, hypervisor=virt.vendor,
             )
         return Outcome.skipped("POWER platform not recorded in cpuinfo",
@@ -212,13 +246,49 @@ def virt_flags(ctx: Context) -> Outcome:
             "Firmware must boot the kernel at EL2 for KVM (many phones and some boards boot at EL1).",
             dev_kvm=False,
         )
+    if family in ("mips", "mips64"):
+        # arch/mips/kvm: VZ-only since Linux 5.13 (trap-and-emulate removed), on 64-bit VZ cores (Loongson-3 ...).
+        ases = cpu.first("ases implemented")
+        if ases is None:
+            return Outcome.skipped("MIPS: no 'ASEs implemented' line in cpuinfo",
+                                   "KVM for MIPS needs the VZ ASE, which this cpuinfo does not say.")
+        if "vz" in ases.split() and arch == "mips64":
+            return Outcome.passed("MIPS Virtualization ASE (vz) present on a 64-bit MIPS CPU", ases=ases)
+        if arch != "mips64":
+            return Outcome.skipped(
+                "32-bit MIPS: not judged",
+                "KVM for MIPS runs on 64-bit cores with the VZ ASE; kvmcheck does not judge 32-bit MIPS systems.",
+                ases=ases)
+        return _flag_check(ctx, ["vz"], ("ases implemented",), "MIPS Virtualization ASE",
+                           "Use a MIPS64 CPU with the VZ ASE (for example Loongson-3A3000 or later).")
     return Outcome.failed(
         f"{arch or 'this architecture'} is not a KVM host architecture",
         {"arm": "KVM for 32-bit ARM was removed in Linux 5.7.", "ppc": "32-bit PowerPC KVM (Book E) is unmaintained "
-         "and has no hardware-assisted mode on these CPUs.", "sparc": "Linux has no KVM for sparc."}.get(
+         "and has no hardware-assisted mode on these CPUs.", "sparc": "Linux has no KVM for sparc.",
+         "ia64": "KVM for Itanium (ia64) was removed in Linux 3.19, and ia64 itself in Linux 6.7."}.get(
             family, "Linux KVM supports x86, arm64, s390, POWER (64-bit), RISC-V and LoongArch."),
         "Use an x86-64, arm64, s390x, ppc64le, riscv64 or loongarch64 machine for KVM.", arch=arch,
     )
+
+
+# s390 hwcaps the kernel printed only after it learned 'sie' (Linux 4.5): vxd and vxe came with z14 support
+# (Linux 4.11), gs in 4.12, the rest later (arch/s390/kernel/processor.c hwcap_str).  'vx' (Linux 4.1) and
+# everything before it are older than 'sie' and prove nothing.
+S390_HWCAPS_AFTER_SIE = frozenset({"vxd", "vxe", "gs", "vxe2", "vxp", "sort", "dflt", "vxp2", "nnpa", "pcimio"})
+
+
+def _s390_sie_fix(vendor: Optional[str]) -> str:
+    kvm = ("On the KVM host, enable nested virtualization ('options kvm nested=1' in /etc/modprobe.d/kvm.conf, "
+           "then reload kvm, or boot it with kvm.nested=1) and restart this guest with a CPU model that includes "
+           "'sie' (libvirt <cpu mode='host-model'/>).")
+    zvm = ("Under z/VM: z/VM 6.4 and later pass SIE to their guests (their cpuinfo lists 'sie'); update z/VM or "
+           "ask its administrator why this guest lacks it.")
+    lpar = "Or run Linux directly in an LPAR, which always has SIE."
+    if vendor == "KVM":
+        return f"{kvm} {lpar}"
+    if vendor and vendor.startswith("IBM z/VM"):
+        return f"{zvm} {lpar}"
+    return f"Find the hypervisor in /proc/sysinfo (VM00 Control Program). {kvm} {zvm} {lpar}"
 
 
 def _s390_reports_sie(ctx: Context) -> bool:
@@ -226,6 +296,9 @@ def _s390_reports_sie(ctx: Context) -> bool:
     kv = ctx.kernel_version()
     if kv is not None:
         return kv.version >= (4, 5, 0)
+    cpu = ctx.cpuinfo()
+    if cpu is not None and any(s & S390_HWCAPS_AFTER_SIE for s in cpu.word_sets("features")):
+        return True  # the kernel printed hwcaps newer than 'sie', so it would have printed 'sie' too
     # No release string (a capture): /sys/devices/system/cpu/vulnerabilities appeared in Linux 4.15.
     return ctx.host.is_dir("/sys/devices/system/cpu/vulnerabilities")
 
@@ -250,11 +323,12 @@ def cpu_64bit(ctx: Context) -> Outcome:
     if cpu is None:
         return Outcome.skipped("no /proc/cpuinfo in this root")
     if family == "x86":
-        cpu_64 = cpu.all_have("lm", "flags")
+        cpu_64 = cpu.all_have("lm", "flags")  # the CPU's long mode, whatever the kernel's bitness
     else:
         cpu_64 = arch in ("aarch64", "s390x", "ppc64", "ppc64le", "riscv64", "loongarch64", "sparc64") or None
     kernel_bits, how = _kernel_bits(ctx, arch, arch_source)
-    evidence = {"cpu_64bit": cpu_64, "kernel_bits": kernel_bits, "kernel_bits_from": how}
+    evidence = {"cpu_64bit": cpu_64, "cpu_arch": ctx.cpu_arch(), "kernel_arch": arch, "kernel_bits": kernel_bits,
+                "kernel_bits_from": how}
     if cpu_64 is False:
         return Outcome.failed("the CPU is 32-bit only (no long mode)",
                               "Without long mode ('lm') the CPU cannot run 64-bit guests or a 64-bit host kernel.",
@@ -286,6 +360,12 @@ def _kernel_bits(ctx: Context, arch: Optional[str], arch_source: str):  # type: 
     kv = ctx.kernel_version()
     if kv and kv.arch_hint:
         return kv.arch_hint[1], f"release {kv.release}"
+    cpu = ctx.cpuinfo()
+    if cpu is not None and cpu.x86_32bit_kernel:
+        return 32, "/proc/cpuinfo fdiv_bug/hlt_bug/f00f_bug lines (printed only by 32-bit x86 kernels)"
+    if cpu is not None and cpu.x86_flags and cpu.first("wp") is not None:
+        # A 32-bit kernel prints fdiv_bug right before 'wp' on every CPU (show_cpuinfo_misc); a 64-bit one never.
+        return 64, "/proc/cpuinfo without fdiv_bug lines (32-bit x86 kernels print them)"
     config, path, _ = ctx.kernel_config()
     if config is not None and config.get("CONFIG_64BIT") is not None:
         return (64 if config.get("CONFIG_64BIT") == "y" else 32), path

@@ -16,6 +16,8 @@ MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.
                  "/lib/modprobe.d")
 # Users that QEMU runs as under libvirt (qemu.conf "user"): Debian/Ubuntu, Fedora/RHEL, SUSE/Arch.
 QEMU_USERS = ("libvirt-qemu", "qemu")
+# Nodes devtmpfs creates at boot on any KVM-capable kernel: one of them in a root shows its /dev was captured.
+DEVTMPFS_NODES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/net/tun", "/dev/vhost-net")
 UDEV_FIX = ("Give /dev/kvm to the kvm group: the udev rule KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\" "
             "(shipped by systemd/udev and qemu packages; add it as /etc/udev/rules.d/65-kvm.rules if missing), "
             "then 'udevadm trigger -c add /dev/kvm' (or 'chgrp kvm /dev/kvm && chmod 0660 /dev/kvm' until the next "
@@ -213,8 +215,20 @@ def kvm_device(ctx: Context) -> Outcome:
     st = host.node("/dev/kvm")
     if st is None:
         if not host.live:
-            return Outcome.skipped("/dev/kvm is not in this root",
-                                   "Offline roots rarely hold /dev (udev creates /dev/kvm at boot); see kvm.modules.")
+            present = [p for p in DEVTMPFS_NODES if host.exists(p)]
+            if not present:
+                return Outcome.skipped("/dev/kvm is not in this root, whose /dev was not captured",
+                                       "Offline roots rarely hold /dev (devtmpfs and udev fill it at boot); "
+                                       "see kvm.modules.", dev_captured=False)
+            return Outcome.failed(
+                "/dev/kvm is missing from this root's populated /dev",
+                f"The root's /dev holds {', '.join(present)} but no kvm: devtmpfs creates /dev/kvm as soon as a "
+                "KVM vendor module registers it, so no KVM driver was running when /dev was captured (modules "
+                "not loaded, VT disabled in firmware, or a VM without nested virtualization).",
+                "See kvm.modules and firmware.vt-enabled for the cause; usually enable VT in the firmware setup "
+                "or nested virtualization on the outer hypervisor, then 'modprobe kvm_intel' or 'modprobe kvm_amd'.",
+                dev_captured=True, dev_nodes=present,
+            ).because("kvm.modules", "firmware.vt-enabled")
         return Outcome.failed(
             "/dev/kvm does not exist",
             "The KVM driver did not create its device node: the modules are not loaded, or firmware has VT "

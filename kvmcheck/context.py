@@ -98,9 +98,22 @@ def arch_from_cpuinfo(cpu: CpuInfo) -> Optional[str]:
         return "ppc"
     if "sparc" in cpu_line.lower() or (cpu.first("type") or "").startswith("sun4"):
         return "sparc64"
+    if cpu.first("arch") == "IA-64":  # arch/ia64/kernel/setup.c show_cpuinfo
+        return "ia64"
+    if cpu.first("system type") is not None and cpu.first("isa") is not None:  # arch/mips/kernel/proc.c
+        isa = (cpu.first("isa") or "").split()
+        return "mips64" if any(level.startswith("mips64") for level in isa) else "mips"
     if cpu.x86_flags:
-        return "x86_64" if cpu.all_have("lm", "flags") else "i686"
+        # The kernel's architecture, not the CPU's: a 32-bit kernel on a long-mode CPU prints fdiv_bug lines.
+        return "i686" if cpu.x86_32bit_kernel or not cpu.all_have("lm", "flags") else "x86_64"
     return None
+
+
+def cpu_arch_from_cpuinfo(cpu: CpuInfo, kernel_arch: Optional[str]) -> Optional[str]:
+    """The CPU's own architecture where it can differ from the kernel's (x86: long mode 'lm')."""
+    if arch_family(kernel_arch) == "x86" and cpu.x86_flags:
+        return "x86_64" if cpu.all_have("lm", "flags") else "i686"
+    return kernel_arch
 
 
 @dataclass
@@ -155,6 +168,12 @@ class Context:
             guess = arch_from_cpuinfo(cpu) if cpu else None
             return guess, "inferred from /proc/cpuinfo" if guess else "unknown"
         return self._get("arch", load)
+
+    def cpu_arch(self) -> Optional[str]:
+        """The CPU's architecture (x86_64 for a long-mode CPU under a 32-bit kernel); else the kernel's."""
+        cpu = self.cpuinfo()
+        arch = self.arch()[0]
+        return cpu_arch_from_cpuinfo(cpu, arch) if cpu else arch
 
     def family(self) -> str:
         return arch_family(self.arch()[0])
@@ -310,6 +329,7 @@ class Context:
 
     def _detect_virt(self) -> VirtFacts:
         host = self.host
+        cpu = self.cpuinfo()
         signature = None
         leaf1 = self.cpuid(1)
         if leaf1 and leaf1[2] & (1 << 31):  # CPUID.1:ECX[31], the hypervisor-present bit
@@ -346,6 +366,12 @@ class Context:
             clocksources=host.first_line("/sys/devices/system/clocksource/clocksource0/available_clocksource"),
             boot_log_hypervisor=boot_hv,
             osrelease=self.osrelease(),
+            family=self.family(),
+            xen_guest_type=host.first_line("/sys/hypervisor/guest_type"),
+            hypervisor_type=host.first_line("/sys/hypervisor/type"),
+            s390_versions=cpu.s390_versions if cpu else (),
+            ppc_platform=cpu.first("platform") if cpu else None,
+            ppc_machine=cpu.first("machine") if cpu else None,
         )
         return detect_hypervisor(inputs)
 
@@ -450,7 +476,8 @@ class Context:
             "os": safe(self.os_name),
             "cpu_vendor": vendor,
             "cpu_model": model,
-            "hypervisor": virt.vendor if virt and virt.in_guest else None,
+            # None: bare metal shown by the files; "unknown": they cannot tell (hypervisor_source says why)
+            "hypervisor": virt.vendor if virt else None,
             "hypervisor_source": virt.source if virt else None,
             "kvm_modules": safe(self.modules, {}),
         }

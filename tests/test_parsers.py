@@ -596,7 +596,8 @@ VENDOR_FROM_LSCPU = {"pHyp": "PowerVM", "Oracle": "Oracle", "KVM": "KVM"}
 
 def corpus_virt_inputs(dump: str) -> VirtInputs:
     root = CORPUS / dump
-    flags = parse_cpuinfo(read(root / "proc" / "cpuinfo")).x86_flags
+    cpu = parse_cpuinfo(read(root / "proc" / "cpuinfo"))
+    flags = cpu.x86_flags
     dt_dir = root / "proc" / "device-tree"
     device_tree = {p.name: read(p) for p in sorted(dt_dir.iterdir())} if dt_dir.is_dir() else {}
     return VirtInputs(
@@ -604,7 +605,17 @@ def corpus_virt_inputs(dump: str) -> VirtInputs:
         sysinfo=read(root / "proc" / "sysinfo"),
         pci_devices=read(root / "proc" / "bus" / "pci" / "devices"),
         device_tree=device_tree,
+        family=arch_family(arch_from_cpuinfo(cpu)),
+        s390_versions=cpu.s390_versions,
+        ppc_platform=cpu.first("platform"),
+        ppc_machine=cpu.first("machine"),
     )
+
+
+# Where lscpu names no hypervisor: x86 bare metal shows itself (flags without 'hypervisor'), a pSeries LPAR
+# with an IBM model is PowerVM (lscpu reads only the device tree); elsewhere the files cannot tell.
+NO_LSCPU_VENDOR = {"vmware_fpe": None, "x86_64-64cpu": None, "x86_64-64cpu-linux6.2": None,
+                   "x86_64-dell_e4310": None, "x86_64-epyc_7451": None, "ppc64-POWER7": "PowerVM"}
 
 
 @needs_corpus
@@ -613,7 +624,8 @@ def test_detect_hypervisor_agrees_with_lscpu(row):
     facts = detect_hypervisor(corpus_virt_inputs(row["dump"]))
     lscpu = row["hypervisor_vendor"]
     if not lscpu:
-        assert (facts.vendor, facts.in_guest) == (None, False)
+        expected = NO_LSCPU_VENDOR.get(row["dump"], "unknown")
+        assert (facts.vendor, facts.in_guest) == (expected, expected == "PowerVM")
     elif lscpu == "IBM":
         assert facts.vendor.startswith("IBM") and facts.in_guest
     else:
@@ -694,7 +706,7 @@ def test_ec2_nitro_guest_with_hypervisor_flag_is_kvm():
 def test_ec2_metal_without_hypervisor_flag_stays_bare_metal():
     dmi = {"sys_vendor": "Amazon EC2", "product_name": "m5.metal", "bios_vendor": "Amazon EC2"}
     assert detect_hypervisor(VirtInputs(x86_flags=frozenset({"vmx", "lm"}), dmi=dmi)) == VirtFacts(
-        None, "no hypervisor evidence", False
+        None, "x86 flags without the CPUID hypervisor bit", False
     )
 
 
@@ -707,13 +719,14 @@ def test_hyper_v_dmi_needs_both_microsoft_corporation_and_virtual_machine():
     hyperv = {"sys_vendor": "Microsoft Corporation", "product_name": "Virtual Machine"}
     surface = {"sys_vendor": "Microsoft Corporation", "product_name": "Surface Pro 7"}
     assert detect_hypervisor(VirtInputs(dmi=hyperv)).vendor == "Microsoft"
-    assert detect_hypervisor(VirtInputs(dmi=surface)) == VirtFacts(None, "no hypervisor evidence", False)
+    assert detect_hypervisor(VirtInputs(x86_flags=frozenset({"lm"}), dmi=surface)) == VirtFacts(
+        None, "x86 flags without the CPUID hypervisor bit", False)
 
 
 def test_qemu_dmi_counts_only_with_hypervisor_flag():
     dmi = {"sys_vendor": "QEMU", "product_name": "Standard PC (Q35 + ICH9, 2009)"}
     assert detect_hypervisor(VirtInputs(x86_flags=frozenset({"hypervisor"}), dmi=dmi)).vendor == "KVM"
-    assert detect_hypervisor(VirtInputs(dmi=dmi)).vendor is None
+    assert detect_hypervisor(VirtInputs(x86_flags=frozenset({"lm"}), dmi=dmi)).vendor is None
 
 
 def test_firecracker_without_dmi_is_found_by_kvm_clock():
@@ -735,11 +748,12 @@ def test_boot_log_hypervisor_is_used_when_nothing_else_names_one():
 
 def test_xen_dom0_control_d_is_not_a_guest():
     inp = VirtInputs(has_proc_xen=True, xen_capabilities="control_d\n", x86_flags=frozenset({"hypervisor"}))
-    assert detect_hypervisor(inp) == VirtFacts(None, "/proc/xen/capabilities control_d (Xen dom0)", False)
+    assert detect_hypervisor(inp) == VirtFacts("Xen", "/proc/xen/capabilities control_d (Xen dom0)", False, "dom0")
 
 
 def test_xen_domu_with_empty_capabilities_is_xen_guest():
-    assert detect_hypervisor(VirtInputs(has_proc_xen=True, xen_capabilities="")) == VirtFacts("Xen", "/proc/xen", True)
+    assert detect_hypervisor(VirtInputs(has_proc_xen=True, xen_capabilities="")) == VirtFacts(
+        "Xen", "/proc/xen without control_d (Xen domU)", True)
     assert detect_hypervisor(VirtInputs(has_proc_xen=True)).vendor == "Xen"
 
 
@@ -751,7 +765,7 @@ def test_wsl_osrelease_is_microsoft(osrelease):
 
 
 def test_azure_kernel_release_alone_is_not_evidence():
-    assert detect_hypervisor(VirtInputs(osrelease="5.15.0-1051-azure")).vendor is None
+    assert detect_hypervisor(VirtInputs(osrelease="5.15.0-1051-azure")).vendor == "unknown"
 
 
 def test_powernv_device_tree_is_bare_metal_power():
@@ -771,8 +785,9 @@ def test_iseries_wins_over_everything():
     assert detect_hypervisor(inp) == VirtFacts("OS/400", "/proc/iSeries", True)
 
 
-def test_no_inputs_is_bare_metal():
-    assert detect_hypervisor(VirtInputs()) == VirtFacts(None, "no hypervisor evidence", False)
+def test_no_inputs_is_unknown_not_bare_metal():
+    assert detect_hypervisor(VirtInputs()) == VirtFacts(
+        "unknown", "nothing read tells bare metal from a guest on unknown", False)
 
 
 # --- MSRs (kvmcheck/parsers/msr.py) ---------------------------------------------------------------

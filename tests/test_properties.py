@@ -156,6 +156,8 @@ def check_cpuinfo(text):
     assert 0 <= info.cpu_count <= len(info.entries)
     assert info.all_have("vmx", "flags") in (True, False, None)
     assert isinstance(info.any_has("svm", "flags"), bool)
+    assert isinstance(info.x86_32bit_kernel, bool)
+    assert all(len(v) == 2 and v == v.upper() for v in info.s390_versions)
     for isa in info.values("isa") + [text]:
         ext = cpuinfo.riscv_extensions(isa)
         assert ext <= set(isa.lower()) | set("imafd") and all(len(e) == 1 and "a" <= e <= "z" for e in ext)
@@ -571,6 +573,12 @@ VIRT_INPUTS = st.builds(
     clocksources=st.one_of(OPT_TEXT, st.sampled_from(["tsc kvm-clock", "xen", "hyperv_clocksource_tsc_page hpet"])),
     boot_log_hypervisor=st.one_of(OPT_TEXT, st.sampled_from(["KVM", "Xen HVM", "Microsoft Hyper-V", "VMware", ""])),
     osrelease=st.one_of(OPT_TEXT, st.just("5.15.0-microsoft-standard-WSL2")),
+    family=st.sampled_from(["x86", "s390", "ppc64", "arm64", "riscv", "unknown"]),
+    xen_guest_type=st.one_of(OPT_TEXT, st.sampled_from(["PV", "HVM\n", "PVH"])),
+    hypervisor_type=st.one_of(OPT_TEXT, st.just("xen\n")),
+    s390_versions=st.lists(st.sampled_from(["FF", "00", "ff", "12"]), max_size=3).map(tuple),
+    ppc_platform=st.one_of(OPT_TEXT, st.sampled_from(["pSeries", "PowerNV", "PowerMac"])),
+    ppc_machine=st.one_of(OPT_TEXT, st.sampled_from(["CHRP IBM pSeries (emulated by qemu)", "CHRP IBM,8231-E2D"])),
 )
 
 
@@ -579,7 +587,10 @@ def check_hypervisor(text, inputs):
     assert vendor is None or (vendor and vendor == vendor.strip() and "\n" not in vendor)
     facts = hypervisor.detect_hypervisor(inputs)
     assert isinstance(facts, hypervisor.VirtFacts) and facts.source
-    assert facts.in_guest == (facts.vendor is not None)
+    # A guest always has a vendor (maybe "unknown"); a non-guest has none (bare metal), or "unknown" (the
+    # files cannot tell), or is Xen's dom0, which runs under Xen without being a guest.
+    assert not facts.in_guest or facts.vendor is not None
+    assert facts.in_guest or facts.vendor in (None, hypervisor.UNKNOWN) or (facts.vendor, facts.xen) == ("Xen", "dom0")
 
 
 PCI_ADDR = st.builds(lambda d, b, s, f: f"{d}:{b}:{s}.{f}", st.sampled_from(["0000", "10000", "00", "abcd"]),

@@ -19,9 +19,10 @@ EXPECTED = {
     "intel-firmware-disabled": {
         "cpu.virt-flags": "fail", "cpu.64bit": "pass", "firmware.vt-enabled": "fail",
         "kernel.version": "pass", "kvm.modules": "fail", "kvm.device": "skip"},
-    # No svm, no log: firmware cannot be judged offline; modprobe.d blocks kvm_amd.
+    # No svm, no log: firmware cannot be judged offline; modprobe.d blocks kvm_amd.  cpuinfo has no fdiv_bug
+    # lines, which every 32-bit x86 kernel prints: a 64-bit kernel.
     "amd-baremetal-no-svm": {
-        "cpu.virt-flags": "fail", "cpu.64bit": "skip", "firmware.vt-enabled": "skip",
+        "cpu.virt-flags": "fail", "cpu.64bit": "pass", "firmware.vt-enabled": "skip",
         "kernel.version": "pass", "kvm.modules": "fail", "kvm.device": "skip"},
     "cloud-vm-no-nested": {
         "cpu.virt-flags": "fail", "cpu.64bit": "pass", "firmware.vt-enabled": "skip",
@@ -35,6 +36,14 @@ EXPECTED = {
     "s390x-lpar": {
         "cpu.virt-flags": "pass", "cpu.64bit": "pass", "firmware.vt-enabled": "skip",
         "kernel.version": "pass", "kvm.modules": "pass", "kvm.device": "pass"},
+    # A cloud VM whose /dev was captured: devtmpfs made null, net/tun and vhost-net but no kvm.
+    "cloud-vm-dev-captured": {
+        "cpu.virt-flags": "fail", "cpu.64bit": "pass", "firmware.vt-enabled": "skip",
+        "kernel.version": "pass", "kvm.modules": "fail", "kvm.device": "fail"},
+    # Xen's control domain: vmx in the flags, but Xen owns it.
+    "xen-dom0": {
+        "cpu.virt-flags": "fail", "cpu.64bit": "pass", "firmware.vt-enabled": "pass",
+        "kernel.version": "pass", "kvm.modules": "fail", "kvm.device": "skip"},
     "old-32bit-kernel": {
         "cpu.virt-flags": "pass", "cpu.64bit": "fail", "firmware.vt-enabled": "skip",
         "kernel.version": "fail", "kvm.modules": "fail", "kvm.device": "skip"},
@@ -83,9 +92,9 @@ def test_firmware_disabled_names_the_bios_setting_and_the_log_line(host_root):
     fw = results["firmware.vt-enabled"]
     assert fw.evidence["log_lines"] == ["x86/cpu: VMX (outside TXT) disabled by BIOS"]
     assert "Intel Virtualization Technology (VT-x)" in fw.remediation
-    # The missing vmx flag follows from it: its fix points there instead of repeating it.
-    assert results["cpu.virt-flags"].caused_by == ["firmware.vt-enabled"]
-    assert results["cpu.virt-flags"].remediation.startswith("Fix firmware.vt-enabled first")
+    # cpu.virt-flags follows from firmware.vt-enabled, so its fix points there (the runner's cause chain).
+    virt = results["cpu.virt-flags"]
+    assert virt.caused_by == ["firmware.vt-enabled"] and "firmware.vt-enabled" in virt.remediation
 
 
 def test_blacklist_is_reported_with_file_and_line(host_root):
@@ -171,3 +180,24 @@ def test_kvm_device_names_qemus_users_apart_from_login_users(host_root):
     assert dev.status.value == "warn"
     assert dev.detail == "Locked out: QEMU's user libvirt-qemu; login user cloudsdk."
     assert (dev.evidence["locked_out_qemu"], dev.evidence["locked_out_login"]) == (["libvirt-qemu"], ["cloudsdk"])
+
+
+def test_missing_dev_kvm_in_a_captured_dev_is_a_finding_caused_by_the_modules(host_root):
+    _, results = run_on(host_root("cloud-vm-dev-captured"))
+    dev = results["kvm.device"]
+    assert (dev.status.value, dev.caused_by) == ("fail", ["kvm.modules"])  # firmware.vt-enabled skipped: no cause
+    assert dev.evidence == {"dev_captured": True, "dev_nodes": ["/dev/null", "/dev/net/tun", "/dev/vhost-net"]}
+
+
+def test_missing_dev_kvm_without_a_captured_dev_is_skipped(host_root):
+    _, results = run_on(host_root("cloud-vm-no-nested"), only=["kvm.device"])
+    dev = results["kvm.device"]
+    assert (dev.status.value, dev.evidence) == ("skip", {"dev_captured": False})
+
+
+def test_xen_dom0_fails_although_its_flags_list_vmx(host_root):
+    report, results = run_on(host_root("xen-dom0"))
+    virt = results["cpu.virt-flags"]
+    assert virt.summary == "Xen dom0: the Xen hypervisor owns VT-x/AMD-V"
+    assert "without the Xen hypervisor" in virt.remediation
+    assert (report.host["hypervisor"], virt.evidence["xen"]) == ("Xen", "dom0")

@@ -47,6 +47,23 @@ class CpuInfo(NamedTuple):
         return any(word in s for s in self.word_sets(*keys))
 
     @property
+    def x86_32bit_kernel(self) -> bool:
+        """Printed by a 32-bit x86 kernel: only show_cpuinfo_misc() under CONFIG_X86_32
+        (arch/x86/kernel/cpu/proc.c, and arch/i386 before 2.6.24) writes fdiv_bug, hlt_bug and f00f_bug."""
+        return any(k in ("fdiv_bug", "hlt_bug", "f00f_bug") for k, _ in self.entries)
+
+    @property
+    def s390_versions(self) -> Tuple[str, ...]:
+        """The ``version = XX`` of each s390 ``processor N: version = FF, identification = ...`` line."""
+        found = []
+        for k, v in self.entries:
+            if k.startswith("processor ") and k[10:].isdigit():
+                m = re.match(r"version = ([0-9A-Fa-f]{2})\b", v)
+                if m:
+                    found.append(m.group(1).upper())
+        return tuple(found)
+
+    @property
     def cpu_count(self) -> int:
         # "processor : 0" (most), "processor 0: ..." (s390); not armv7's "Processor : ARMv7 Processor rev 4".
         return sum(1 for k, v in self.entries if (k == "processor" and v.isdigit()) or re.fullmatch(r"processor \d+", k))

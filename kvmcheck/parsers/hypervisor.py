@@ -7,6 +7,12 @@ graphics ids, /proc/sysinfo.  Then the sources lscpu uses live (the CPUID
 hypervisor signature, DMI), and two that kvmcheck adds because they survive
 where DMI is absent (Firecracker and other microVMs have no SMBIOS): the
 clock sources the kernel registered and its "Hypervisor detected" boot line.
+
+Beyond lscpu, each architecture's own cpuinfo evidence: the s390 ``version``
+of each processor line, the POWER ``platform``/``machine`` trailer, and Xen's
+role (dom0, PV or HVM guest).  The vendor is None only for bare metal with
+positive evidence (an x86 flags line without the CPUID hypervisor bit, a
+PowerNV platform); UNKNOWN when the files cannot tell.
 """
 from __future__ import annotations
 
@@ -37,6 +43,9 @@ PCI_GRAPHICS = {"58530001": "Xen", "15ad0710": "VMware", "80eebeef": "Oracle"}
 CLOCKSOURCES = {"kvm-clock": "KVM", "hyperv_clocksource_tsc_page": "Microsoft", "xen": "Xen"}
 
 
+# host.hypervisor when the files read cannot tell bare metal from a guest, or the guest's hypervisor.
+UNKNOWN = "unknown"
+
 # The default of a mapping field: shared by every instance, so read-only (nothing mutates these).
 _NO_ENTRIES: Mapping[str, str] = MappingProxyType({})
 
@@ -56,12 +65,19 @@ class VirtInputs(NamedTuple):
     clocksources: Optional[str] = None
     boot_log_hypervisor: Optional[str] = None
     osrelease: Optional[str] = None
+    family: str = "unknown"  # context.arch_family of the kernel
+    xen_guest_type: Optional[str] = None  # /sys/hypervisor/guest_type (Linux >= 4.15): PV, HVM, PVH
+    hypervisor_type: Optional[str] = None  # /sys/hypervisor/type: "xen" on x86 and arm64 Xen guests and dom0
+    s390_versions: Tuple[str, ...] = ()  # "version = XX" of each s390 "processor N:" line
+    ppc_platform: Optional[str] = None  # POWER cpuinfo trailer
+    ppc_machine: Optional[str] = None
 
 
 class VirtFacts(NamedTuple):
-    vendor: Optional[str]  # None: bare metal as far as the evidence goes
+    vendor: Optional[str]  # None: bare metal, with positive evidence; UNKNOWN: the files cannot tell
     source: str  # which evidence decided
     in_guest: bool  # True also when the vendor is unknown but a guest is certain
+    xen: Optional[str] = None  # "dom0", "pv" (a paravirtualized domU), "hvm" (HVM/PVH domU), None otherwise
 
 
 def _pci_ids(text: str) -> Tuple[str, ...]:
@@ -89,7 +105,7 @@ def sysinfo_hypervisor(text: str) -> Optional[str]:
     return "IBM PR/SM"
 
 
-def _dmi_vendor(dmi: Dict[str, str], flagged: bool) -> Optional[str]:
+def _dmi_vendor(dmi: Dict[str, str], flagged: bool, cpuid_bit_exists: bool = True) -> Optional[str]:
     text = " ".join(dmi.get(k, "") for k in ("sys_vendor", "product_name", "bios_vendor", "board_vendor"))
     if "innotek" in text or "VirtualBox" in text:
         return "Oracle"
@@ -107,6 +123,10 @@ def _dmi_vendor(dmi: Dict[str, str], flagged: bool) -> Optional[str]:
     # CPUID hypervisor bit, because EC2 ".metal" instances keep "Amazon EC2" on bare metal.
     if flagged and re.search(r"QEMU|\bKVM\b|Amazon EC2|Google|OpenStack|Red Hat|Nutanix|Alibaba", text):
         return "KVM"
+    # Only x86 has a CPUID hypervisor bit; on arm64 (SMBIOS) QEMU's own strings stand alone, a cloud's do not
+    # (Graviton ".metal" instances say "Amazon EC2" too).
+    if not cpuid_bit_exists and re.search(r"QEMU|\bKVM\b", text):
+        return "KVM"
     return None
 
 
@@ -121,10 +141,10 @@ def detect_hypervisor(inp: VirtInputs) -> VirtFacts:
         return VirtFacts("PowerVM", "device-tree ibm,partition-name + hmc-managed?", True)
     if "qemu,pseries" in compatible:
         return VirtFacts("KVM", "device-tree compatible qemu,pseries", True)
-    if inp.has_proc_xen:
-        if inp.xen_capabilities is not None and "control_d" in inp.xen_capabilities:
-            return VirtFacts(None, "/proc/xen/capabilities control_d (Xen dom0)", False)
-        return VirtFacts("Xen", "/proc/xen", True)
+    if "linux,dummy-virt" in compatible:  # QEMU's arm/riscv 'virt' machine (hw/arm/virt.c, hw/riscv/virt.c)
+        return VirtFacts("KVM", "device-tree compatible linux,dummy-virt (QEMU virt machine)", True)
+    if inp.has_proc_xen or inp.xen_guest_type or (inp.hypervisor_type or "").strip() == "xen":
+        return _xen(inp)
     if inp.pci_devices:
         for pci in _pci_ids(inp.pci_devices):
             if pci in PCI_GRAPHICS:
@@ -133,6 +153,10 @@ def detect_hypervisor(inp: VirtInputs) -> VirtFacts:
         vendor = sysinfo_hypervisor(inp.sysinfo)
         if vendor:
             return VirtFacts(vendor, "/proc/sysinfo", True)
+    if inp.family == "s390":
+        return _s390_cpuinfo(inp.s390_versions)
+    if inp.ppc_platform == "pSeries":
+        return _pseries(inp.ppc_machine or "")
     if inp.osrelease and "microsoft" in inp.osrelease.lower():
         return VirtFacts("Microsoft", "osrelease names Microsoft (WSL)", True)
     flagged = "hypervisor" in inp.x86_flags
@@ -141,7 +165,7 @@ def detect_hypervisor(inp: VirtInputs) -> VirtFacts:
         for known, vendor in CPUID_SIGNATURES.items():
             if sig.startswith(known.strip()):
                 return VirtFacts(vendor, f"CPUID 0x40000000 signature {sig!r}", True)
-    vendor = _dmi_vendor(inp.dmi, flagged)
+    vendor = _dmi_vendor(inp.dmi, flagged, cpuid_bit_exists=inp.family in ("x86", "unknown"))
     if vendor:
         return VirtFacts(vendor, "DMI " + ", ".join(f"{k}={v!r}" for k, v in sorted(inp.dmi.items())), True)
     if inp.clocksources:
@@ -156,5 +180,51 @@ def detect_hypervisor(inp: VirtInputs) -> VirtFacts:
                 name = vendor
         return VirtFacts(name, "kernel log 'Hypervisor detected'", True)
     if flagged:
-        return VirtFacts("unknown", "CPU flag 'hypervisor' (vendor not identified)", True)
-    return VirtFacts(None, "no hypervisor evidence", False)
+        return VirtFacts(UNKNOWN, "CPU flag 'hypervisor' (vendor not identified)", True)
+    if inp.x86_flags:
+        # Every hypervisor Linux knows sets CPUID.1:ECX[31], printed as 'hypervisor' since Linux 2.6.28.
+        return VirtFacts(None, "x86 flags without the CPUID hypervisor bit", False)
+    if inp.ppc_platform == "PowerNV":  # OPAL firmware, no hypervisor below Linux (arch/powerpc/platforms/powernv)
+        return VirtFacts(None, "cpuinfo platform PowerNV", False)
+    return VirtFacts(UNKNOWN, f"nothing read tells bare metal from a guest on {inp.family}", False)
+
+
+def _xen(inp: VirtInputs) -> VirtFacts:
+    """dom0, a paravirtualized domU, or an HVM/PVH domU: each rules KVM out differently."""
+    caps = inp.xen_capabilities or ""
+    if "control_d" in caps:  # drivers/xen/xenfs/super.c: "control_d" only in the initial domain
+        return VirtFacts("Xen", "/proc/xen/capabilities control_d (Xen dom0)", False, "dom0")
+    kind = (inp.xen_guest_type or "").strip().upper()
+    if kind == "PV":
+        return VirtFacts("Xen", "/sys/hypervisor/guest_type PV (Xen PV domU)", True, "pv")
+    if kind in ("HVM", "PVH"):
+        return VirtFacts("Xen", f"/sys/hypervisor/guest_type {kind} (Xen domU)", True, "hvm")
+    where = "/proc/xen" if inp.has_proc_xen else "/sys/hypervisor/type xen"
+    # Before guest_type (Linux 4.15): a PV domU has no PCI bus unless devices are passed through
+    # (pcifront), while an HVM domU always has the emulated Xen platform device 5853:0001.
+    if inp.pci_devices is not None and not _pci_ids(inp.pci_devices):
+        return VirtFacts("Xen", f"{where} without control_d and no PCI devices (Xen PV domU)", True, "pv")
+    if inp.pci_devices is not None:
+        return VirtFacts("Xen", f"{where} without control_d, with PCI devices (Xen HVM domU)", True, "hvm")
+    return VirtFacts("Xen", f"{where} without control_d (Xen domU)", True)
+
+
+def _s390_cpuinfo(versions: Tuple[str, ...]) -> VirtFacts:
+    """IBM Z without /proc/sysinfo: the CPU version byte (Principles of Operation, STIDP): FF in a
+    z/VM or KVM guest, the machine's version in an LPAR.  Linux on Z runs at least under PR/SM."""
+    if versions and all(v.upper() == "FF" for v in versions):
+        return VirtFacts(UNKNOWN, "cpuinfo version FF: a z/VM or KVM guest (no /proc/sysinfo to tell which)", True)
+    if versions:
+        return VirtFacts("IBM PR/SM", f"cpuinfo version {versions[0]}: an LPAR", True)
+    return VirtFacts(UNKNOWN, "IBM Z without /proc/sysinfo or processor versions: LPAR, z/VM or KVM", True)
+
+
+def _pseries(machine: str) -> VirtFacts:
+    """POWER pSeries (PAPR): always a partition; QEMU names itself in 'machine', PowerVM gives an IBM model."""
+    # arch/powerpc/kernel/setup-common.c prints the device tree's model as "machine"; QEMU's spapr sets
+    # "IBM pSeries (emulated by qemu)", PowerVM firmware the type-model "IBM,8231-E2B".
+    if "qemu" in machine.lower():
+        return VirtFacts("KVM", f"cpuinfo platform pSeries, machine {machine!r}", True)
+    if re.search(r"\bIBM,\w{4}-\w{3}", machine):
+        return VirtFacts("PowerVM", f"cpuinfo platform pSeries, machine {machine!r} (a PowerVM LPAR)", True)
+    return VirtFacts(UNKNOWN, "cpuinfo platform pSeries: a PowerVM LPAR or a KVM guest", True)
