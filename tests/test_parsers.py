@@ -787,7 +787,7 @@ def test_iseries_wins_over_everything():
 
 def test_no_inputs_is_unknown_not_bare_metal():
     assert detect_hypervisor(VirtInputs()) == VirtFacts(
-        "unknown", "nothing read tells bare metal from a guest on unknown", False)
+        "unknown", "nothing read tells bare metal from a guest", False)
 
 
 # --- MSRs (kvmcheck/parsers/msr.py) ---------------------------------------------------------------

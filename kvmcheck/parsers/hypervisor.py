@@ -186,7 +186,8 @@ def detect_hypervisor(inp: VirtInputs) -> VirtFacts:
         return VirtFacts(None, "x86 flags without the CPUID hypervisor bit", False)
     if inp.ppc_platform == "PowerNV":  # OPAL firmware, no hypervisor below Linux (arch/powerpc/platforms/powernv)
         return VirtFacts(None, "cpuinfo platform PowerNV", False)
-    return VirtFacts(UNKNOWN, f"nothing read tells bare metal from a guest on {inp.family}", False)
+    where = "" if inp.family in (None, "", "unknown") else f" on {inp.family}"
+    return VirtFacts(UNKNOWN, f"nothing read tells bare metal from a guest{where}", False)
 
 
 def _xen(inp: VirtInputs) -> VirtFacts:
