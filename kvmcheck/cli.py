@@ -311,10 +311,9 @@ def snapshot(
 @app.command()
 def schema() -> None:
     """Print the JSON Schema (draft 2020-12) that every --format json report follows."""
-    from . import reports_dir
+    from . import report_file
 
-    with open(os.path.join(reports_dir(), "report.schema.json"), encoding="utf-8") as fh:
-        sys.stdout.write(fh.read())
+    sys.stdout.write(report_file("report.schema.json"))  # from the package, a directory or kvmcheck.pyz
 
 
 def _nagios_requested(argv: List[str]) -> bool:

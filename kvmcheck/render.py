@@ -118,13 +118,28 @@ def md_cell(value: Any) -> str:
     return "<br>".join(html.escape(str(value), quote=False).replace("|", "\\|").splitlines())
 
 
+def _loader(jinja2, search_path: str):  # type: ignore[no-untyped-def]
+    """Files from search_path; the built-in templates from inside the zip when kvmcheck runs as kvmcheck.pyz."""
+    from . import report_file, reports_dir
+
+    if os.path.normpath(search_path) == os.path.normpath(reports_dir()) and not os.path.isdir(search_path):
+        def load(name: str):  # type: ignore[no-untyped-def]
+            try:
+                return report_file(name)
+            except OSError:  # jinja2 turns None into TemplateNotFound
+                return None
+
+        return jinja2.FunctionLoader(load)
+    return jinja2.FileSystemLoader(search_path)
+
+
 def _environment(color: bool, search_path: str, xml: bool = False):  # type: ignore[no-untyped-def]
     import jinja2
 
     env = jinja2.Environment(
         # In XML output every printed value loses the characters XML 1.0 forbids, before escaping.
         finalize=xml_text if xml else None,
-        loader=jinja2.FileSystemLoader(search_path),
+        loader=_loader(jinja2, search_path),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "xml.j2", "html", "xml"),
                                             default_for_string=False, default=False),
         undefined=jinja2.StrictUndefined,
