@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import validate_report
+from pyz_build import kvmcheck_pyz
 
 REPO = Path(__file__).resolve().parent.parent
 COLLECTIONS = REPO / "ansible"
@@ -155,11 +156,12 @@ def playbook(argv, env, cwd):
 
 
 def task_results(out, name):
-    """{host: result} of the task called name in the (first) play."""
-    for task in out["plays"][0]["tasks"]:
+    """{host: result} of the (first) task called name, in whichever play."""
+    tasks = [task for play in out["plays"] for task in play["tasks"]]
+    for task in tasks:
         if task["task"]["name"] == name:
             return task["hosts"]
-    raise AssertionError(f"no task {name!r} in {[t['task']['name'] for t in out['plays'][0]['tasks']]}")
+    raise AssertionError(f"no task {name!r} in {[t['task']['name'] for t in tasks]}")
 
 
 def fleet_available() -> bool:
@@ -223,7 +225,7 @@ def test_audit_playbook_writes_one_report_per_host_and_the_fleet_report(ansible_
     rc, out, stderr = playbook(
         ["-i", str(inv), "kvmcheck.kvmcheck.audit",
          "-e", f"kvmcheck_report_dir={out_dir}", "-e", f"kvmcheck_cli={BIN / 'kvmcheck'}",
-         "-e", f"kvmcheck_fleet={with_fleet}"],
+         "-e", f"kvmcheck_fleet={with_fleet}", "-e", f"kvmcheck_pyz={kvmcheck_pyz()}"],
         ansible_env, tmp_path)
     assert rc == 0, (json.dumps(out["stats"]), stderr[-3000:])
     assert set(out["stats"]) == set(ROOTS) | {"localhost"} or set(out["stats"]) == set(ROOTS)
@@ -320,7 +322,8 @@ def test_module_in_check_mode_reports_facts_and_fails_only_when_asked(ansible_en
     # Not importable: a clear failure that says how to install kvmcheck.
     bare = audit["hv-bare"]
     assert bare["failed"] is True and bare["changed"] is False
-    assert "kvmcheck is not importable" in bare["msg"] and "pip install kvmcheck" in bare["msg"], bare["msg"]
+    assert "kvmcheck is not importable" in bare["msg"] and "kvmcheck.pyz" in bare["msg"], bare["msg"]
+    assert "pip install kvmcheck" in bare["msg"]
 
     # Bad arguments: a failure saying what is wrong, never a traceback.
     assert audit["hv-no-root"]["failed"] is True and "is not a directory" in audit["hv-no-root"]["msg"]
@@ -361,6 +364,7 @@ def test_audit_playbook_in_check_mode_installs_nothing_and_still_reports(ansible
     out_dir = tmp_path / "reports"
     rc, out, stderr = playbook(
         ["-i", str(inv), "kvmcheck.kvmcheck.audit", "--check", "-e", f"kvmcheck_report_dir={out_dir}",
+         "-e", f"kvmcheck_pyz={kvmcheck_pyz()}",
          "-e", "kvmcheck_fleet=false", "-e", "kvmcheck_fail_on_not_ready=true"], ansible_env, tmp_path)
     # kvmcheck_fail_on_not_ready fails the not-ready host, but only after its report was written.
     assert rc == 2, (json.dumps(out["stats"]), stderr[-3000:])
