@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -375,3 +376,68 @@ def test_audit_playbook_in_check_mode_installs_nothing_and_still_reports(ansible
     assert result["changed"] is False and result["ansible_facts"]["kvmcheck"]["verdict"] == "not-ready"
     assert json.loads((out_dir / "hosts" / "hv-pvm.json").read_text())["verdict"] == "not-ready"
     assert not (out_dir / "fleet.json").exists()
+
+
+# ansible-test's sanity venvs bootstrap pip from a script it downloads from ci-files.testing.ansible.com; where
+# that site is unreachable this stand-in, put where ansible-test caches the script, gets pip from ensurepip.
+GET_PIP_STANDIN = '''\
+import subprocess
+import sys
+
+subprocess.check_call([sys.executable, "-m", "ensurepip", "--default-pip"], stdout=subprocess.DEVNULL)
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]  # get-pip's own options
+sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", "-q", *args]))
+'''
+# ansible-test's state (its sanity venvs) is kept between runs, like tests/test_kickstart.py's chroot.
+ANSIBLE_TEST_HOME = Path(os.environ.get("KVMCHECK_ANSIBLE_TEST_HOME", "/var/cache/kvmcheck-test/ansible-test-home"))
+
+
+def collection_copy(tmp_path):
+    """The collection under tmp_path/ansible_collections/kvmcheck/kvmcheck: the tools write tests/output there."""
+    import shutil
+
+    dest = tmp_path / "ansible_collections" / "kvmcheck" / "kvmcheck"
+    shutil.copytree(COLLECTION, dest)
+    return dest
+
+
+def test_ansible_test_sanity_passes(ansible_env, tmp_path):
+    if not (BIN / "ansible-test").exists():
+        pytest.skip("ansible-test is not installed (it comes with ansible-core)")
+    try:
+        ANSIBLE_TEST_HOME.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        pytest.skip(f"no cache directory for ansible-test's venvs ({exc}); set KVMCHECK_ANSIBLE_TEST_HOME")
+    import ansible_test  # noqa: F401  (installed with ansible-core)
+
+    pip_version = re.search(r"pip='([0-9.]+)'", (Path(ansible_test.__file__).parent / "_internal" /
+                                                 "python_requirements.py").read_text()).group(1)
+    cache = ANSIBLE_TEST_HOME / ".ansible" / "test" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    standin = cache / f"get_pip_{pip_version.replace('.', '_')}.py"
+    if not standin.exists():
+        standin.write_text(GET_PIP_STANDIN)
+    env = dict(ansible_env, HOME=str(ANSIBLE_TEST_HOME))
+    for name in ("ANSIBLE_CONFIG", "ANSIBLE_HOME", "ANSIBLE_COLLECTIONS_PATH"):
+        env.pop(name)  # ansible-test sets these up for the collection itself
+    python = "%d.%d" % sys.version_info[:2]
+    proc = subprocess.run([str(BIN / "ansible-test"), "sanity", "--python", python, "--color", "no"],
+                          cwd=collection_copy(tmp_path), env=env, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0 and re.search(r"pip .*(Could not find a version|No matching distribution)|"
+                                          r"Failed to establish a new connection", proc.stdout + proc.stderr):
+        pytest.skip(f"ansible-test could not install its sanity requirements:\n{proc.stderr[-1500:]}")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert 'Running sanity test "validate-modules"' in proc.stdout + proc.stderr
+
+
+def test_ansible_lint_passes(ansible_env, tmp_path):
+    if not (BIN / "ansible-lint").exists():
+        pytest.skip("ansible-lint is not installed (pip install -e '.[test]' installs it)")
+    home = tmp_path / "lint-home"
+    home.mkdir()
+    env = dict(ansible_env, HOME=str(home), ANSIBLE_COLLECTIONS_PATH=str(tmp_path))
+    env.pop("ANSIBLE_CONFIG")
+    proc = subprocess.run([str(BIN / "ansible-lint"), "--offline", "--nocolor"], cwd=collection_copy(tmp_path),
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert "Passed" in proc.stdout + proc.stderr and "'production'" in proc.stdout + proc.stderr
