@@ -441,3 +441,83 @@ def test_ansible_lint_passes(ansible_env, tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     assert "Passed" in proc.stdout + proc.stderr and "'production'" in proc.stdout + proc.stderr
+
+
+CHROOT_PYTHON = """#!/bin/sh
+# ansible_python_interpreter of the bullseye host: its /usr/bin/python3 (3.9) in a chroot on an overlay of the
+# cached debootstrap (never changed), with {shared} bound in at the same path, so that the module files Ansible
+# puts there and the captured roots are found inside.
+exec unshare --mount --propagation private --kill-child /bin/sh -c '
+set -e
+mount -t overlay overlay -o lowerdir={lower},upperdir={work}/upper,workdir={work}/work {work}/merged
+mkdir -p {work}/merged{shared}
+mount --bind {shared} {work}/merged{shared}
+mount -t proc proc {work}/merged/proc
+exec chroot {work}/merged /usr/bin/python3 "$@"' sh "$@"
+"""
+
+
+def test_audit_playbook_defaults_need_no_index_and_nothing_installed(ansible_env, host_root, tmp_path):
+    """Three targets, none with kvmcheck or pip access: a bare venv, Debian's python3 -I, bullseye's 3.9."""
+    import shutil
+
+    bare_venv = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare_venv)], check=True, timeout=120)
+    hosts = {"hv-venv": {"kvmcheck_root": host_root("prepared-intel-host"),
+                         "ansible_python_interpreter": bare_venv / "bin" / "python"}}
+    if os.access("/usr/bin/python3", os.X_OK):
+        isolated = tmp_path / "python3-isolated"
+        isolated.write_text('#!/bin/sh\nexec /usr/bin/python3 -I "$@"\n')
+        isolated.chmod(0o755)
+        hosts["hv-debian"] = {"kvmcheck_root": host_root("pvm-host"), "ansible_python_interpreter": isolated}
+    chroot_reason = None
+    try:
+        from test_kickstart import bullseye_root, needs_tools
+
+        needs_tools("mount")
+        lower = bullseye_root()
+    except pytest.skip.Exception as exc:  # no root, no debootstrap or no mirror: the other hosts still run
+        chroot_reason = str(exc)
+    if chroot_reason is None:
+        work = tmp_path / "bullseye"
+        for sub in ("upper", "work", "merged"):
+            (work / sub).mkdir(parents=True)
+        wrapper = tmp_path / "python3-bullseye"
+        wrapper.write_text(CHROOT_PYTHON.format(lower=lower, work=work, shared=tmp_path))
+        wrapper.chmod(0o755)
+        hosts["hv-bullseye"] = {"kvmcheck_root": host_root("intel-firmware-disabled"),
+                                "ansible_python_interpreter": wrapper}
+    for host, hostvars in hosts.items():  # no target can import kvmcheck (or jinja2) by itself
+        probe = subprocess.run([str(hostvars["ansible_python_interpreter"]), "-c", "import kvmcheck"],
+                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert probe.returncode == 1 and "No module named 'kvmcheck'" in probe.stderr, (host, probe.stderr)
+    inv = inventory(tmp_path / "inventory.ini", hosts)
+    out_dir = tmp_path / "reports"
+    env = dict(ansible_env, PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_EXTRA_INDEX_URL="",
+               PIP_FIND_LINKS="", PIP_CONFIG_FILE="/dev/null")  # any pip run would fail
+    rc, out, stderr = playbook(
+        ["-i", str(inv), "kvmcheck.kvmcheck.audit", "-e", f"kvmcheck_report_dir={out_dir}",
+         "-e", f"kvmcheck_pyz={kvmcheck_pyz()}", "-e", "kvmcheck_fleet=false"], env, tmp_path)
+    assert rc == 0, (json.dumps(out["stats"]), stderr[-3000:])
+    expected = {"hv-venv": "ready", "hv-debian": "not-ready", "hv-bullseye": "not-ready"}
+    audit = task_results(out, "Run kvmcheck")
+    for host in hosts:
+        assert out["stats"][host]["failures"] == 0, out["stats"][host]
+        # the only change is the report written on the controller; the target ends as it was
+        for task in ("Make a private temporary directory for kvmcheck.pyz", "Copy kvmcheck.pyz from the controller",
+                     "Run kvmcheck", "Remove kvmcheck.pyz from the target"):
+            assert task_results(out, task)[host]["changed"] is False, (task, host)
+        assert task_results(out, "Install kvmcheck with pip for the target's interpreter")[host].get("skipped")
+        assert audit[host]["verdict"] == expected[host], audit[host]
+        assert audit[host]["invocation"]["module_args"]["pyz"].endswith("/kvmcheck.pyz")
+        report = validate_report(json.loads((out_dir / "hosts" / f"{host}.json").read_text()))
+        assert report["verdict"] == expected[host]
+        removed = task_results(out, "Remove kvmcheck.pyz from the target")[host]
+        assert not removed.get("failed") and removed["path"] == audit[host]["invocation"]["module_args"]["pyz"][:-13]
+    if chroot_reason is None:
+        assert audit["hv-bullseye"]["ansible_facts"]["kvmcheck"]["host"]["root"] == str(hosts["hv-bullseye"]["kvmcheck_root"])
+        left = list((tmp_path / "bullseye" / "upper" / "tmp").glob("kvmcheck-*"))
+        assert left == [], left  # the copy is gone from the target
+        shutil.rmtree(tmp_path / "bullseye" / "work", ignore_errors=True)
+    else:
+        pytest.skip(f"two hosts audited; the bullseye (Python 3.9) host could not be made: {chroot_reason}")
