@@ -10,11 +10,10 @@ install medium's wheel directory) bound into it, the target at /mnt/sysimage; th
 TARGET/tmp/ks-script-* and run with /bin/sh, chrooted or not, stdout and stderr into the --log file.
 Leaving the namespace drops every mount, even when the test is killed.
 
-Wheels of kvmcheck and its dependencies for CPython 3.9 are built on the host (the dependencies cached
-beside the chroot), so the target installs offline with pip --no-index.
+kvmcheck.pyz (python -m kvmcheck.build) is built on the host and put on the "install medium"; the target has no
+kvmcheck, no pip package and no package index.
 """
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -24,10 +23,11 @@ import signal
 import subprocess
 import sys
 import urllib.request
-import zipfile
 from pathlib import Path
 
 import pytest
+
+from pyz_build import kvmcheck_pyz
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "kickstart"
@@ -116,67 +116,11 @@ def bullseye_root() -> Path:
     return target
 
 
-def build_wheels(dest: Path) -> Path:
-    """kvmcheck's wheel (from a copy of the work tree) and its dependencies' wheels for CPython 3.9."""
-    src = dest.parent / "src"
-    skip = shutil.ignore_patterns(".git", "tests", "build", "dist", "*.egg-info", ".pytest_cache", "__pycache__",
-                                  ".benchmarks")
-    shutil.copytree(REPO, src, ignore=skip)
-    dest.mkdir()
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    rc, out = bounded([*pip, "wheel", "-q", "--no-deps", "-w", str(dest), str(src)], 300)
-    if rc != 0:
-        pytest.skip(f"cannot build kvmcheck's wheel (setuptools from the package index?):\n{out[-1500:]}")
-    (wheel,) = dest.glob("kvmcheck-*.whl")
-    with zipfile.ZipFile(wheel) as zf:
-        meta = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
-    requires = sorted(_for_python39(line.split(":", 1)[1].strip()) for line in meta.splitlines()
-                      if line.startswith("Requires-Dist:") and "extra ==" not in line)
-    # pip download --python-version does not apply to environment markers: decide them for 3.9 here.
-    requires = [r for r in requires if r]
-    machine = os.uname().machine
-    key = hashlib.sha256("\n".join([machine, *requires]).encode()).hexdigest()[:12]
-    deps = CACHE / f"wheels-cp39-{key}"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / "wheels.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not deps.is_dir():
-            download(pip, requires, machine, deps)
-    for whl in deps.glob("*.whl"):
-        shutil.copy2(whl, dest)
-    return dest
-
-
-def _for_python39(requirement: str) -> str:
-    """The requirement without its environment marker if the marker holds on bullseye's Python 3.9, else ""."""
-    from packaging.markers import Marker
-
-    spec, _, marker = requirement.partition(";")
-    if marker.strip() and not Marker(marker.strip()).evaluate({"python_version": "3.9", "python_full_version": "3.9.2"}):
-        return ""
-    return spec.strip()
-
-
-def download(pip, requires, machine, deps):
-    """pip download the dependencies' wheels for CPython 3.9 on bullseye into deps (all or nothing)."""
-    partial = CACHE / f"{deps.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    platforms = [f"manylinux_2_{minor}_{machine}" for minor in range(31, 4, -1)]  # bullseye has glibc 2.31
-    platforms += [f"manylinux2014_{machine}", f"manylinux2010_{machine}", f"manylinux1_{machine}"]
-    rc, out = bounded([*pip, "download", "-q", "--dest", str(partial), "--only-binary=:all:",
-                       "--python-version", "3.9", "--implementation", "cp", "--abi", "cp39",
-                       *(f"--platform={p}" for p in platforms), *requires], 300)
-    if rc != 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        pytest.skip(f"cannot download wheels for Python 3.9 of {requires}:\n{out[-1500:]}")
-    os.rename(partial, deps)
-
-
 # Anaconda around %post: system file systems in the target, its /run bound in, the target at /mnt/sysimage;
 # then each script as TARGET/tmp/ks-script-*, run by /bin/sh (chrooted or not) into its --log file.
 DRIVER = r"""
 set -eu
-LOWER=$1 W=$2 WHEELS=$3 CHROOT_LOG=$4 NOCHROOT_LOG=$5
+LOWER=$1 W=$2 PYZ=$3 CHROOT_LOG=$4 NOCHROOT_LOG=$5
 M=$W/merged
 mkdir -p "$W/upper" "$W/work" "$M"
 if ! mount -t overlay overlay -o "lowerdir=$LOWER,upperdir=$W/upper,workdir=$W/work" "$M" 2>/dev/null; then
@@ -189,8 +133,8 @@ mount -t proc proc "$M/proc"
 mount -t sysfs sysfs "$M/sys"
 mount -t tmpfs tmpfs "$M/tmp"
 mount -t tmpfs tmpfs /run
-mkdir -p /run/install/repo/kvmcheck-wheels
-mount --bind "$WHEELS" /run/install/repo/kvmcheck-wheels
+mkdir -p /run/install/repo
+cp "$PYZ" /run/install/repo/kvmcheck.pyz
 mount --rbind /run "$M/run"
 mount -t tmpfs tmpfs /mnt
 mkdir /mnt/sysimage
@@ -214,7 +158,7 @@ def installed(tmp_path_factory):
     needs_tools()
     lower = bullseye_root()
     base = tmp_path_factory.mktemp("kickstart")
-    wheels = build_wheels(base / "wheels")
+    pyz = kvmcheck_pyz()
     work = base / "target"
     work.mkdir()
     chroot_opts, chroot_body = parse_post(EXAMPLES / "kvmcheck-post-chroot.ks")
@@ -223,7 +167,7 @@ def installed(tmp_path_factory):
     (work / "post-nochroot.sh").write_text(nochroot_body)
     (work / "driver.sh").write_text(DRIVER)
     argv = ["unshare", "--mount", "--propagation", "private", "--kill-child", "/bin/sh", str(work / "driver.sh"),
-            str(lower), str(work), str(wheels), chroot_opts["--log"], nochroot_opts["--log"]]
+            str(lower), str(work), str(pyz), chroot_opts["--log"], nochroot_opts["--log"]]
     rc, out = bounded(argv, RUN_TIMEOUT)
     leaked = mounts_under(base, lower, "/mnt/sysimage")
     assert not leaked, f"mounts left behind: {leaked}"
@@ -262,6 +206,9 @@ def test_snippet_shape(name):
     assert "--erroronfail" in (EXAMPLES / name).read_text()
     assert "KVMCHECK_EXIT_ZERO=--exit-zero" in body and "--output" in body
     assert ("--root" in body) == ("--nochroot" in opts)
+    # the one file from the install medium, run by python3: no pip, no package index, no venv
+    assert "KVMCHECK_PYZ=/run/install/repo/kvmcheck.pyz" in body
+    assert "pip" not in body and "venv" not in body
 
 
 # --- the snippets run against a real Debian 11 target ----------------------------------------------------
@@ -273,11 +220,12 @@ def test_both_forms_exit_zero_and_log(installed):
 
 
 def test_chroot_form_runs_the_targets_python_3_9(installed):
-    cfg = (installed["upper"] / "opt" / "kvmcheck" / "pyvenv.cfg").read_text()
-    assert re.search(r"^version\s*=\s*3\.9\.", cfg, re.M), cfg
     assert re.search(r"Python 3\.9\.\d+", installed["logs"]["chroot"]), installed["logs"]["chroot"]
-    site = installed["upper"] / "opt" / "kvmcheck" / "lib" / "python3.9" / "site-packages"
-    assert list(site.glob("kvmcheck-*.dist-info")), "kvmcheck was not installed into the target's venv"
+    # The one file stays in the target for later runs; nothing else of kvmcheck is installed there.
+    kept = installed["upper"] / "usr" / "local" / "lib" / "kvmcheck" / "kvmcheck.pyz"
+    assert kept.read_bytes() == kvmcheck_pyz().read_bytes()
+    assert not list(installed["upper"].glob("usr/lib/python3*/**/kvmcheck*"))
+    assert not (installed["upper"] / "opt" / "kvmcheck").exists()
 
 
 def test_target_has_the_installer_mounts(installed):
@@ -291,7 +239,7 @@ def test_chroot_report_describes_target_files_and_installer_kernel(installed):
 
     rep = installed["chroot"]
     validate_report(rep)
-    assert rep["schema_version"] == 1
+    assert rep["schema_version"] == 2
     assert rep["host"]["os"]["id"] == "debian" and rep["host"]["os"]["version"] == "11", rep["host"]
     assert rep["host"]["live"] is True and rep["host"]["root"] == "/"
     # /proc in the chroot is the installer's: the kernel is the running one, not the target's (it has none).
@@ -308,7 +256,7 @@ def test_nochroot_report_reads_the_target_and_skips_live_probes(installed):
 
     rep = installed["nochroot"]
     validate_report(rep)
-    assert rep["schema_version"] == 1
+    assert rep["schema_version"] == 2
     assert rep["host"]["os"]["id"] == "debian" and rep["host"]["os"]["version"] == "11", rep["host"]
     assert rep["host"]["live"] is False and rep["host"]["root"] == "/mnt/sysimage"
     # Anaconda mounts /proc and /sys in the target too: under --root they still describe the installer's kernel.
