@@ -280,6 +280,8 @@ def test_module_in_check_mode_reports_facts_and_fails_only_when_asked(ansible_en
         "hv-pvm-sandbox": {"kvmcheck_root": pvm, "kvmcheck_profile": "pvm-sandbox"},
         "hv-bad-profile": {"kvmcheck_root": tmp_path, "kvmcheck_profile": "no-such-profile"},
         "hv-empty": empty_dir(tmp_path / "empty-root"),  # a mistyped Kickstart root: no verdict, never ready
+        "hv-pyz": {"kvmcheck_root": pvm, "ansible_python_interpreter": no_kvmcheck, "kvmcheck_pyz": kvmcheck_pyz()},
+        "hv-no-pyz": {"kvmcheck_root": pvm, "kvmcheck_pyz": tmp_path / "no-such.pyz"},
     })
     play = tmp_path / "check.yml"
     play.write_text("""\
@@ -291,6 +293,7 @@ def test_module_in_check_mode_reports_facts_and_fails_only_when_asked(ansible_en
         root: "{{ kvmcheck_root }}"
         only: "{{ kvmcheck_only | default(omit) }}"
         profile: "{{ kvmcheck_profile | default(omit) }}"
+        pyz: "{{ kvmcheck_pyz | default(omit) }}"
         skip: ["storage.*"]
         timeout: 30
       register: audit
@@ -325,6 +328,10 @@ def test_module_in_check_mode_reports_facts_and_fails_only_when_asked(ansible_en
     assert bare["failed"] is True and bare["changed"] is False
     assert "kvmcheck is not importable" in bare["msg"] and "kvmcheck.pyz" in bare["msg"], bare["msg"]
     assert "pip install kvmcheck" in bare["msg"]
+
+    # kvmcheck from kvmcheck.pyz, for a Python that has no kvmcheck; a missing pyz says so.
+    assert audit["hv-pyz"]["verdict"] == "not-ready" and not audit["hv-pyz"].get("failed"), audit["hv-pyz"]
+    assert audit["hv-no-pyz"]["failed"] is True and "is not a file" in audit["hv-no-pyz"]["msg"]
 
     # Bad arguments: a failure saying what is wrong, never a traceback.
     assert audit["hv-no-root"]["failed"] is True and "is not a directory" in audit["hv-no-root"]["msg"]
@@ -521,3 +528,22 @@ def test_audit_playbook_defaults_need_no_index_and_nothing_installed(ansible_env
         shutil.rmtree(tmp_path / "bullseye" / "work", ignore_errors=True)
     else:
         pytest.skip(f"two hosts audited; the bullseye (Python 3.9) host could not be made: {chroot_reason}")
+
+
+def test_audit_playbook_builds_kvmcheck_pyz_when_missing(ansible_env, host_root, tmp_path):
+    prebuilt = kvmcheck_pyz()  # skips unless pip can get the dependencies here: the playbook's build needs them too
+    inv = inventory(tmp_path / "inventory.ini", {"hv-ready": host_root("prepared-intel-host")})
+    built = tmp_path / "controller" / "kvmcheck.pyz"
+    rc, out, stderr = playbook(
+        ["-i", str(inv), "kvmcheck.kvmcheck.audit", "-e", f"kvmcheck_report_dir={tmp_path / 'reports'}",
+         "-e", f"kvmcheck_pyz={built}", "-e", "kvmcheck_fleet=false"], ansible_env, tmp_path)
+    assert rc == 0, (json.dumps(out["stats"]), stderr[-3000:])
+    assert task_results(out, "Build kvmcheck.pyz on the controller when it is missing")["localhost"]["changed"] is True
+    assert built.read_bytes() == prebuilt.read_bytes()  # the same build as python -m kvmcheck.build
+    assert task_results(out, "Run kvmcheck")["hv-ready"]["verdict"] == "ready"
+    # A second run finds the file and leaves it alone.
+    rc, out, stderr = playbook(
+        ["-i", str(inv), "kvmcheck.kvmcheck.audit", "-e", f"kvmcheck_report_dir={tmp_path / 'reports'}",
+         "-e", f"kvmcheck_pyz={built}", "-e", "kvmcheck_fleet=false"], ansible_env, tmp_path)
+    assert rc == 0 and task_results(out, "Build kvmcheck.pyz on the controller when it is missing")["localhost"][
+        "changed"] is False
