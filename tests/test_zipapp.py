@@ -7,6 +7,7 @@ read-only into a private mount namespace, so the cache is never changed).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -56,7 +57,12 @@ def test_zip_holds_no_compiled_code_and_sorted_fixed_entries(pyz):
     names = [i.filename for i in infos]
     assert names == sorted(names)
     assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
-    assert not [n for n in names if n.endswith((".so", ".pyd", ".pyc"))]  # MarkupSafe's speedups left out
+    assert not [n for n in names if n.endswith((".so", ".pyd"))]  # MarkupSafe's speedups left out
+    # bytecode of the building Python beside each source, never alone (other Pythons compile the source)
+    pycs = [n for n in names if n.endswith(".pyc")]
+    assert "kvmcheck/cli.pyc" in pycs and all(n[:-1] in names for n in pycs)
+    with zipfile.ZipFile(pyz) as zf:
+        assert zf.read("kvmcheck/cli.pyc")[:4] == importlib.util.MAGIC_NUMBER
     for needed in ("__main__.py", "kvmcheck/cli.py", "kvmcheck/checks/kvm.py", "kvmcheck/reports/text.txt.j2",
                    "kvmcheck/reports/report.schema.json", "kvmcheck/profiles/default.toml", "typer/__init__.py",
                    "click/__init__.py", "jinja2/__init__.py", "markupsafe/_native.py", "cpuinfo/__init__.py",
