@@ -2,6 +2,8 @@
 """kvmcheck.pyz built once per test process (python -m kvmcheck.build) for the tests that run it."""
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,7 @@ def kvmcheck_pyz() -> Path:
     """The path of a freshly built kvmcheck.pyz; skips when pip cannot get the dependencies' wheels."""
     if "path" not in _BUILT:
         folder = Path(tempfile.mkdtemp(prefix="kvmcheck-test-pyz-"))
+        atexit.register(shutil.rmtree, folder, True)  # gone when the test process ends
         proc = build(folder / "kvmcheck.pyz")
         if proc.returncode != 0:
             _BUILT["path"] = None
