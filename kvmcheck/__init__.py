@@ -27,12 +27,23 @@ def run(root: str = "/", only: Any = None, skip: Any = None, **options: Any) -> 
 
 
 def reports_dir() -> str:
-    """Directory of the Jinja templates (package kvmcheck.reports, mapped from reports/)."""
+    """Directory of the Jinja templates (package kvmcheck.reports, mapped from reports/).
+
+    Inside kvmcheck.pyz this is a path into the zip, not a real directory: read the files through
+    report_file() (or render's loader), which work in both cases.
+    """
     import os
 
     from . import reports  # type: ignore[attr-defined]
 
     return os.path.dirname(reports.__file__)
+
+
+def report_file(name: str) -> str:
+    """The text of a file of kvmcheck.reports (a template or a schema), from a directory or from a zip."""
+    from importlib import resources
+
+    return resources.files("kvmcheck.reports").joinpath(name).read_text(encoding="utf-8")
 
 
 __all__ = ["run", "__version__"]

@@ -405,14 +405,13 @@ def schema(
 ) -> None:
     """Print a JSON Schema (draft 2020-12): of every --format json host report, or with --fleet / --diff of
     the fleet and diff JSON outputs."""
-    from . import reports_dir
+    from . import report_file
 
     if fleet_schema and diff_schema:
         sys.stderr.write("kvmcheck schema: --fleet and --diff are exclusive: one schema at a time\n")
         raise typer.Exit(2)
     name = "fleet.schema.json" if fleet_schema else "diff.schema.json" if diff_schema else "report.schema.json"
-    with open(os.path.join(reports_dir(), name), encoding="utf-8") as fh:
-        sys.stdout.write(fh.read())
+    sys.stdout.write(report_file(name))  # from the package, a directory or kvmcheck.pyz
 
 
 def _nagios_requested(argv: List[str]) -> bool:

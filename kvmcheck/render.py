@@ -175,6 +175,21 @@ def md_cell(value: Any) -> str:
     return "<br>".join(html.escape(str(value), quote=False).replace("|", "\\|").splitlines())
 
 
+def _loader(jinja2, search_path: str):  # type: ignore[no-untyped-def]
+    """Files from search_path; the built-in templates from inside the zip when kvmcheck runs as kvmcheck.pyz."""
+    from . import report_file, reports_dir
+
+    if os.path.normpath(search_path) == os.path.normpath(reports_dir()) and not os.path.isdir(search_path):
+        def load(name: str):  # type: ignore[no-untyped-def]
+            try:
+                return report_file(name)
+            except OSError:  # jinja2 turns None into TemplateNotFound
+                return None
+
+        return jinja2.FunctionLoader(load)
+    return jinja2.FileSystemLoader(search_path)
+
+
 # Formats read on a terminal: every printed value goes through the one terminal sanitizer (kvmcheck.terminal) as
 # the environment's finalize, so no template can forget it. Not HTML/JUnit (escaped, and xml_text drops the
 # characters XML forbids), not Prometheus (node_exporter reads it; prom_label escapes what its format needs).
@@ -211,7 +226,7 @@ def _environment(color: bool, search_path: str, xml: bool = False, terminal: boo
         # XML output: every printed value loses the characters XML 1.0 forbids, before escaping.
         # Terminal formats: every printed value has its control characters shown escaped.
         finalize=_finalizer(xml, terminal),
-        loader=jinja2.FileSystemLoader(search_path),
+        loader=_loader(jinja2, search_path),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "xml.j2", "html", "xml"),
                                             default_for_string=False, default=False),
         undefined=jinja2.StrictUndefined,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import validate_report
+from pyz_build import kvmcheck_pyz
 
 REPO = Path(__file__).resolve().parent.parent
 COLLECTIONS = REPO / "ansible"
@@ -155,11 +157,12 @@ def playbook(argv, env, cwd):
 
 
 def task_results(out, name):
-    """{host: result} of the task called name in the (first) play."""
-    for task in out["plays"][0]["tasks"]:
+    """{host: result} of the (first) task called name, in whichever play."""
+    tasks = [task for play in out["plays"] for task in play["tasks"]]
+    for task in tasks:
         if task["task"]["name"] == name:
             return task["hosts"]
-    raise AssertionError(f"no task {name!r} in {[t['task']['name'] for t in out['plays'][0]['tasks']]}")
+    raise AssertionError(f"no task {name!r} in {[t['task']['name'] for t in tasks]}")
 
 
 def fleet_available() -> bool:
@@ -223,7 +226,7 @@ def test_audit_playbook_writes_one_report_per_host_and_the_fleet_report(ansible_
     rc, out, stderr = playbook(
         ["-i", str(inv), "kvmcheck.kvmcheck.audit",
          "-e", f"kvmcheck_report_dir={out_dir}", "-e", f"kvmcheck_cli={BIN / 'kvmcheck'}",
-         "-e", f"kvmcheck_fleet={with_fleet}"],
+         "-e", f"kvmcheck_fleet={with_fleet}", "-e", f"kvmcheck_pyz={kvmcheck_pyz()}"],
         ansible_env, tmp_path)
     assert rc == 0, (json.dumps(out["stats"]), stderr[-3000:])
     assert set(out["stats"]) == set(ROOTS) | {"localhost"} or set(out["stats"]) == set(ROOTS)
@@ -277,6 +280,8 @@ def test_module_in_check_mode_reports_facts_and_fails_only_when_asked(ansible_en
         "hv-pvm-sandbox": {"kvmcheck_root": pvm, "kvmcheck_profile": "pvm-sandbox"},
         "hv-bad-profile": {"kvmcheck_root": tmp_path, "kvmcheck_profile": "no-such-profile"},
         "hv-empty": empty_dir(tmp_path / "empty-root"),  # a mistyped Kickstart root: no verdict, never ready
+        "hv-pyz": {"kvmcheck_root": pvm, "ansible_python_interpreter": no_kvmcheck, "kvmcheck_pyz": kvmcheck_pyz()},
+        "hv-no-pyz": {"kvmcheck_root": pvm, "kvmcheck_pyz": tmp_path / "no-such.pyz"},
     })
     play = tmp_path / "check.yml"
     play.write_text("""\
@@ -288,6 +293,7 @@ def test_module_in_check_mode_reports_facts_and_fails_only_when_asked(ansible_en
         root: "{{ kvmcheck_root }}"
         only: "{{ kvmcheck_only | default(omit) }}"
         profile: "{{ kvmcheck_profile | default(omit) }}"
+        pyz: "{{ kvmcheck_pyz | default(omit) }}"
         skip: ["storage.*"]
         timeout: 30
       register: audit
@@ -320,7 +326,12 @@ def test_module_in_check_mode_reports_facts_and_fails_only_when_asked(ansible_en
     # Not importable: a clear failure that says how to install kvmcheck.
     bare = audit["hv-bare"]
     assert bare["failed"] is True and bare["changed"] is False
-    assert "kvmcheck is not importable" in bare["msg"] and "pip install kvmcheck" in bare["msg"], bare["msg"]
+    assert "kvmcheck is not importable" in bare["msg"] and "kvmcheck.pyz" in bare["msg"], bare["msg"]
+    assert "pip install kvmcheck" in bare["msg"]
+
+    # kvmcheck from kvmcheck.pyz, for a Python that has no kvmcheck; a missing pyz says so.
+    assert audit["hv-pyz"]["verdict"] == "not-ready" and not audit["hv-pyz"].get("failed"), audit["hv-pyz"]
+    assert audit["hv-no-pyz"]["failed"] is True and "is not a file" in audit["hv-no-pyz"]["msg"]
 
     # Bad arguments: a failure saying what is wrong, never a traceback.
     assert audit["hv-no-root"]["failed"] is True and "is not a directory" in audit["hv-no-root"]["msg"]
@@ -361,6 +372,7 @@ def test_audit_playbook_in_check_mode_installs_nothing_and_still_reports(ansible
     out_dir = tmp_path / "reports"
     rc, out, stderr = playbook(
         ["-i", str(inv), "kvmcheck.kvmcheck.audit", "--check", "-e", f"kvmcheck_report_dir={out_dir}",
+         "-e", f"kvmcheck_pyz={kvmcheck_pyz()}",
          "-e", "kvmcheck_fleet=false", "-e", "kvmcheck_fail_on_not_ready=true"], ansible_env, tmp_path)
     # kvmcheck_fail_on_not_ready fails the not-ready host, but only after its report was written.
     assert rc == 2, (json.dumps(out["stats"]), stderr[-3000:])
@@ -371,3 +383,167 @@ def test_audit_playbook_in_check_mode_installs_nothing_and_still_reports(ansible
     assert result["changed"] is False and result["ansible_facts"]["kvmcheck"]["verdict"] == "not-ready"
     assert json.loads((out_dir / "hosts" / "hv-pvm.json").read_text())["verdict"] == "not-ready"
     assert not (out_dir / "fleet.json").exists()
+
+
+# ansible-test's sanity venvs bootstrap pip from a script it downloads from ci-files.testing.ansible.com; where
+# that site is unreachable this stand-in, put where ansible-test caches the script, gets pip from ensurepip.
+GET_PIP_STANDIN = '''\
+import subprocess
+import sys
+
+subprocess.check_call([sys.executable, "-m", "ensurepip", "--default-pip"], stdout=subprocess.DEVNULL)
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]  # get-pip's own options
+sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", "-q", *args]))
+'''
+# ansible-test's state (its sanity venvs) is kept between runs, like tests/test_kickstart.py's chroot.
+ANSIBLE_TEST_HOME = Path(os.environ.get("KVMCHECK_ANSIBLE_TEST_HOME", "/var/cache/kvmcheck-test/ansible-test-home"))
+
+
+def collection_copy(tmp_path):
+    """The collection under tmp_path/ansible_collections/kvmcheck/kvmcheck: the tools write tests/output there."""
+    import shutil
+
+    dest = tmp_path / "ansible_collections" / "kvmcheck" / "kvmcheck"
+    shutil.copytree(COLLECTION, dest)
+    return dest
+
+
+def test_ansible_test_sanity_passes(ansible_env, tmp_path):
+    if not (BIN / "ansible-test").exists():
+        pytest.skip("ansible-test is not installed (it comes with ansible-core)")
+    try:
+        ANSIBLE_TEST_HOME.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        pytest.skip(f"no cache directory for ansible-test's venvs ({exc}); set KVMCHECK_ANSIBLE_TEST_HOME")
+    import ansible_test  # noqa: F401  (installed with ansible-core)
+
+    pip_version = re.search(r"pip='([0-9.]+)'", (Path(ansible_test.__file__).parent / "_internal" /
+                                                 "python_requirements.py").read_text()).group(1)
+    cache = ANSIBLE_TEST_HOME / ".ansible" / "test" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    standin = cache / f"get_pip_{pip_version.replace('.', '_')}.py"
+    if not standin.exists():
+        standin.write_text(GET_PIP_STANDIN)
+    env = dict(ansible_env, HOME=str(ANSIBLE_TEST_HOME))
+    for name in ("ANSIBLE_CONFIG", "ANSIBLE_HOME", "ANSIBLE_COLLECTIONS_PATH"):
+        env.pop(name)  # ansible-test sets these up for the collection itself
+    python = "%d.%d" % sys.version_info[:2]
+    proc = subprocess.run([str(BIN / "ansible-test"), "sanity", "--python", python, "--color", "no"],
+                          cwd=collection_copy(tmp_path), env=env, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0 and re.search(r"pip .*(Could not find a version|No matching distribution)|"
+                                          r"Failed to establish a new connection", proc.stdout + proc.stderr):
+        pytest.skip(f"ansible-test could not install its sanity requirements:\n{proc.stderr[-1500:]}")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert 'Running sanity test "validate-modules"' in proc.stdout + proc.stderr
+
+
+def test_ansible_lint_passes(ansible_env, tmp_path):
+    if not (BIN / "ansible-lint").exists():
+        pytest.skip("ansible-lint is not installed (pip install -e '.[test]' installs it)")
+    home = tmp_path / "lint-home"
+    home.mkdir()
+    env = dict(ansible_env, HOME=str(home), ANSIBLE_COLLECTIONS_PATH=str(tmp_path))
+    env.pop("ANSIBLE_CONFIG")
+    proc = subprocess.run([str(BIN / "ansible-lint"), "--offline", "--nocolor"], cwd=collection_copy(tmp_path),
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert "Passed" in proc.stdout + proc.stderr and "'production'" in proc.stdout + proc.stderr
+
+
+CHROOT_PYTHON = """#!/bin/sh
+# ansible_python_interpreter of the bullseye host: its /usr/bin/python3 (3.9) in a chroot on an overlay of the
+# cached debootstrap (never changed), with {shared} bound in at the same path, so that the module files Ansible
+# puts there and the captured roots are found inside.
+exec unshare --mount --propagation private --kill-child /bin/sh -c '
+set -e
+mount -t overlay overlay -o lowerdir={lower},upperdir={work}/upper,workdir={work}/work {work}/merged
+mkdir -p {work}/merged{shared}
+mount --bind {shared} {work}/merged{shared}
+mount -t proc proc {work}/merged/proc
+exec chroot {work}/merged /usr/bin/python3 "$@"' sh "$@"
+"""
+
+
+def test_audit_playbook_defaults_need_no_index_and_nothing_installed(ansible_env, host_root, tmp_path):
+    """Three targets, none with kvmcheck or pip access: a bare venv, Debian's python3 -I, bullseye's 3.9."""
+    import shutil
+
+    bare_venv = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare_venv)], check=True, timeout=120)
+    hosts = {"hv-venv": {"kvmcheck_root": host_root("prepared-intel-host"),
+                         "ansible_python_interpreter": bare_venv / "bin" / "python"}}
+    if os.access("/usr/bin/python3", os.X_OK):
+        isolated = tmp_path / "python3-isolated"
+        isolated.write_text('#!/bin/sh\nexec /usr/bin/python3 -I "$@"\n')
+        isolated.chmod(0o755)
+        hosts["hv-debian"] = {"kvmcheck_root": host_root("pvm-host"), "ansible_python_interpreter": isolated}
+    chroot_reason = None
+    try:
+        from test_kickstart import bullseye_root, needs_tools
+
+        needs_tools("mount")
+        lower = bullseye_root()
+    except pytest.skip.Exception as exc:  # no root, no debootstrap or no mirror: the other hosts still run
+        chroot_reason = str(exc)
+    if chroot_reason is None:
+        work = tmp_path / "bullseye"
+        for sub in ("upper", "work", "merged"):
+            (work / sub).mkdir(parents=True)
+        wrapper = tmp_path / "python3-bullseye"
+        wrapper.write_text(CHROOT_PYTHON.format(lower=lower, work=work, shared=tmp_path))
+        wrapper.chmod(0o755)
+        hosts["hv-bullseye"] = {"kvmcheck_root": host_root("intel-firmware-disabled"),
+                                "ansible_python_interpreter": wrapper}
+    for host, hostvars in hosts.items():  # no target can import kvmcheck (or jinja2) by itself
+        probe = subprocess.run([str(hostvars["ansible_python_interpreter"]), "-c", "import kvmcheck"],
+                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert probe.returncode == 1 and "No module named 'kvmcheck'" in probe.stderr, (host, probe.stderr)
+    inv = inventory(tmp_path / "inventory.ini", hosts)
+    out_dir = tmp_path / "reports"
+    env = dict(ansible_env, PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_EXTRA_INDEX_URL="",
+               PIP_FIND_LINKS="", PIP_CONFIG_FILE="/dev/null")  # any pip run would fail
+    rc, out, stderr = playbook(
+        ["-i", str(inv), "kvmcheck.kvmcheck.audit", "-e", f"kvmcheck_report_dir={out_dir}",
+         "-e", f"kvmcheck_pyz={kvmcheck_pyz()}", "-e", "kvmcheck_fleet=false"], env, tmp_path)
+    assert rc == 0, (json.dumps(out["stats"]), stderr[-3000:])
+    expected = {"hv-venv": "ready", "hv-debian": "not-ready", "hv-bullseye": "not-ready"}
+    audit = task_results(out, "Run kvmcheck")
+    for host in hosts:
+        assert out["stats"][host]["failures"] == 0, out["stats"][host]
+        # the only change is the report written on the controller; the target ends as it was
+        for task in ("Make a private temporary directory for kvmcheck.pyz", "Copy kvmcheck.pyz from the controller",
+                     "Run kvmcheck", "Remove kvmcheck.pyz from the target"):
+            assert task_results(out, task)[host]["changed"] is False, (task, host)
+        assert task_results(out, "Install kvmcheck with pip for the target's interpreter")[host].get("skipped")
+        assert audit[host]["verdict"] == expected[host], audit[host]
+        assert audit[host]["invocation"]["module_args"]["pyz"].endswith("/kvmcheck.pyz")
+        report = validate_report(json.loads((out_dir / "hosts" / f"{host}.json").read_text()))
+        assert report["verdict"] == expected[host]
+        removed = task_results(out, "Remove kvmcheck.pyz from the target")[host]
+        assert not removed.get("failed") and removed["path"] == audit[host]["invocation"]["module_args"]["pyz"][:-13]
+    if chroot_reason is None:
+        assert audit["hv-bullseye"]["ansible_facts"]["kvmcheck"]["host"]["root"] == str(hosts["hv-bullseye"]["kvmcheck_root"])
+        left = list((tmp_path / "bullseye" / "upper" / "tmp").glob("kvmcheck-*"))
+        assert left == [], left  # the copy is gone from the target
+        shutil.rmtree(tmp_path / "bullseye" / "work", ignore_errors=True)
+    else:
+        pytest.skip(f"two hosts audited; the bullseye (Python 3.9) host could not be made: {chroot_reason}")
+
+
+def test_audit_playbook_builds_kvmcheck_pyz_when_missing(ansible_env, host_root, tmp_path):
+    prebuilt = kvmcheck_pyz()  # skips unless pip can get the dependencies here: the playbook's build needs them too
+    inv = inventory(tmp_path / "inventory.ini", {"hv-ready": host_root("prepared-intel-host")})
+    built = tmp_path / "controller" / "kvmcheck.pyz"
+    rc, out, stderr = playbook(
+        ["-i", str(inv), "kvmcheck.kvmcheck.audit", "-e", f"kvmcheck_report_dir={tmp_path / 'reports'}",
+         "-e", f"kvmcheck_pyz={built}", "-e", "kvmcheck_fleet=false"], ansible_env, tmp_path)
+    assert rc == 0, (json.dumps(out["stats"]), stderr[-3000:])
+    assert task_results(out, "Build kvmcheck.pyz on the controller when it is missing")["localhost"]["changed"] is True
+    assert built.read_bytes() == prebuilt.read_bytes()  # the same build as python -m kvmcheck.build
+    assert task_results(out, "Run kvmcheck")["hv-ready"]["verdict"] == "ready"
+    # A second run finds the file and leaves it alone.
+    rc, out, stderr = playbook(
+        ["-i", str(inv), "kvmcheck.kvmcheck.audit", "-e", f"kvmcheck_report_dir={tmp_path / 'reports'}",
+         "-e", f"kvmcheck_pyz={built}", "-e", "kvmcheck_fleet=false"], ansible_env, tmp_path)
+    assert rc == 0 and task_results(out, "Build kvmcheck.pyz on the controller when it is missing")["localhost"][
+        "changed"] is False

@@ -3,29 +3,27 @@
 
 The target is a real Debian 11 (bullseye) system made by debootstrap, whose python3 is 3.9 (RHEL 9's).
 It is built once into a cache directory ($KVMCHECK_CHROOT_CACHE, default /var/cache/kvmcheck-test) and
-never changed afterwards: each run mounts an overlay on it.  Inside a private mount namespace
+never changed afterwards (tests/fresh_systems.py): each run mounts an overlay on it.  Inside a private mount namespace
 (unshare --mount --propagation private) the test then does what Anaconda does around %post scripts:
 /dev bound, /proc, /sys and /tmp mounted in the target, /run of the "installer" (a tmpfs holding the
 install medium's wheel directory) bound into it, the target at /mnt/sysimage; the script body is written to
 TARGET/tmp/ks-script-* and run with /bin/sh, chrooted or not, stdout and stderr into the --log file.
 Leaving the namespace drops every mount, even when the test is killed.
 
-Wheels of kvmcheck and its dependencies for CPython 3.9 are built on the host (the dependencies cached
-beside the chroot), so the target installs offline with pip --no-index.  The chroot, the wheel cache and
-the copy of the work tree come from tests/fresh_systems.py, shared with tests/test_fresh_install.py.
+kvmcheck.pyz (python -m kvmcheck.build) is built on the host and put on the "install medium"; the target has no
+kvmcheck, no pip package and no package index.
 """
 import json
 import os
 import re
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from fresh_systems import (DEBIAN_PYTHON, REPO, bounded, checkout_copy, debian_root, mounts_under, needs_tools,
-                           wheelhouse)
+from fresh_systems import REPO, bounded, debian_root, mounts_under, needs_tools
+from pyz_build import kvmcheck_pyz
 
 EXAMPLES = REPO / "examples" / "kickstart"
 SUITE = "bullseye"
@@ -47,24 +45,16 @@ def parse_post(path: Path):
     return opts, "\n".join(lines[start + 1:end]) + "\n"
 
 
-def build_wheels(dest: Path) -> Path:
-    """kvmcheck's wheel (from a copy of the work tree) and its dependencies' wheels for bullseye's CPython 3.9."""
-    src = checkout_copy(dest.parent / "src")
-    dest.mkdir()
-    rc, out = bounded([sys.executable, "-m", "pip", "--disable-pip-version-check", "wheel", "-q", "--no-deps",
-                       "-w", str(dest), str(src)], 300)
-    if rc != 0:
-        pytest.skip(f"cannot build kvmcheck's wheel (setuptools from the package index?):\n{out[-1500:]}")
-    for whl in wheelhouse(*DEBIAN_PYTHON[SUITE]).glob("*.whl"):
-        shutil.copy2(whl, dest)
-    return dest
+def bullseye_root() -> Path:
+    """The cached debootstrap of bullseye (Python 3.9, RHEL 9's), shared with the zipapp and Ansible tests."""
+    return debian_root(SUITE)
 
 
 # Anaconda around %post: system file systems in the target, its /run bound in, the target at /mnt/sysimage;
 # then each script as TARGET/tmp/ks-script-*, run by /bin/sh (chrooted or not) into its --log file.
 DRIVER = r"""
 set -eu
-LOWER=$1 W=$2 WHEELS=$3 CHROOT_LOG=$4 NOCHROOT_LOG=$5
+LOWER=$1 W=$2 PYZ=$3 CHROOT_LOG=$4 NOCHROOT_LOG=$5
 M=$W/merged
 mkdir -p "$W/upper" "$W/work" "$M"
 if ! mount -t overlay overlay -o "lowerdir=$LOWER,upperdir=$W/upper,workdir=$W/work" "$M" 2>/dev/null; then
@@ -77,8 +67,8 @@ mount -t proc proc "$M/proc"
 mount -t sysfs sysfs "$M/sys"
 mount -t tmpfs tmpfs "$M/tmp"
 mount -t tmpfs tmpfs /run
-mkdir -p /run/install/repo/kvmcheck-wheels
-mount --bind "$WHEELS" /run/install/repo/kvmcheck-wheels
+mkdir -p /run/install/repo
+cp "$PYZ" /run/install/repo/kvmcheck.pyz
 mount --rbind /run "$M/run"
 mount -t tmpfs tmpfs /mnt
 mkdir /mnt/sysimage
@@ -100,9 +90,9 @@ echo $? > "$W/rc-nochroot"
 def installed(tmp_path_factory):
     """Both snippets run against an overlay on the bullseye chroot; their files, read after the namespace ends."""
     needs_tools()
-    lower = debian_root(SUITE)
+    lower = bullseye_root()
     base = tmp_path_factory.mktemp("kickstart")
-    wheels = build_wheels(base / "wheels")
+    pyz = kvmcheck_pyz()
     work = base / "target"
     work.mkdir()
     chroot_opts, chroot_body = parse_post(EXAMPLES / "kvmcheck-post-chroot.ks")
@@ -111,7 +101,7 @@ def installed(tmp_path_factory):
     (work / "post-nochroot.sh").write_text(nochroot_body)
     (work / "driver.sh").write_text(DRIVER)
     argv = ["unshare", "--mount", "--propagation", "private", "--kill-child", "/bin/sh", str(work / "driver.sh"),
-            str(lower), str(work), str(wheels), chroot_opts["--log"], nochroot_opts["--log"]]
+            str(lower), str(work), str(pyz), chroot_opts["--log"], nochroot_opts["--log"]]
     rc, out = bounded(argv, RUN_TIMEOUT)
     leaked = mounts_under(base, lower, "/mnt/sysimage")
     assert not leaked, f"mounts left behind: {leaked}"
@@ -150,6 +140,9 @@ def test_snippet_shape(name):
     assert "--erroronfail" in (EXAMPLES / name).read_text()
     assert "KVMCHECK_EXIT_ZERO=--exit-zero" in body and "--output" in body
     assert ("--root" in body) == ("--nochroot" in opts)
+    # the one file from the install medium, run by python3: no pip, no package index, no venv
+    assert "KVMCHECK_PYZ=/run/install/repo/kvmcheck.pyz" in body
+    assert "pip" not in body and "venv" not in body
 
 
 # --- the snippets run against a real Debian 11 target ----------------------------------------------------
@@ -161,11 +154,12 @@ def test_both_forms_exit_zero_and_log(installed):
 
 
 def test_chroot_form_runs_the_targets_python_3_9(installed):
-    cfg = (installed["upper"] / "opt" / "kvmcheck" / "pyvenv.cfg").read_text()
-    assert re.search(r"^version\s*=\s*3\.9\.", cfg, re.M), cfg
     assert re.search(r"Python 3\.9\.\d+", installed["logs"]["chroot"]), installed["logs"]["chroot"]
-    site = installed["upper"] / "opt" / "kvmcheck" / "lib" / "python3.9" / "site-packages"
-    assert list(site.glob("kvmcheck-*.dist-info")), "kvmcheck was not installed into the target's venv"
+    # The one file stays in the target for later runs; nothing else of kvmcheck is installed there.
+    kept = installed["upper"] / "usr" / "local" / "lib" / "kvmcheck" / "kvmcheck.pyz"
+    assert kept.read_bytes() == kvmcheck_pyz().read_bytes()
+    assert not list(installed["upper"].glob("usr/lib/python3*/**/kvmcheck*"))
+    assert not (installed["upper"] / "opt" / "kvmcheck").exists()
 
 
 def test_target_has_the_installer_mounts(installed):

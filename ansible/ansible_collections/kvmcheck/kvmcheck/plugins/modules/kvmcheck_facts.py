@@ -1,5 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# Copyright: kvmcheck developers
+# GNU General Public License v2.0 or later, which includes v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Ansible module kvmcheck.kvmcheck.kvmcheck_facts: run kvmcheck on the target, return its report as facts."""
 from __future__ import absolute_import, division, print_function
@@ -17,17 +19,18 @@ description:
     under C(ansible_facts.kvmcheck).
   - Only reads the host (or the directory given as O(root)); it never changes anything, so it always
     returns C(changed=false) and runs in check mode too.
-  - kvmcheck must be importable by the Python interpreter Ansible uses on the target
-    (C(ansible_python_interpreter)); install it with C(pip install kvmcheck) or with the collection's
-    C(kvmcheck.kvmcheck.audit) playbook. If it is not importable the task fails and says how to install it.
+  - kvmcheck comes from O(pyz), a C(kvmcheck.pyz) file copied to the target (the collection's
+    C(kvmcheck.kvmcheck.audit) playbook does that), or else must be importable by the Python interpreter
+    Ansible uses on the target (C(ansible_python_interpreter)). If it is not, the task fails and says what to do.
   - By default the task does not fail when the host is not ready, so that every host of an audit reports;
     set O(fail_on_not_ready=true) to fail it. A host whose verdict is V(unknown) (nothing failed, but an
     essential check could not decide, or O(root) holds no installed system) is not ready either, and the
     task fails then too, naming what lacked evidence.
 author:
-  - kvmcheck developers
+  - kvmcheck developers (!UNKNOWN)
 requirements:
-  - kvmcheck (Python package) on the target, importable by the target's Ansible Python interpreter
+  - Python 3.9 or newer on the target
+  - kvmcheck.pyz on the target (O(pyz)), or kvmcheck (Python package) importable by the target's Python
 options:
   root:
     description:
@@ -72,14 +75,22 @@ options:
       - When false (the default) the task succeeds whatever the verdict, and the verdict is in the result.
     type: bool
     default: false
+  pyz:
+    description:
+      - Path of C(kvmcheck.pyz) on the target (built with C(python3 -m kvmcheck.build)); kvmcheck is imported
+        from it, ahead of any installed copy. Nothing needs to be installed on the target then.
+      - When not set, kvmcheck must be importable by the target's Ansible Python interpreter.
+    type: path
 attributes:
   check_mode:
     support: full
     description: The module only reads; it runs unchanged in check mode.
   diff_mode:
     support: none
+    description: The module changes nothing, so there is no difference to show.
   facts:
     support: full
+    description: The report is returned as the fact C(ansible_facts.kvmcheck).
 notes:
   - The report follows kvmcheck's JSON schema (C(kvmcheck schema) prints it).
   - Run with C(become=true) for a complete audit of the running host; some checks read files only root may read.
@@ -125,14 +136,14 @@ ansible_facts:
   contains:
     kvmcheck:
       description:
-        - The kvmcheck JSON report (schema_version 1), as C(kvmcheck check --format json) prints it.
+        - The kvmcheck JSON report (schema_version 2), as C(kvmcheck check --format json) prints it.
       returned: success
       type: dict
       contains:
         schema_version:
           description: Version of the report schema.
           type: int
-          sample: 1
+          sample: 2
         tool:
           description: Name and version of kvmcheck.
           type: dict
@@ -208,20 +219,26 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-try:
-    import kvmcheck
-
-    KVMCHECK_IMPORT_ERROR = None
-except Exception:  # ImportError, or a broken install
-    kvmcheck = None
-    KVMCHECK_IMPORT_ERROR = traceback.format_exc()
-
 INSTALL_HINT = (
     "kvmcheck is not importable by the Python interpreter Ansible uses on this host ({python}): {error}. "
-    "Install it for that interpreter: '{python} -m pip install kvmcheck' (or a local path or wheel), "
-    "or run the collection's playbook kvmcheck.kvmcheck.audit, which installs it; "
+    "Copy kvmcheck.pyz (python3 -m kvmcheck.build) to the host and pass its path as the pyz option, "
+    "or run the collection's playbook kvmcheck.kvmcheck.audit, which does that; "
+    "or install it for that interpreter: '{python} -m pip install kvmcheck' (a local path or wheel), "
     "or point ansible_python_interpreter at a Python that has kvmcheck."
 )
+
+
+def import_kvmcheck(pyz):
+    """kvmcheck from pyz (kvmcheck.pyz on the target, first on sys.path) or from the interpreter's packages.
+
+    Returns (module, None) or (None, traceback text)."""
+    if pyz:
+        sys.path.insert(0, pyz)  # a zipapp imports as it is: zipimport reads its modules and data
+    try:
+        import kvmcheck
+    except Exception:  # ImportError, or a broken install
+        return None, traceback.format_exc()
+    return kvmcheck, None
 
 
 def main():
@@ -235,14 +252,19 @@ def main():
             strict=dict(type="bool", default=False),
             timeout=dict(type="float", default=5.0),
             fail_on_not_ready=dict(type="bool", default=False),
+            pyz=dict(type="path"),
         ),
         supports_check_mode=True,
     )
     params = module.params
+    if params["pyz"] is not None and not os.path.isfile(params["pyz"]):
+        module.fail_json(msg="pyz %r is not a file (copy kvmcheck.pyz to the host first)" % params["pyz"],
+                         changed=False)
+    kvmcheck, import_error = import_kvmcheck(params["pyz"])
     if kvmcheck is None:
-        last = (KVMCHECK_IMPORT_ERROR or "").strip().splitlines()[-1:] or ["ImportError"]
+        last = (import_error or "").strip().splitlines()[-1:] or ["ImportError"]
         module.fail_json(msg=INSTALL_HINT.format(python=sys.executable, error=last[0]),
-                         exception=KVMCHECK_IMPORT_ERROR, changed=False)
+                         exception=import_error, changed=False)
     if params["timeout"] <= 0:
         module.fail_json(msg="timeout must be a positive number of seconds, got %s" % params["timeout"], changed=False)
     if not os.path.isdir(params["root"]):
