@@ -524,3 +524,95 @@ class Host:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    # -- added for the consumer checks (kept at the end of the class) --------------------------
+    def xattr(self, path: str, name: str) -> Optional[bytes]:
+        """An extended attribute of the node at path (system.posix_acl_access, ...); None when it has none.
+
+        Offline-safe: getxattr on the resolved path, never following a last symlink and never opening
+        the node, so a device of an offline root is not touched.  A file system without xattrs
+        (ENOTSUP) has none; a missing path is None too; other errors raise.
+        """
+        self._note(path)
+        real = self.resolve(path)
+        try:
+            return os.getxattr(real, name, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ENODATA, errno.ENOTSUP, getattr(errno, "EOPNOTSUPP", errno.ENOTSUP)):
+                return None
+            raise _named(exc, path) from None
+
+    def converse(self, argv: Sequence[str], lines: Sequence[str], timeout: float = 5.0,
+                 limit: int = 1 << 20) -> CommandResult:
+        """Start a program (argv list, no shell, C locale; live only), write lines to its stdin, and
+        collect its stdout and stderr until it exits, at most limit bytes of each.
+
+        For request/response protocols on stdio (QMP): the lines are written as the program reads them,
+        then stdin is closed.  At the deadline the program is killed and TimeoutError is raised; one
+        that floods its output past limit is killed too (the output so far is kept, returncode -9).
+        Raises FileNotFoundError when the program is not installed.
+        """
+        import selectors
+
+        self.require_live(f"running {argv[0]}")
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+        proc = subprocess.Popen(list(argv), shell=False, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, start_new_session=True)
+        stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
+        assert stdin is not None and stdout is not None and stderr is not None
+        pending = "".join(line if line.endswith("\n") else line + "\n" for line in lines).encode("utf-8")
+        out = {stdout.fileno(): bytearray(), stderr.fileno(): bytearray()}
+        reading = set(out)
+        deadline = time.monotonic() + timeout
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(stdout, selectors.EVENT_READ)
+                sel.register(stderr, selectors.EVENT_READ)
+                if pending:
+                    os.set_blocking(stdin.fileno(), False)
+                    sel.register(stdin, selectors.EVENT_WRITE)
+                else:
+                    stdin.close()
+                while reading:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(errno.ETIMEDOUT, f"did not finish within {timeout:g} s", argv[0])
+                    for key, _ in sel.select(left):
+                        if key.fileobj is stdin:
+                            try:
+                                pending = pending[os.write(key.fd, pending):]
+                            except BlockingIOError:
+                                continue
+                            except BrokenPipeError:  # it exited without reading everything: its answer says why
+                                pending = b""
+                            if not pending:
+                                sel.unregister(stdin)
+                                stdin.close()
+                            continue
+                        chunk = os.read(key.fd, 1 << 16)
+                        if not chunk:
+                            sel.unregister(key.fileobj)
+                            reading.discard(key.fd)
+                        elif len(out[key.fd]) + len(chunk) > limit:  # a flood: keep what fits and stop it
+                            out[key.fd] += chunk[: limit - len(out[key.fd])]
+                            reading.clear()
+                            proc.kill()
+                            break
+                        else:
+                            out[key.fd] += chunk
+            if proc.poll() is None:
+                proc.wait(max(deadline - time.monotonic(), 0.001))
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(errno.ETIMEDOUT, f"did not exit within {timeout:g} s", argv[0]) from None
+        finally:
+            if proc.poll() is None:  # overran, flooded, or an error on our side: never leave it running
+                with contextlib.suppress(OSError):
+                    proc.kill()
+                proc.wait()
+            for stream in (stdin, stdout, stderr):
+                with contextlib.suppress(OSError):
+                    stream.close()
+        answer, errors = (bytes(b).decode("utf-8", "replace") for b in out.values())
+        return CommandResult(tuple(argv), proc.returncode, answer, errors)
