@@ -1,0 +1,195 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The stack as its real consumer: kvm.consumer, qemu.accel, libvirt.daemon, container.kvm-access, and the
+Host methods they added (xattr, converse), against this machine's real QEMU, libvirt and /dev/kvm."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from kvmcheck.checks import consumer
+from kvmcheck.context import Context
+from kvmcheck.host import Host
+from kvmcheck.parsers.container import detect_container
+from kvmcheck.parsers.posix_acl import may_access, parse_posix_acl
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="dropping to QEMU's user and changing /dev/kvm need root")
+needs_qemu = pytest.mark.skipif(not os.path.exists("/usr/bin/qemu-system-x86_64"),
+                                reason="qemu-system-x86 is not installed (.ci/apt-packages)")
+needs_libvirt_user = pytest.mark.skipif(
+    not os.path.exists("/etc/libvirt/qemu.conf") or subprocess.run(["id", "libvirt-qemu"], capture_output=True).returncode,
+    reason="libvirt-daemon-system (the libvirt-qemu user and qemu.conf) is not installed")
+needs_kvm = pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="no /dev/kvm on this machine")
+
+
+@contextlib.contextmanager
+def kvm_mode(mode: int, gid: int):
+    """/dev/kvm with this mode and group for the block; the old ones restored afterwards, whatever happens."""
+    st = os.stat("/dev/kvm")
+    try:
+        os.chown("/dev/kvm", 0, gid)
+        os.chmod("/dev/kvm", mode)
+        yield
+    finally:
+        os.chown("/dev/kvm", st.st_uid, st.st_gid)
+        os.chmod("/dev/kvm", st.st_mode & 0o7777)
+
+
+def children() -> set:
+    with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as fh:
+        return set(fh.read().split())
+
+
+# -- kvm.consumer ----------------------------------------------------------------------------------------
+@needs_root
+@needs_kvm
+@needs_libvirt_user
+def test_consumer_fails_naming_libvirt_qemu_at_0600_and_passes_at_0660_kvm():
+    import grp
+
+    kvm_gid = grp.getgrnam("kvm").gr_gid
+    with kvm_mode(0o600, 0):
+        out = consumer.kvm_consumer(Context(Host()))
+    assert (out.status.value, out.evidence["proof"]["errno"]) == ("fail", "EACCES")
+    assert "libvirt-qemu cannot open /dev/kvm" in out.summary
+    assert 'GROUP="kvm", MODE="0660"' in out.remediation
+    with kvm_mode(0o660, kvm_gid):
+        out = consumer.kvm_consumer(Context(Host()))
+    assert (out.status.value, out.evidence["proof"]["step"]) == ("pass", "ok"), out
+
+
+@needs_root
+@needs_kvm
+@needs_libvirt_user
+def test_the_probe_never_changes_the_parents_identity_nor_leaves_a_child():
+    before = (os.getuid(), os.geteuid(), os.getgid(), os.getegid(), sorted(os.getgroups()))
+    kids = children()
+    who, _ = consumer.qemu_identity(Context(Host()))
+    assert who is not None and who.uid != 0
+    step, _ = consumer.prove_as(Context(Host()), who)
+    assert step in ("ok", "open")
+    assert (os.getuid(), os.geteuid(), os.getgid(), os.getegid(), sorted(os.getgroups())) == before
+    assert children() == kids
+
+
+def test_identity_counts_the_primary_group_and_the_configured_one(tmp_path):
+    """Debian: libvirt-qemu's primary group kvm, listed nowhere in /etc/group, still opens a 0660 root:kvm node."""
+    (tmp_path / "etc/libvirt").mkdir(parents=True)
+    (tmp_path / "etc/os-release").write_text("ID=debian\n")
+    (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/bash\nlibvirt-qemu:x:64055:108::/:/usr/sbin/nologin\n")
+    (tmp_path / "etc/group").write_text("root:x:0:\nkvm:x:108:\nlibvirt-qemu:x:64055:libvirt-qemu\n")
+    (tmp_path / "etc/libvirt/qemu.conf").write_text('#user = "libvirt-qemu"\n#group = "libvirt-qemu"\n')
+    who, why = consumer.qemu_identity(Context(Host(str(tmp_path))))
+    assert (who.user, who.uid, who.gid, who.groups) == ("libvirt-qemu", 64055, 64055, (108, 64055)), why
+    (tmp_path / "etc/libvirt/qemu.conf").write_text('user = "qemu"\n')
+    who, why = consumer.qemu_identity(Context(Host(str(tmp_path))))
+    assert who is None and "not in /etc/passwd" in why
+
+
+def test_acl_decides_like_the_kernel():
+    import struct
+
+    def acl(*entries):
+        return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+    # 0600 root:root plus user:64055:rw- and mask rw- (what 'setfacl -m u:libvirt-qemu:rw /dev/kvm' leaves)
+    entries = parse_posix_acl(acl((1, 6, 0xFFFFFFFF), (2, 6, 64055), (4, 0, 0xFFFFFFFF), (0x10, 6, 0xFFFFFFFF),
+                                  (0x20, 0, 0xFFFFFFFF)))
+    assert may_access(6, 0o660, 0, 0, 64055, frozenset({64055}), entries)
+    assert not may_access(6, 0o660, 0, 0, 1000, frozenset({1000}), entries)
+    # the mask limits a named entry: mask r-- takes the write away
+    masked = parse_posix_acl(acl((1, 6, 0), (2, 6, 64055), (4, 0, 0), (0x10, 4, 0), (0x20, 0, 0)))
+    assert not may_access(6, 0o640, 0, 0, 64055, frozenset({64055}), masked)
+    assert not may_access(6, 0o600, 0, 0, 64055, frozenset({108}))
+    assert may_access(6, 0o660, 0, 108, 64055, frozenset({108}))
+
+
+@pytest.mark.skipif(shutil.which("setfacl") is None, reason="setfacl (the acl package) is not installed")
+def test_xattr_reads_a_real_acl(tmp_path):
+    f = tmp_path / "node"
+    f.write_text("")
+    os.chmod(f, 0o600)
+    subprocess.run(["setfacl", "-m", "u:12345:rw", str(f)], check=True)
+    raw = Host(str(tmp_path)).xattr("/node", "system.posix_acl_access")
+    entries = parse_posix_acl(raw)
+    assert "user:12345:rw-" in [e.text() for e in entries]
+    assert may_access(6, 0o660, 0, 0, 12345, frozenset(), entries)
+    assert Host(str(tmp_path)).xattr("/missing", "system.posix_acl_access") is None
+
+
+# -- Host.converse ---------------------------------------------------------------------------------------
+def test_converse_writes_lines_and_reads_answers():
+    res = Host().converse(["sh", "-c", "read a; read b; echo \"$b $a\"; echo note >&2"], ["one", "two"])
+    assert (res.returncode, res.stdout, res.stderr) == (0, "two one\n", "note\n")
+
+
+def test_converse_kills_at_the_deadline_and_a_flood():
+    kids = children()
+    with pytest.raises(TimeoutError):
+        Host().converse(["sleep", "30"], [], timeout=0.3)
+    res = Host().converse(["yes"], [], limit=1000)
+    assert (res.returncode, len(res.stdout)) == (-9, 1000)
+    assert children() == kids
+
+
+def test_converse_is_live_only(tmp_path):
+    from kvmcheck.host import OfflineError
+
+    with pytest.raises(OfflineError):
+        Host(str(tmp_path)).converse(["cat"], ["x"])
+
+
+# -- qemu.accel ------------------------------------------------------------------------------------------
+@needs_root
+@needs_kvm
+@needs_qemu
+def test_qemu_accel_passes_as_root_here():
+    out = consumer.qemu_accel(Context(Host()))
+    assert out.status.value == "pass", out
+    assert out.evidence["kvm"] == {"enabled": True, "present": True}
+    assert out.evidence["default_machines"] == ["pc-i440fx-*", "pc-q35-*"]
+
+
+# -- containers ------------------------------------------------------------------------------------------
+DOCKER_V2 = ("1 0 0:40 / / rw,relatime - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/AB:/var/lib/"
+             "docker/overlay2/l/CD,upperdir=/var/lib/docker/overlay2/x/diff,workdir=/var/lib/docker/overlay2/x/work\n"
+             "2 1 8:1 /var/lib/docker/containers/0123abcd/resolv.conf /etc/resolv.conf rw - ext4 /dev/sda1 rw\n"
+             "3 1 8:1 /var/lib/docker/containers/0123abcd/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n")
+PODMAN = ("1 0 0:40 / / rw - overlay overlay rw,lowerdir=/var/lib/containers/storage/overlay/l/AB\n"
+          "2 1 0:25 /containers/storage/overlay-containers/ab/userdata/hostname /etc/hostname rw - tmpfs tmpfs rw\n")
+K8S = ("1 0 0:40 / / rw - overlay overlay rw,lowerdir=/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/s/1\n"
+       "2 1 8:1 /var/lib/kubelet/pods/5f0e/etc-hosts /etc/hosts rw - ext4 /dev/sda1 rw\n")
+
+
+@pytest.mark.parametrize("cgroup, mountinfo, runtime", [
+    ("0::/\n", DOCKER_V2, "docker"),
+    ("12:devices:/docker/0123abcd\n", "", "docker"),
+    ("0::/\n", PODMAN, "podman"),
+    ("0::/kubepods.slice/kubepods-besteffort.slice/cri-containerd-1.scope\n", K8S, "kubernetes"),
+    ("0::/\n", K8S, "kubernetes"),
+    # a Firecracker VM whose image left /.dockerenv: no runtime wrote anything, so no container
+    ("5:devices:/\n0::/\n", "22 27 0:21 / / rw - ext4 /dev/vda rw\n", None),
+])
+def test_container_runtime_from_evidence_a_build_cannot_leave(cgroup, mountinfo, runtime):
+    assert detect_container(cgroup, mountinfo, ["/.dockerenv"]).runtime == runtime
+
+
+def test_this_machine_is_not_a_container_despite_its_dockerenv():
+    if not os.path.exists("/.dockerenv"):
+        pytest.skip("this machine has no leftover /.dockerenv to be fooled by")
+    ctx = Context(Host())
+    assert ctx.host_facts()["container"] is None
+    out = consumer.container_kvm_access(ctx)
+    assert out.status.value == "pass" and "/.dockerenv" in out.detail
+
+
+@pytest.mark.parametrize("listing, allowed", [
+    ("a *:* rwm\n", True), ("c 1:3 rwm\nc 10:232 rwm\n", True), ("c 1:3 rwm\nc 10:200 rwm\n", False),
+    ("c 10:232 r\n", False), ("c *:* rw\n", True)])
+def test_cgroup_v1_device_list(listing, allowed):
+    assert consumer._allows_kvm(listing) is allowed
