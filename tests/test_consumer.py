@@ -193,3 +193,80 @@ def test_this_machine_is_not_a_container_despite_its_dockerenv():
     ("c 10:232 r\n", False), ("c *:* rw\n", True)])
 def test_cgroup_v1_device_list(listing, allowed):
     assert consumer._allows_kvm(listing) is allowed
+
+
+# -- libvirt.daemon: a real libvirtd, started and stopped here --------------------------------------------
+@pytest.fixture
+def libvirtd(tmp_path):
+    """A libvirtd of this machine's own, in the foreground as our child (so it is reaped), stopped by its PID;
+    what it left under /run/libvirt is removed when that directory was not there before."""
+    if not ROOT or shutil.which("libvirtd") is None or shutil.which("virsh") is None:
+        pytest.skip("needs root, libvirtd and virsh (libvirt-daemon-system, libvirt-clients)")
+    if os.path.exists("/run/libvirt/libvirt-sock"):
+        pytest.skip("a libvirt daemon already runs here: the test starts and stops its own")
+    had_run_dir = os.path.exists("/run/libvirt")
+    proc = subprocess.Popen(["libvirtd", "--pid-file", str(tmp_path / "libvirtd.pid")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={"PATH": os.environ["PATH"]})
+    try:
+        for _ in range(200):  # up to 10 s for its sockets: waiting for readiness, nothing is timed
+            if os.path.exists("/run/libvirt/libvirt-sock-ro") or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        if not os.path.exists("/run/libvirt/libvirt-sock-ro"):
+            pytest.skip(f"libvirtd did not start: {proc.stderr.read().decode()[-300:] if proc.poll() is not None else 'no socket'}")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if not had_run_dir:
+            shutil.rmtree("/run/libvirt", ignore_errors=True)
+
+
+IDS = ["kvm.consumer", "qemu.accel", "libvirt.daemon"]
+
+
+@needs_kvm
+@needs_qemu
+@needs_libvirt_user
+def test_libvirt_daemon_for_real_with_kvm_for_its_user(libvirtd):
+    import grp
+
+    import kvmcheck
+
+    with kvm_mode(0o660, grp.getgrnam("kvm").gr_gid):
+        report = kvmcheck.run(only=IDS)
+    got = {r.id: r for r in report.checks}
+    assert {i: got[i].status.value for i in IDS} == {"kvm.consumer": "pass", "qemu.accel": "pass",
+                                                     "libvirt.daemon": got["libvirt.daemon"].status.value}
+    daemon = got["libvirt.daemon"]
+    assert "x86_64" in daemon.evidence["kvm_guest_arches"]
+    assert daemon.evidence["domcapabilities"]["domain"] == "kvm"
+    default = daemon.evidence["default_network"]
+    if default and default["active"] and default["autostart"] and "/var/lib/libvirt/images" in \
+            daemon.evidence["pools"].values():
+        assert daemon.status.value == "pass"
+    else:  # a fresh install: the default network defined but not started, no pool yet
+        assert daemon.status.value == "warn"
+        assert "'virsh net-autostart default'" in daemon.remediation or "'virsh pool-define-as" in daemon.remediation
+
+
+@needs_kvm
+@needs_qemu
+@needs_libvirt_user
+def test_libvirt_slow_while_its_qemu_user_is_locked_out_is_blamed_on_kvm_consumer(libvirtd):
+    import kvmcheck
+    from kvmcheck.context import Settings
+
+    with kvm_mode(0o600, 0):
+        # a short check time: libvirt re-probes QEMU for seconds on every call while /dev/kvm is 0600 root:root
+        report = kvmcheck.run(only=IDS, settings=Settings(check_timeout=2.0), timeout=2.0)
+    got = {r.id: r for r in report.checks}
+    assert [(i, got[i].status.value) for i in IDS] == [
+        ("kvm.consumer", "fail"), ("qemu.accel", "pass"), ("libvirt.daemon", "warn")]
+    assert got["libvirt.daemon"].caused_by == ["kvm.consumer"]
+    assert "libvirt-qemu" in got["kvm.consumer"].summary
+    assert report.fix_first == ["kvm.consumer"]

@@ -81,9 +81,9 @@ def kvm_guest_arches(capabilities_xml: str) -> List[str]:
 
 
 def domcaps_kvm(domcapabilities_xml: str) -> Dict[str, Optional[str]]:
-    """{"domain", "machine", "emulator"} of 'virsh domcapabilities --virttype kvm'."""
+    """{"domain", "machine", "path" (the emulator)} of 'virsh domcapabilities --virttype kvm'."""
     root = _xml(domcapabilities_xml)
-    return {k: (root.findtext(k) or "").strip() or None for k in ("domain", "machine", "emulator")}
+    return {k: (root.findtext(k) or "").strip() or None for k in ("domain", "machine", "path")}
 
 
 class VirshNetwork(NamedTuple):
