@@ -257,13 +257,14 @@ def kvm_consumer(ctx: Context) -> Outcome:
         return Outcome.failed(f"{who.user} cannot open /dev/kvm ({name}): mode {kvm['mode']}, group {kvm['group']}",
                               f"A child running as {label} got {name} opening /dev/kvm, so QEMU under libvirt "
                               f"cannot use KVM.{note}", _kvm_fix(ctx, who, kvm), **evidence)
-    how = "from mode, group and ACL" + ("" if ctx.host.live else " (offline root: nothing was opened)")
+    how = ("Judged from mode, group and ACL; proving it by opening needs root" if ctx.host.live else
+           "Judged from mode, group and ACL; nothing was opened (an offline root)")
+    acl = f", ACL {' '.join(kvm['acl'])}" if kvm.get("acl") else ""  # type: ignore[arg-type]
     if kvm.get("rw"):
-        return Outcome.passed(f"{who.user} may open /dev/kvm (mode {kvm['mode']}, group {kvm['group']}; {how})",
-                              ("Not proved by opening: that needs root on the running host." if ctx.host.live else "")
-                              + note, **evidence)
-    return Outcome.failed(f"{who.user} cannot open /dev/kvm: mode {kvm['mode']}, group {kvm['group']}",
-                          f"Judged {how}: {label} has no read/write access.{note}", _kvm_fix(ctx, who, kvm),
+        return Outcome.passed(f"{who.user} may open /dev/kvm (mode {kvm['mode']}, group {kvm['group']}{acl})",
+                              f"{how}: {label} has read/write access.{note}", **evidence)
+    return Outcome.failed(f"{who.user} cannot open /dev/kvm: mode {kvm['mode']}, group {kvm['group']}{acl}",
+                          f"{how}: {label} has no read/write access.{note}", _kvm_fix(ctx, who, kvm),
                           **evidence)
 
 
@@ -579,8 +580,11 @@ def container_kvm_access(ctx: Context) -> Outcome:
             if not _allows_kvm(listing):
                 return Outcome.failed(f"the {runtime} container's device cgroup denies /dev/kvm (10:232)",
                                       f"{DEVICES_LIST} has no rule allowing c 10:232 rw.",
-                                      f"Start the container with {how} (that adds the cgroup rule), or "
-                                      "--device-cgroup-rule='c 10:232 rwm'.", **evidence)
+                                      f"Start the container with {how}" + (
+                                          " (the device plugin adds the cgroup rule; a hostPath mount of /dev/kvm "
+                                          "does not)." if runtime == "kubernetes" else
+                                          " (that adds the cgroup rule), or --device-cgroup-rule='c 10:232 rwm'."),
+                                      **evidence)
     else:
         evidence["device_policy"] = "cgroup v2: an eBPF program, decided by opening"
     if not ctx.host.live:

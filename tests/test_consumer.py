@@ -270,3 +270,57 @@ def test_libvirt_slow_while_its_qemu_user_is_locked_out_is_blamed_on_kvm_consume
     assert got["libvirt.daemon"].caused_by == ["kvm.consumer"]
     assert "libvirt-qemu" in got["kvm.consumer"].summary
     assert report.fix_first == ["kvm.consumer"]
+
+
+# -- captured roots: the offline branches ----------------------------------------------------------------
+ALL = ["kvm.consumer", "qemu.accel", "libvirt.daemon", "container.kvm-access"]
+EXPECTED = {
+    # RHEL 9: qemu (group qemu) is a member of kvm, /dev/kvm 0660 root:kvm; qemu-kvm from the rpm database
+    "consumer-rhel9": ({"kvm.consumer": "pass", "qemu.accel": "skip", "libvirt.daemon": "skip",
+                        "container.kvm-access": "pass"}, None),
+    # Debian 12 whose /dev/kvm stayed 0600 root:root: libvirt-qemu is locked out
+    "consumer-debian-locked": ({"kvm.consumer": "fail", "qemu.accel": "skip", "libvirt.daemon": "skip",
+                                "container.kvm-access": "pass"}, None),
+    # the same, with 'setfacl -m u:libvirt-qemu:rw /dev/kvm'
+    "consumer-debian-acl": ({"kvm.consumer": "pass", "qemu.accel": "skip", "libvirt.daemon": "skip",
+                             "container.kvm-access": "pass"}, None),
+    # Ubuntu without libvirt: whose access will matter is said, nothing is proved
+    "consumer-no-libvirt": ({"kvm.consumer": "skip", "qemu.accel": "skip", "libvirt.daemon": "skip",
+                             "container.kvm-access": "pass"}, None),
+    # docker on cgroup v2 (a cgroup namespace: PID 1's cgroup is /), started without --device /dev/kvm
+    "container-docker": ({"kvm.consumer": "skip", "qemu.accel": "skip", "libvirt.daemon": "skip",
+                          "container.kvm-access": "fail"}, "docker"),
+    # rootless podman with /dev/kvm, cgroup v2: only opening the device decides, which offline cannot
+    "container-podman": ({"kvm.consumer": "skip", "qemu.accel": "skip", "libvirt.daemon": "skip",
+                          "container.kvm-access": "skip"}, "podman"),
+    # a Kubernetes pod on cgroup v1: /dev/kvm mounted in, but the device list lacks c 10:232
+    "container-kubernetes": ({"kvm.consumer": "skip", "qemu.accel": "skip", "libvirt.daemon": "skip",
+                              "container.kvm-access": "fail"}, "kubernetes"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_captured_roots(host_root, name):
+    import kvmcheck
+
+    root = host_root(name)
+    report = kvmcheck.run(str(root), only=ALL)
+    statuses, container = EXPECTED[name]
+    assert {r.id: r.status.value for r in report.checks} == statuses
+    assert report.host["container"] == container
+    got = {r.id: r for r in report.checks}
+    if name == "consumer-debian-locked":
+        assert "libvirt-qemu cannot open /dev/kvm" in got["kvm.consumer"].summary
+        assert "usermod -aG kvm" not in got["kvm.consumer"].remediation  # its primary group is kvm already
+        assert got["qemu.accel"].evidence["packages"] == {"qemu-system-x86": "1:7.2+dfsg-7+deb12u18+b3"}
+    if name == "consumer-debian-acl":
+        assert "user:64055:rw-" in got["kvm.consumer"].evidence["devices"]["/dev/kvm"]["acl"]
+    if name == "consumer-rhel9":
+        assert got["kvm.consumer"].evidence["user"] == "qemu"
+        assert got["qemu.accel"].evidence["packages"]["qemu-kvm"] == "8.2.0-11.el9_4.3"
+    if name == "consumer-no-libvirt":
+        assert "libvirt-qemu" in got["kvm.consumer"].detail
+    if name == "container-docker":
+        assert "'docker run --device /dev/kvm" in got["container.kvm-access"].remediation
+    if name == "container-kubernetes":
+        assert "10:232" in got["container.kvm-access"].summary
