@@ -7,7 +7,7 @@ libvirt as its own user (qemu, libvirt-qemu), perhaps in a container: these chec
 from __future__ import annotations
 
 import errno
-import os
+import re
 import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -31,6 +31,20 @@ UDEV_RULE = ("the udev rule KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\" (syste
              "/dev/kvm' (or 'chgrp kvm /dev/kvm && chmod 0660 /dev/kvm' until the next boot)")
 
 
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\$?$")  # useradd's names (and Samba's trailing $)
+
+
+def shown_name(name: str) -> str:
+    """A user or group name from the root as it may appear in a report and a command: as is when it is an
+    ordinary name, else quoted (a hostile /etc/passwd can hold escape sequences)."""
+    return name if _SAFE_NAME.match(name) else quoted(name)
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """A program's message on one line, control characters replaced: it may echo what a hostile file held."""
+    return "".join(ch if ch.isprintable() else "?" for ch in " ".join(text.split()))[:limit]
+
+
 class Identity(NamedTuple):
     user: str
     uid: int
@@ -46,17 +60,27 @@ def qemu_identity(ctx: Context) -> Tuple[Optional[Identity], str]:
     /etc/passwd (Debian's libvirt-qemu has primary group kvm and is no listed member of it), and the
     configured group.  NSS sources other than the files (LDAP, sssd) are not seen.
     """
-    from kvmcheck.parsers.qemu_stack import parse_qemu_conf_identity
+    from kvmcheck.parsers.qemu_stack import parse_qemu_conf_defaults, parse_qemu_conf_identity
 
     host = ctx.host
-    conf = parse_qemu_conf_identity(host.read_optional(QEMU_CONF, limit=1 << 20) or "")
+    try:
+        text = host.read_optional(QEMU_CONF, limit=1 << 20) or ""
+        unreadable = ""
+    except PermissionError:  # 0600 root on Debian: an unprivileged run falls back to the defaults
+        text, unreadable = "", f" ({QEMU_CONF} is not readable by uid {host.invoking_user()[0]})"
+    conf = parse_qemu_conf_identity(text)
+    shipped = parse_qemu_conf_defaults(text)
+    # Unset, libvirt uses its build's defaults: as the shipped qemu.conf documents them, else as the
+    # distribution family is known to build them.
     user_default, group_default = DEFAULT_IDENTITY.get(ctx.distro_family() or "", (None, None))
+    user_default, group_default = shipped.get("user", user_default), shipped.get("group", group_default)
     users = parse_passwd(host.read_optional("/etc/passwd") or "")
     groups = parse_group(host.read_optional("/etc/group") or "")
     user_name = conf.get("user") or user_default
     if user_name is None:  # an unknown distribution: whichever of the usual users exists
         user_name = next((u.name for u in users if u.name in ("libvirt-qemu", "qemu")), None)
-    source = f"{QEMU_CONF} user" if "user" in conf else "the distribution's default"
+    source = (f"{QEMU_CONF} user" if "user" in conf else
+              f"the default {QEMU_CONF} documents" if "user" in shipped else "the distribution's default") + unreadable
     if user_name is None:
         return None, "neither qemu.conf nor /etc/passwd names QEMU's user (libvirt-qemu or qemu)"
     if user_name.startswith("+") and user_name[1:].isdigit():  # "+0": a uid, not a name
@@ -77,12 +101,12 @@ def qemu_identity(ctx: Context) -> Tuple[Optional[Identity], str]:
             gid = next((g.gid for g in groups.values() if g.name == group_name),
                        int(group_name) if group_name.isdigit() else entry.gid)
     supplementary = {g.gid for g in groups.values() if entry.name in g.members} | {entry.gid, gid}
-    return Identity(entry.name, entry.uid, gid, tuple(sorted(supplementary)), source), ""
+    return Identity(shown_name(entry.name), entry.uid, gid, tuple(sorted(supplementary)), source), ""
 
 
 def _group_name(ctx: Context, gid: int) -> str:
     groups = parse_group(ctx.host.read_optional("/etc/group") or "")
-    return groups[gid].name if gid in groups else str(gid)
+    return shown_name(groups[gid].name) if gid in groups else str(gid)
 
 
 def _static_access(ctx: Context, path: str, who: Identity) -> Dict[str, object]:
@@ -104,41 +128,12 @@ def _static_access(ctx: Context, path: str, who: Identity) -> Dict[str, object]:
     return info
 
 
-def _open_as(path: str, uid: int, gid: int, groups: Tuple[int, ...]) -> Tuple[str, int]:
-    """In a forked child (kvmapi.in_child): become uid/gid/groups, open path and create a VM.
-
-    Returns (step, errno): ("ok", 0), or the step that failed and its errno."""
-    import fcntl
-
-    from kvmcheck import kvmapi
-
-    try:
-        os.setgroups(list(groups))
-        os.setgid(gid)
-        os.setuid(uid)
-    except OSError as exc:
-        return "setuid", exc.errno or errno.EPERM
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except OSError as exc:
-        return "open", exc.errno or errno.EIO
-    try:
-        vm = fcntl.ioctl(fd, kvmapi.KVM_CREATE_VM, 0)
-        os.close(vm)
-    except OSError as exc:
-        return "KVM_CREATE_VM", exc.errno or errno.EIO
-    finally:
-        os.close(fd)
-    return "ok", 0
-
-
 def prove_as(ctx: Context, who: Identity, timeout: float = 3.0) -> Tuple[str, int]:
-    """_open_as in a child; the parent never changes identity.  Live and root only (the caller checks)."""
+    """Open /dev/kvm and create a VM as QEMU's identity, in a child (Host.device_probe_as): the parent never
+    changes identity.  Live and root only (the caller checks)."""
     from kvmcheck import kvmapi
 
-    ctx.host.require_live("opening /dev/kvm as QEMU's user")
-    real = ctx.host.resolve("/dev/kvm")
-    return kvmapi.in_child(lambda: _open_as(real, who.uid, who.gid, who.groups), timeout)
+    return ctx.host.device_probe_as("/dev/kvm", who.uid, who.gid, who.groups, kvmapi.create_vm, timeout)
 
 
 def consumer_state(ctx: Context) -> Dict[str, object]:
@@ -151,7 +146,7 @@ def consumer_state(ctx: Context) -> Dict[str, object]:
         state["devices"] = {p: _static_access(ctx, p, who) for p in CONSUMER_DEVICES}
         kvm = state["devices"]["/dev/kvm"]  # type: ignore[index]
         state["kvm_rw"] = kvm.get("rw") if kvm.get("present") else None
-        if ctx.host.live and os.geteuid() == 0 and kvm.get("present"):
+        if ctx.host.live and ctx.host.invoking_user()[0] == 0 and kvm.get("present"):
             try:
                 step, err = prove_as(ctx, who)
             except (OSError, RuntimeError) as exc:  # TimeoutError among them
@@ -250,9 +245,9 @@ def kvm_consumer(ctx: Context) -> Outcome:
             return Outcome.passed(f"{who.user} opened /dev/kvm and created a VM (mode {kvm['mode']}, group "
                                   f"{kvm['group']})", f"Proved in a child running as {label}.{note}", **evidence)
         name = errno.errorcode.get(err, str(err))
-        if step == "KVM_CREATE_VM":
+        if step == "probe":
             return Outcome.failed(f"{who.user} opened /dev/kvm but KVM_CREATE_VM failed ({name})",
-                                  f"Running as {label}, creating a VM failed: {os.strerror(err)}.",
+                                  f"Running as {label}, creating a VM failed with {name}.",
                                   "See kvm.guest-run and the kernel log ('dmesg | grep -i kvm').", **evidence)
         return Outcome.failed(f"{who.user} cannot open /dev/kvm ({name}): mode {kvm['mode']}, group {kvm['group']}",
                               f"A child running as {label} got {name} opening /dev/kvm, so QEMU under libvirt "
@@ -302,7 +297,7 @@ def _consumer_note(ctx: Context) -> Tuple[str, bool]:
 
 @check("qemu.accel", "QEMU can use KVM", reads=tuple(dict.fromkeys(p for ps in QEMU_BINARIES.values() for p in ps)) + (
     "/var/lib/dpkg/status", "/var/lib/rpm",
-), requires=("kvm.device",))
+), requires=("kvm.device",), live_only=True)
 def qemu_accel(ctx: Context) -> Outcome:
     """The installed QEMU system emulator starts with KVM acceleration.
 
@@ -341,7 +336,7 @@ def qemu_accel(ctx: Context) -> Outcome:
     lines = ['{"execute": "%s"}' % c for c in QMP_COMMANDS]
     budget = max(1.0, min(10.0, ctx.settings.check_timeout - 1.0))
     note, locked = _consumer_note(ctx)
-    evidence: Dict[str, object] = {"binary": binary, "argv": argv, "as_uid": os.geteuid()}
+    evidence: Dict[str, object] = {"binary": binary, "argv": argv, "as_uid": ctx.host.invoking_user()[0]}
     started = time.monotonic()
     try:
         res = ctx.host.converse(argv, lines, timeout=budget)
@@ -356,7 +351,7 @@ def qemu_accel(ctx: Context) -> Outcome:
     answers = parse_qmp(res.stdout)
     evidence["exit_status"] = res.returncode
     if answers.greeting is None or len(answers.returns) < 4:
-        err = " ".join(res.stderr.split())[:300]
+        err = printable(res.stderr)
         evidence["stderr"] = err
         out = Outcome.failed(f"QEMU refused -accel kvm: {quoted(err, 120)}",
                              f"'{' '.join(argv)}' exited with {res.returncode} before answering QMP.{note}",
@@ -377,7 +372,7 @@ def qemu_accel(ctx: Context) -> Outcome:
         return Outcome.warned(f"QEMU {version} uses KVM but offers none of {', '.join(p + '*' for p in wanted)}",
                               "Guests defined for the distribution's default machine types will not start.",
                               "Install the distribution's full QEMU package.", **evidence)
-    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    who = "root" if ctx.host.invoking_user()[0] == 0 else f"uid {ctx.host.invoking_user()[0]}"
     out = Outcome.passed(f"QEMU {version} runs with KVM as {who} ({', '.join(offered)})",
                          f"query-kvm: present and enabled.{note}", **evidence)
     return out.because("kvm.consumer") if locked else out
@@ -425,6 +420,9 @@ def libvirt_daemon(ctx: Context) -> Outcome:
     from kvmcheck.parsers.qemu_stack import domcaps_kvm, kvm_guest_arches, parse_net_list, pool_target
 
     host = ctx.host
+    if not host.live:
+        return Outcome.skipped("offline root: no libvirt daemon to ask",
+                               "libvirt.layout reads what an offline root can tell about libvirt.")
     socket = next((p for p in LIBVIRT_RO_SOCKETS if (host.node(p) or (None,))[0] == "socket"), None)
     if socket is None:
         return Outcome.skipped("no libvirt daemon is listening (no read-only socket under /run/libvirt)",
@@ -447,7 +445,7 @@ def libvirt_daemon(ctx: Context) -> Outcome:
     seconds = round(time.monotonic() - started, 3)
     evidence["capabilities_seconds"] = seconds
     if caps.returncode != 0:
-        err = " ".join(caps.stderr.split())[:300]
+        err = printable(caps.stderr)
         return Outcome.failed(f"'virsh -r capabilities' failed: {quoted(err, 120)}", err,
                               "Restart the daemon ('systemctl restart libvirtd' or virtqemud) and read its log "
                               "('journalctl -u libvirtd').", **evidence)
@@ -456,6 +454,7 @@ def libvirt_daemon(ctx: Context) -> Outcome:
     except ParseError as exc:
         return Outcome.failed(f"libvirt's capabilities are not readable XML: {exc}", "",
                               "Restart the daemon and ask again.", **evidence)
+    arches = [printable(a, 40) for a in arches]
     evidence["kvm_guest_arches"] = arches
     if not arches:
         out = Outcome.failed("libvirt offers no KVM guests (no <domain type='kvm'> in its capabilities)",
@@ -465,13 +464,13 @@ def libvirt_daemon(ctx: Context) -> Outcome:
         return out.because("kvm.consumer", "qemu.accel")
     problems: List[str] = []
     fixes: List[str] = []
-    if os.geteuid() == 0:
+    if ctx.host.invoking_user()[0] == 0:
         try:
             dom = virsh("domcapabilities", "--virttype", "kvm", read_only=False)
             if dom.returncode == 0:
                 evidence["domcapabilities"] = domcaps_kvm(dom.stdout)
             else:
-                problems.append("'virsh domcapabilities --virttype kvm' failed: " + " ".join(dom.stderr.split())[:160])
+                problems.append("'virsh domcapabilities --virttype kvm' failed: " + printable(dom.stderr, 160))
         except (TimeoutError, ParseError) as exc:
             problems.append(f"domcapabilities: {exc}")
     try:
@@ -560,6 +559,9 @@ def container_kvm_access(ctx: Context) -> Outcome:
     """
     facts = ctx.container()
     evidence: Dict[str, object] = {"runtime": facts.runtime, "evidence": facts.evidence, "markers": facts.markers}
+    if facts.runtime is None and not facts.looked:
+        return Outcome.skipped("no /proc/1/cgroup or /proc/self/mountinfo in this root: nothing shows whether "
+                               "it ran in a container", **evidence)
     if facts.runtime is None:
         extra = (f" {', '.join(facts.markers)} exists, but neither PID 1's cgroup nor the mount table shows a "
                  "container runtime: a leftover of how the image was built.") if facts.markers else ""

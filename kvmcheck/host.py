@@ -121,6 +121,21 @@ def _statvfs_result(path: str, line: str) -> object:
     return OSError(errno.EIO, "statvfs child ended without an answer", path)
 
 
+class _Fd:
+    """A bare descriptor a selector can watch and that closes once (the stdin pipe of Host.converse)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.closed = fd, False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+
+
 class Host:
     def __init__(self, root: str = "/") -> None:
         real = os.path.realpath(root)
@@ -558,10 +573,19 @@ class Host:
 
         self.require_live(f"running {argv[0]}")
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-        proc = subprocess.Popen(list(argv), shell=False, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, start_new_session=True)
-        stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
-        assert stdin is not None and stdout is not None and stderr is not None
+        # The child's stdin is a pipe of our own, written with os.write: no file object is opened for writing.
+        child_end, our_end = os.pipe()
+        try:
+            proc = subprocess.Popen(list(argv), shell=False, stdin=child_end, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=env, start_new_session=True)
+        except BaseException:
+            os.close(our_end)
+            raise
+        finally:
+            os.close(child_end)
+        stdin = _Fd(our_end)
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout is not None and stderr is not None
         pending = "".join(line if line.endswith("\n") else line + "\n" for line in lines).encode("utf-8")
         out = {stdout.fileno(): bytearray(), stderr.fileno(): bytearray()}
         reading = set(out)
@@ -616,3 +640,40 @@ class Host:
                     stream.close()
         answer, errors = (bytes(b).decode("utf-8", "replace") for b in out.values())
         return CommandResult(tuple(argv), proc.returncode, answer, errors)
+
+    def device_probe_as(self, path: str, uid: int, gid: int, groups: Sequence[int],
+                        probe: Optional[Callable[[int], None]] = None, timeout: float = 3.0) -> Tuple[str, int]:
+        """Open a device of the running kernel as another identity, and run probe(fd) on it, in a forked child.
+
+        The child drops to groups, gid and uid (setgroups, setgid, setuid, in that order) before it opens the
+        path; this process never changes identity.  Returns ("ok", 0), or the step that failed ("setuid",
+        "open", "probe") and its errno.  Live only, and only root can drop to another identity.  Raises
+        TimeoutError when the child does not answer in time (it is killed; see kvmapi.in_child).
+        """
+        from .kvmapi import in_child
+
+        self.require_live(f"opening {path} as uid {uid}")
+        self._note(path)
+        real = self.resolve(path)
+
+        def child() -> Tuple[str, int]:
+            try:
+                os.setgroups(list(groups))
+                os.setgid(gid)
+                os.setuid(uid)
+            except OSError as exc:
+                return "setuid", exc.errno or errno.EPERM
+            try:
+                fd = os.open(real, os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            except OSError as exc:
+                return "open", exc.errno or errno.EIO
+            try:
+                if probe is not None:
+                    probe(fd)
+            except OSError as exc:
+                return "probe", exc.errno or errno.EIO
+            finally:
+                os.close(fd)
+            return "ok", 0
+
+        return in_child(child, timeout)

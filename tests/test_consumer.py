@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -274,19 +275,20 @@ def test_libvirt_slow_while_its_qemu_user_is_locked_out_is_blamed_on_kvm_consume
 
 # -- captured roots: the offline branches ----------------------------------------------------------------
 ALL = ["kvm.consumer", "qemu.accel", "libvirt.daemon", "container.kvm-access"]
+# The consumer-* roots hold no /proc: whether they ran in a container is not decided (skip).
 EXPECTED = {
     # RHEL 9: qemu (group qemu) is a member of kvm, /dev/kvm 0660 root:kvm; qemu-kvm from the rpm database
     "consumer-rhel9": ({"kvm.consumer": "pass", "qemu.accel": "skip", "libvirt.daemon": "skip",
-                        "container.kvm-access": "pass"}, None),
+                        "container.kvm-access": "skip"}, None),
     # Debian 12 whose /dev/kvm stayed 0600 root:root: libvirt-qemu is locked out
     "consumer-debian-locked": ({"kvm.consumer": "fail", "qemu.accel": "skip", "libvirt.daemon": "skip",
-                                "container.kvm-access": "pass"}, None),
+                                "container.kvm-access": "skip"}, None),
     # the same, with 'setfacl -m u:libvirt-qemu:rw /dev/kvm'
     "consumer-debian-acl": ({"kvm.consumer": "pass", "qemu.accel": "skip", "libvirt.daemon": "skip",
-                             "container.kvm-access": "pass"}, None),
+                             "container.kvm-access": "skip"}, None),
     # Ubuntu without libvirt: whose access will matter is said, nothing is proved
     "consumer-no-libvirt": ({"kvm.consumer": "skip", "qemu.accel": "skip", "libvirt.daemon": "skip",
-                             "container.kvm-access": "pass"}, None),
+                             "container.kvm-access": "skip"}, None),
     # docker on cgroup v2 (a cgroup namespace: PID 1's cgroup is /), started without --device /dev/kvm
     "container-docker": ({"kvm.consumer": "skip", "qemu.accel": "skip", "libvirt.daemon": "skip",
                           "container.kvm-access": "fail"}, "docker"),
@@ -324,3 +326,86 @@ def test_captured_roots(host_root, name):
         assert "'docker run --device /dev/kvm" in got["container.kvm-access"].remediation
     if name == "container-kubernetes":
         assert "10:232" in got["container.kvm-access"].summary
+
+
+def test_a_hostile_user_name_is_quoted_not_echoed(host_root):
+    """qemu.conf names a user whose /etc/passwd name holds a terminal escape: the report quotes it."""
+    import kvmcheck
+
+    root = host_root("consumer-debian-locked")
+    evil = "libvirt-qemu\x1b]0;pwned\x07"
+    (root / "etc/passwd").write_text(f"root:x:0:0:root:/root:/bin/bash\n{evil}:x:64055:108::/:/usr/sbin/nologin\n")
+    (root / "etc/libvirt/qemu.conf").write_text(f'user = "{evil}"\n')
+    result = kvmcheck.run(str(root), only=["kvm.consumer"]).checks[0]
+    assert result.status.value == "fail"
+    text = result.summary + result.detail + result.remediation
+    assert "\x1b" not in text and "\x07" not in text
+    assert ascii(evil) in result.summary
+
+
+def test_qemu_accel_as_an_unprivileged_user_fails_on_a_root_only_kvm():
+    """QEMU started by nobody cannot open /dev/kvm at 0600 root:root: qemu.accel fails with QEMU's own words."""
+    import json
+
+    from conftest import as_nobody
+
+    if not (os.path.exists("/usr/bin/qemu-system-x86_64") and os.path.exists("/dev/kvm")):
+        pytest.skip("needs qemu-system-x86 and /dev/kvm")
+    argv = as_nobody([sys.executable, "-c", "from kvmcheck.cli import main; main()", "check", "--only", "qemu.accel",
+                      "-f", "json"])
+    with kvm_mode(0o600, 0):
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd="/", timeout=120)
+    result = json.loads(proc.stdout)["checks"][0]
+    assert (result["id"], result["status"]) == ("qemu.accel", "fail"), result
+    assert "Permission denied" in result["summary"] or "EACCES" in result["summary"], result["summary"]
+
+
+# -- the parsers ---------------------------------------------------------------------------------------------
+def test_qemu_conf_identity_settings_and_shipped_defaults():
+    from kvmcheck.parsers.qemu_stack import parse_qemu_conf_defaults, parse_qemu_conf_identity
+
+    text = ('#       user = "qemu"   # A user named "qemu"\n#       user = "+0"     # Super user (uid=0)\n'
+            '#user = "libvirt-qemu"\n#group = "libvirt-qemu"\n')
+    assert parse_qemu_conf_identity(text) == {}
+    assert parse_qemu_conf_defaults(text) == {"user": "libvirt-qemu", "group": "libvirt-qemu"}
+    assert parse_qemu_conf_identity(text + 'user = "+0"\ngroup = "kvm"  # trailing comment\n') == \
+        {"user": "+0", "group": "kvm"}
+
+
+def test_root_named_by_uid_in_qemu_conf_passes_without_a_probe(host_root):
+    import kvmcheck
+
+    root = host_root("consumer-debian-locked")
+    (root / "etc/libvirt/qemu.conf").write_text('user = "+0"\n')
+    result = kvmcheck.run(str(root), only=["kvm.consumer"]).checks[0]
+    assert (result.status.value, result.evidence["user"]) == ("pass", "root")
+
+
+def test_qmp_answers_skip_events_and_keep_errors():
+    from kvmcheck.parsers.qemu_stack import parse_qmp, qemu_version
+
+    out = ('{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}\n'
+           '{"return": {}}\n{"timestamp": {"seconds": 1}, "event": "RESUME"}\n'
+           '{"error": {"class": "CommandNotFound", "desc": "The command query-kvm has not been found"}}\n'
+           'qemu-system-x86_64: warning: not JSON\n{"return": {"qemu": {"micro": 0, "minor": 2, "major": 8}}}\n')
+    answers = parse_qmp(out)
+    assert qemu_version(answers.greeting["version"]) == "7.2.22"
+    assert answers.returns[0] == {} and answers.returns[1]["error"]["class"] == "CommandNotFound"
+    assert qemu_version(answers.returns[2]) == "8.2.0"
+
+
+def test_virsh_answers():
+    from kvmcheck.parsers import ParseError
+    from kvmcheck.parsers.qemu_stack import kvm_guest_arches, parse_net_list, pool_target
+
+    nets = parse_net_list(" Name      State      Autostart   Persistent\n----------------------------------------------\n"
+                          " default   inactive   no          yes\n isolated  active     yes         yes\n")
+    assert [tuple(n) for n in nets] == [("default", False, False, True), ("isolated", True, True, True)]
+    caps = ("<capabilities><host/><guest><os_type>hvm</os_type><arch name='x86_64'><domain type='qemu'/>"
+            "<domain type='kvm'/></arch></guest><guest><arch name='aarch64'><domain type='qemu'/></arch></guest>"
+            "</capabilities>")
+    assert kvm_guest_arches(caps) == ["x86_64"]
+    assert pool_target("<pool type='dir'><name>default</name><target><path>/var/lib/libvirt/images</path>"
+                       "</target></pool>") == "/var/lib/libvirt/images"
+    with pytest.raises(ParseError):
+        kvm_guest_arches('<!DOCTYPE x [<!ENTITY a "aaaa">]><capabilities>&a;</capabilities>')

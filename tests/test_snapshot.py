@@ -318,7 +318,7 @@ def test_unpacked_directory_is_private_and_removed(host_root, tmp_path):
 # live mounts, memory that changes second by second, and absence from /proc/misc, trusted only live.
 LIVE_ONLY = {"kvm.guest-run", "kvm.acceleration", "kvm.device", "libvirt.layout", "network.default-nat",
              "security.svirt", "storage.images-dir", "storage.shared", "capacity.resources", "paravirt.virtio",
-             "network.tun", "network.vhost-net"}
+             "network.tun", "network.vhost-net", "qemu.accel", "libvirt.daemon"}
 
 
 @pytest.mark.skipif(not os.path.isfile("/proc/cpuinfo"), reason="needs a live Linux host")
@@ -332,5 +332,6 @@ def test_live_snapshot_matches_the_live_run(tmp_path):
     differ = {r["id"]: (pairs[r["id"]]["status"], r["status"]) for r in offline["checks"]
               if r["id"] not in LIVE_ONLY and pairs[r["id"]]["status"] != r["status"]}
     assert not differ
-    for key in ("hostname", "arch", "kernel", "os", "cpu_vendor", "cpu_model", "hypervisor", "kvm_modules"):
+    for key in ("hostname", "arch", "kernel", "os", "cpu_vendor", "cpu_model", "hypervisor", "kvm_modules",
+                "container"):
         assert offline["host"].get(key) == live["host"].get(key), key

@@ -30,11 +30,17 @@ class ContainerFacts(NamedTuple):
     runtime: Optional[str]  # None: not in a container (or no evidence of one)
     evidence: List[str]  # what decided it, in words
     markers: List[str]  # marker files seen (not evidence on their own)
+    looked: bool = True  # False: neither PID 1's cgroup nor the mount table was there to look at
 
 
 def _unescape(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as octal (\\040)."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _shown(text: str) -> str:
+    """Text from the mount table or a cgroup file as evidence: control characters replaced, cut short."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:160]
 
 
 def _runtime_in(text: str) -> Optional[str]:
@@ -53,7 +59,7 @@ def detect_container(pid1_cgroup: Optional[str], mountinfo: Optional[str],
         found = _runtime_in(path)
         if found:
             seen.append(found)
-            evidence.append(f"/proc/1/cgroup: {line.strip()[:160]}")
+            evidence.append(f"/proc/1/cgroup: {_shown(line.strip())}")
             break
     binds = 0
     for line in (mountinfo or "").splitlines():
@@ -74,8 +80,9 @@ def detect_container(pid1_cgroup: Optional[str], mountinfo: Optional[str],
             found = _runtime_in(root)
             if found:
                 seen.append(found)
-            evidence.append(f"{target} is bind-mounted from {root[:160]}")
+            evidence.append(f"{target} is bind-mounted from {_shown(root)}")
     runtime = next((name for name, _ in _PATTERNS if name in seen), None)
     if runtime is None and binds >= 2:
         runtime = "container"  # a runtime this list does not name: the bind mounts are its handwriting
-    return ContainerFacts(runtime, evidence if runtime else [], list(markers))
+    return ContainerFacts(runtime, evidence if runtime else [], list(markers),
+                          looked=pid1_cgroup is not None or mountinfo is not None)

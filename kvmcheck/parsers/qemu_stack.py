@@ -23,6 +23,21 @@ def parse_qemu_conf_identity(text: str) -> Dict[str, str]:
     return found
 
 
+_SHIPPED_DEFAULT = re.compile(r'^#(user|group) = "([^"\n]*)"\s*$')
+
+
+def parse_qemu_conf_defaults(text: str) -> Dict[str, str]:
+    """The built-in user and group as the package's own qemu.conf documents them: the commented-out
+    '#user = "libvirt-qemu"' lines (libvirt's qemu.conf.in fills them from the build's qemu_user and
+    qemu_group; the indented '#       user = "qemu"   # A user named ...' examples above them do not match)."""
+    found: Dict[str, str] = {}
+    for line in text.splitlines():
+        m = _SHIPPED_DEFAULT.match(line)
+        if m:
+            found.setdefault(m.group(1), m.group(2))
+    return found
+
+
 class QmpAnswers(NamedTuple):
     greeting: Optional[Dict[str, Any]]
     returns: List[Any]  # one per command, in order: the "return" value, or {"error": {...}}
