@@ -409,3 +409,11 @@ def test_virsh_answers():
                        "</target></pool>") == "/var/lib/libvirt/images"
     with pytest.raises(ParseError):
         kvm_guest_arches('<!DOCTYPE x [<!ENTITY a "aaaa">]><capabilities>&a;</capabilities>')
+
+
+def test_device_probe_as_is_live_only_and_never_opens_an_offline_node(host_root):
+    from kvmcheck.host import OfflineError
+
+    root = host_root("consumer-debian-locked")
+    with pytest.raises(OfflineError):
+        Host(str(root)).device_probe_as("/dev/kvm", 64055, 108, (108,))

@@ -53,8 +53,8 @@ def parse_qmp(stdout: str) -> QmpAnswers:
             continue
         try:
             msg = json.loads(line)
-        except ValueError:
-            continue  # not a QMP message (a warning QEMU printed to stdout)
+        except (ValueError, RecursionError):
+            continue  # not a QMP message (a warning QEMU printed to stdout; arrays nested thousands deep)
         if not isinstance(msg, dict):
             continue
         if "QMP" in msg and greeting is None:
@@ -71,7 +71,7 @@ def qemu_version(value: Any) -> Optional[str]:
     try:
         q = value["qemu"]
         return f"{int(q['major'])}.{int(q['minor'])}.{int(q['micro'])}"
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int() of an infinite float
         return None
 
 
