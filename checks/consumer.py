@@ -208,6 +208,9 @@ def kvm_consumer(ctx: Context) -> Outcome:
             "libvirt is not installed: nothing runs QEMU as its own user yet",
             f"When libvirt is installed, QEMU will run as {name}, and that user's access to /dev/kvm will matter "
             "(udev's rule gives /dev/kvm to the kvm group; the user must be in it).", user=who.user if who else None)
+    if who is None and not ctx.host.exists("/etc/passwd"):
+        return Outcome.skipped("no /etc/passwd in this root: QEMU's user cannot be resolved",
+                               "A capture without the account files cannot tell whose access matters.")
     if who is None:
         return Outcome.failed(f"QEMU's user cannot be resolved: {why}", why + ".",
                               "Reinstall libvirt's daemon package so it creates its user, or set 'user =' in "

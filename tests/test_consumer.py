@@ -417,3 +417,16 @@ def test_device_probe_as_is_live_only_and_never_opens_an_offline_node(host_root)
     root = host_root("consumer-debian-locked")
     with pytest.raises(OfflineError):
         Host(str(root)).device_probe_as("/dev/kvm", 64055, 108, (108,))
+
+
+def test_a_capture_without_account_files_skips_and_a_missing_user_fails(host_root):
+    import kvmcheck
+
+    root = host_root("consumer-rhel9")
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")  # the qemu user is gone
+    result = kvmcheck.run(str(root), only=["kvm.consumer"]).checks[0]
+    assert (result.status.value, "'qemu'" in result.summary) == ("fail", True)
+    (root / "etc/passwd").unlink()
+    result = kvmcheck.run(str(root), only=["kvm.consumer"]).checks[0]
+    assert (result.status.value, result.summary) == ("skip", "no /etc/passwd in this root: QEMU's user cannot be "
+                                                              "resolved")
