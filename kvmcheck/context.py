@@ -22,6 +22,7 @@ from .parsers.kernel_version import KernelVersion, parse_kernel_release
 
 if TYPE_CHECKING:  # pragma: no cover
     from .parsers.cmdline import KernelCmdline
+    from .parsers.container import ContainerFacts
     from .parsers.kconfig import KConfig
     from .parsers.mounts import Mount
 
@@ -439,6 +440,18 @@ class Context:
         )
         return vendor, model
 
+    def container(self) -> "ContainerFacts":
+        """Whether this root's processes run in a container, and under which runtime (see parsers.container)."""
+        def load() -> "ContainerFacts":
+            from .parsers.container import detect_container
+
+            host = self.host
+            markers = [p for p in ("/.dockerenv", "/run/.containerenv") if host.exists(p)]
+            cgroup = host.read_optional("/proc/1/cgroup", limit=1 << 16)
+            mountinfo = host.read_optional("/proc/self/mountinfo", limit=4 << 20)
+            return detect_container(cgroup, mountinfo, markers)
+        return self._get("container", load)
+
     def host_facts(self) -> Dict[str, Any]:
         """The report's host block; a fact whose files cannot be read or understood is null, named in "unreadable"."""
         host = self.host
@@ -480,6 +493,7 @@ class Context:
             "hypervisor": virt.vendor if virt else None,
             "hypervisor_source": virt.source if virt else None,
             "kvm_modules": safe(self.modules, {}),
+            "container": getattr(safe(self.container), "runtime", None),
         }
         if unreadable:
             facts["unreadable"] = sorted(set(unreadable))

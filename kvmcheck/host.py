@@ -228,6 +228,22 @@ def _guarded(method):  # type: ignore[no-untyped-def]
     return wrapper
 
 
+class _Fd:
+    """A bare descriptor a selector can watch and that closes once (the stdin pipe of Host.converse)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.closed = fd, False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+
+
+
 class Host:
     def __init__(self, root: str = "/", label: Optional[str] = None) -> None:
         real = os.path.realpath(root)
@@ -937,3 +953,143 @@ class Host:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    # -- added for the consumer checks (kept at the end of the class) --------------------------
+    @_guarded
+    def xattr(self, path: str, name: str) -> Optional[bytes]:
+        """An extended attribute of the node at path (system.posix_acl_access, ...); None when it has none.
+
+        Offline-safe: the node is looked up inside the root like any other (a last symlink not followed)
+        and held by an O_PATH descriptor, and the attribute is read through that descriptor's /proc link,
+        so the node is never opened (a device of an offline root is not touched) and no path is resolved
+        again.  A file system without xattrs (ENOTSUP) has none; a missing path is None too.
+        """
+        self._note(path)
+        with self._found(path, follow=False) as found:
+            if found is None:
+                return None
+            try:
+                return os.getxattr(f"/proc/self/fd/{found.fd}", name)
+            except OSError as exc:
+                if exc.errno in (errno.ENODATA, errno.ENOTSUP, getattr(errno, "EOPNOTSUPP", errno.ENOTSUP)):
+                    return None
+                raise _named(exc, path) from None
+
+    def converse(self, argv: Sequence[str], lines: Sequence[str], timeout: float = 5.0,
+                 limit: int = 1 << 20) -> CommandResult:
+        """Start a program (argv list, no shell, C locale; live only), write lines to its stdin, and
+        collect its stdout and stderr until it exits, at most limit bytes of each.
+
+        For request/response protocols on stdio (QMP): the lines are written as the program reads them,
+        then stdin is closed.  At the deadline the program is killed and TimeoutError is raised; one
+        that floods its output past limit is killed too (the output so far is kept, returncode -9).
+        Raises FileNotFoundError when the program is not installed.
+        """
+        import selectors
+
+        self.require_live(f"running {argv[0]}")
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+        # The child's stdin is a pipe of our own, written with os.write: no file object is opened for writing.
+        child_end, our_end = os.pipe()
+        try:
+            proc = subprocess.Popen(list(argv), shell=False, stdin=child_end, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=env, start_new_session=True)
+        except BaseException:
+            os.close(our_end)
+            raise
+        finally:
+            os.close(child_end)
+        stdin = _Fd(our_end)
+        stdout, stderr = proc.stdout, proc.stderr
+        assert stdout is not None and stderr is not None
+        pending = "".join(line if line.endswith("\n") else line + "\n" for line in lines).encode("utf-8")
+        out = {stdout.fileno(): bytearray(), stderr.fileno(): bytearray()}
+        reading = set(out)
+        deadline = time.monotonic() + timeout
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(stdout, selectors.EVENT_READ)
+                sel.register(stderr, selectors.EVENT_READ)
+                if pending:
+                    os.set_blocking(stdin.fileno(), False)
+                    sel.register(stdin, selectors.EVENT_WRITE)
+                else:
+                    stdin.close()
+                while reading:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(errno.ETIMEDOUT, f"did not finish within {timeout:g} s", argv[0])
+                    for key, _ in sel.select(left):
+                        if key.fileobj is stdin:
+                            try:
+                                pending = pending[os.write(key.fd, pending):]
+                            except BlockingIOError:
+                                continue
+                            except BrokenPipeError:  # it exited without reading everything: its answer says why
+                                pending = b""
+                            if not pending:
+                                sel.unregister(stdin)
+                                stdin.close()
+                            continue
+                        chunk = os.read(key.fd, 1 << 16)
+                        if not chunk:
+                            sel.unregister(key.fileobj)
+                            reading.discard(key.fd)
+                        elif len(out[key.fd]) + len(chunk) > limit:  # a flood: keep what fits and stop it
+                            out[key.fd] += chunk[: limit - len(out[key.fd])]
+                            reading.clear()
+                            proc.kill()
+                            break
+                        else:
+                            out[key.fd] += chunk
+            if proc.poll() is None:
+                proc.wait(max(deadline - time.monotonic(), 0.001))
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(errno.ETIMEDOUT, f"did not exit within {timeout:g} s", argv[0]) from None
+        finally:
+            if proc.poll() is None:  # overran, flooded, or an error on our side: never leave it running
+                with contextlib.suppress(OSError):
+                    proc.kill()
+                proc.wait()
+            for stream in (stdin, stdout, stderr):
+                with contextlib.suppress(OSError):
+                    stream.close()
+        answer, errors = (bytes(b).decode("utf-8", "replace") for b in out.values())
+        return CommandResult(tuple(argv), proc.returncode, answer, errors)
+
+    def device_probe_as(self, path: str, uid: int, gid: int, groups: Sequence[int],
+                        probe: Optional[Callable[[int], None]] = None, timeout: float = 3.0) -> Tuple[str, int]:
+        """Open a device of the running kernel as another identity, and run probe(fd) on it, in a forked child.
+
+        The child drops to groups, gid and uid (setgroups, setgid, setuid, in that order) before it opens the
+        path; this process never changes identity.  Returns ("ok", 0), or the step that failed ("setuid",
+        "open", "probe") and its errno.  Live only, and only root can drop to another identity.  Raises
+        TimeoutError when the child does not answer in time (it is killed; see kvmapi.in_child).
+        """
+        from .kvmapi import in_child
+
+        self.require_live(f"opening {path} as uid {uid}")
+        self._note(path)
+        real = self.resolve(path)
+
+        def child() -> Tuple[str, int]:
+            try:
+                os.setgroups(list(groups))
+                os.setgid(gid)
+                os.setuid(uid)
+            except OSError as exc:
+                return "setuid", exc.errno or errno.EPERM
+            try:
+                fd = os.open(real, os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            except OSError as exc:
+                return "open", exc.errno or errno.EIO
+            try:
+                if probe is not None:
+                    probe(fd)
+            except OSError as exc:
+                return "probe", exc.errno or errno.EIO
+            finally:
+                os.close(fd)
+            return "ok", 0
+
+        return in_child(child, timeout)

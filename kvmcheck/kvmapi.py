@@ -558,3 +558,9 @@ def measure_loop(kvm_fd: int, iterations: int = DEFAULT_LOOP_ITERATIONS,
         return out
     finally:
         res.close()
+
+
+def create_vm(kvm_fd: int) -> None:
+    """KVM_CREATE_VM on an open /dev/kvm, and close the VM again: proves the caller may create guests."""
+    vm_fd = fcntl.ioctl(kvm_fd, KVM_CREATE_VM, 0)
+    os.close(vm_fd)

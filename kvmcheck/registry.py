@@ -19,7 +19,7 @@ from .model import Check, Outcome
 ENTRY_POINT_GROUP = "kvmcheck.checks"
 # Report order of the built-in modules: from the hardware up to a running guest.
 BUILTIN_ORDER = ("cpu", "firmware", "kernel", "kvm", "guest", "iommu", "secure_guest", "cgroups", "security",
-                 "memory", "capacity", "paravirt", "packages", "storage", "libvirt", "network")
+                 "memory", "capacity", "paravirt", "packages", "storage", "libvirt", "network", "consumer")
 _ID = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+$")
 
 

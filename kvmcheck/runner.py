@@ -206,7 +206,7 @@ def _load_error_result(err: LoadError) -> Result:
 
 
 HOST_FIELDS = ("hostname", "root", "live", "arch", "arch_source", "kernel", "os", "cpu_vendor", "cpu_model",
-               "hypervisor", "hypervisor_source", "kvm_modules", "unreadable", "error")
+               "hypervisor", "hypervisor_source", "kvm_modules", "container", "unreadable", "error")
 
 
 def host_facts(ctx: Context, timeout: float) -> dict:

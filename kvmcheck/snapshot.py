@@ -95,6 +95,8 @@ CONTEXT_READS = (
     "/sys/class/dmi/id", "/sys/devices/system/clocksource/clocksource0/available_clocksource",
     "/sys/module/kvm*", "/lib/modules/*", "/boot/config-*", "/var/log/dmesg", "/var/log/kern.log",
     "/var/log/messages", "/var/log/syslog", "/var/log/boot.log",
+    # host.container (Context.container): PID 1's cgroup, the mount table, the runtimes' marker files
+    "/proc/1/cgroup", "/proc/self/mountinfo", "/.dockerenv", "/run/.containerenv",
 )
 # Directories whose existence is the fact: captured empty (/proc/xen/privcmd, xenbus can block).
 EXISTENCE_ONLY = ("/proc/xen",)

@@ -42,11 +42,45 @@ def materialize(name: str, dest: Path) -> Path:
                     pytest.skip(f"creating device nodes needs CAP_MKNOD (root): {exc}")
                 raise
         manifest.unlink()
+    acls = root / "ACLS"
+    if acls.exists():
+        for line in acls.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                path, *entries = line.split()
+                set_acl(root / path, entries)
+        acls.unlink()
     packages = root / "RPM-QA"
     if packages.exists():
         build_rpm_database(root, packages.read_text())
         packages.unlink()
     return root
+
+
+def set_acl(path: Path, entries) -> None:
+    """Give path a POSIX access ACL: its mode's owner, group and other entries plus named ones ("u:64055:rw",
+    "g:108:r"), written as the system.posix_acl_access xattr the way setfacl(1) writes it (with a mask)."""
+    import struct
+
+    bits = {"r": 4, "w": 2, "x": 1}
+    mode = os.lstat(path).st_mode
+    named = []
+    for entry in entries:
+        kind, ident, perms = entry.split(":")
+        named.append((2 if kind == "u" else 8, sum(bits[c] for c in perms), int(ident)))
+    group_obj = (mode >> 3) & 7
+    mask = group_obj
+    for _, perm, _ in named:
+        mask |= perm
+    none = 0xFFFFFFFF
+    table = sorted([(1, (mode >> 6) & 7, none), (4, group_obj, none), (0x10, mask, none), (0x20, mode & 7, none)]
+                   + named)
+    value = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in table)
+    try:
+        os.setxattr(path, "system.posix_acl_access", value, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            pytest.skip(f"this file system cannot hold a POSIX ACL on {path.name}: {exc.strerror}")
+        raise
 
 
 RPM_DB_DIRS = ("usr/lib/sysimage/rpm", "var/lib/rpm")  # SUSE, then RHEL

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import struct
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -27,6 +28,7 @@ from kvmcheck.parsers import ParseError
 from kvmcheck.parsers import accounts, cgroups, cmdline, cpuinfo, cpulist, hypervisor, iommu, kconfig
 from kvmcheck.parsers import kernel_log, kernel_version, libvirt_xml, meminfo, modprobe, mounts, msr
 from kvmcheck.parsers import netroute, pkgdb, repos, vulnerabilities
+from kvmcheck.parsers import container, posix_acl, qemu_stack
 
 # --- input strategies ---------------------------------------------------------------------------------------
 
@@ -113,6 +115,14 @@ TEXT_PARSERS: Dict[str, Tuple[Callable[[str], object], Tuple[type, ...], type]] 
     "parse_apt_sources": (repos.parse_apt_sources, (), list),
     "parse_vulnerability": (lambda text: vulnerabilities.parse_vulnerability("x", text), (),
                             vulnerabilities.Vulnerability),
+    "parse_qemu_conf_identity": (qemu_stack.parse_qemu_conf_identity, (), dict),
+    "parse_qemu_conf_defaults": (qemu_stack.parse_qemu_conf_defaults, (), dict),
+    "parse_qmp": (qemu_stack.parse_qmp, (), qemu_stack.QmpAnswers),
+    "kvm_guest_arches": (qemu_stack.kvm_guest_arches, (ParseError,), list),
+    "domcaps_kvm": (qemu_stack.domcaps_kvm, (ParseError,), dict),
+    "parse_net_list": (qemu_stack.parse_net_list, (), list),
+    "pool_target": (qemu_stack.pool_target, (ParseError,), (str, type(None))),
+    "detect_container": (lambda text: container.detect_container(text, text), (), container.ContainerFacts),
 }
 
 
@@ -690,6 +700,29 @@ def test_network_and_virtualization(xml, sysinfo, inputs, raw_msr):
     check_network_xml(xml)
     check_hypervisor(sysinfo, inputs)
     check_msr(raw_msr)
+
+
+@given(st.one_of(st.binary(max_size=72), st.lists(st.tuples(st.sampled_from([1, 2, 4, 8, 0x10, 0x20, 3]),
+                                                         st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF)),
+                                               max_size=8).map(lambda es: struct.pack("<I", 2) + b"".join(
+                                                   struct.pack("<HHI", *e) for e in es))),
+       st.integers(0, 7), st.integers(0, 0o7777), st.integers(0, 70000), st.sets(st.integers(0, 70000), max_size=4))
+def test_posix_acl(raw, want, mode, uid, gids):
+    try:
+        entries = posix_acl.parse_posix_acl(raw)
+    except ParseError:
+        return
+    assert all(0 <= e.perm <= 7 for e in entries)
+    assert isinstance(posix_acl.may_access(want, mode, 0, 0, uid, frozenset(gids), entries), bool)
+    assert posix_acl.may_access(want, mode, 0, 0, 0, frozenset(), entries)  # root passes DAC for rw
+
+
+@given(texts(lines(st.just('{"return": {"enabled": true, "present": true}}'), st.just('{"QMP": {"version": 1}}'),
+                   st.just("[" * 3000 + "]" * 3000), st.just('{"return": {"qemu": {"major": 1e999, "minor": 0}}}'))))
+def test_qmp_answers(text):
+    answers = qemu_stack.parse_qmp(text)
+    for value in answers.returns + [answers.greeting]:
+        assert qemu_stack.qemu_version(value) is None or isinstance(qemu_stack.qemu_version(value), str)
 
 
 # The minimal inputs of the bugs found (see the fixes in kvmcheck/parsers/), and a few real-looking cases.

@@ -390,6 +390,9 @@ NEEDS_THE_RUNNING_KERNEL = {
     "storage.shared": "statvfs of each mount (a hung NFS mount fails it); offline, the copy answers",
     "capacity.resources": "memory available is the running kernel's, read at two moments (snapshot, live run): "
                           "a value near a threshold may cross it",
+    "qemu.accel": "starts QEMU with -accel kvm and asks it over QMP, live only; offline, the package version",
+    "libvirt.daemon": "asks the running libvirt daemon over its socket (never captured), live only",
+    "kvm.consumer": "live as root, opens /dev/kvm as QEMU's user in a child; offline, mode, groups and ACLs only",
 }
 
 
@@ -413,7 +416,8 @@ def test_live_snapshot_matches_the_live_run(tmp_path):
               if i not in NEEDS_THE_RUNNING_KERNEL and live_status[i] != offline_status[i]}
     assert not differ, differ
     assert offline["host"]["root"] == str(archive) and offline["host"]["live"] is False
-    for key in ("hostname", "arch", "kernel", "os", "cpu_vendor", "cpu_model", "hypervisor", "kvm_modules"):
+    for key in ("hostname", "arch", "kernel", "os", "cpu_vendor", "cpu_model", "hypervisor", "kvm_modules",
+                "container"):
         assert offline["host"].get(key) == live["host"].get(key), key
 
 
