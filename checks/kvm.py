@@ -252,7 +252,7 @@ def kvm_device(ctx: Context) -> Outcome:
         if access.get("locked_out"):
             return Outcome.warned(f"/dev/kvm {evidence['mode']} group {access.get('group')}: users locked out",
                                   f"Locked out: {_locked_out_text(access)}.", _access_fix(access),
-                                  **evidence)  # type: ignore[arg-type]
+                                  **evidence).because("kvm.consumer")  # type: ignore[arg-type]
         return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}", **evidence)
 
     can_use = host.access("/dev/kvm", "rw")
@@ -279,7 +279,7 @@ def kvm_device(ctx: Context) -> Outcome:
             f"/dev/kvm is mode {evidence['mode']}, group {access.get('group')}. Root can open it, but these "
             f"accounts cannot: {who}. QEMU under libvirt runs as its own user (libvirt-qemu or qemu), and people "
             "who run VMs themselves (GNOME Boxes, virt-manager's session mode, podman machine) use their own.",
-            _access_fix(access), **evidence)
+            _access_fix(access), **evidence).because("kvm.consumer")  # QEMU's user: proven there
     if euid == 0 and not access.get("group_rw") and not mode & 0o006:
         return Outcome.warned(
             f"usable by root only (mode {evidence['mode']}, group {access.get('group')})",

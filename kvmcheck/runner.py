@@ -179,8 +179,9 @@ def attribute_causes(results: Sequence[Result]) -> None:
                        and not by_id[c].ignored and r.id not in by_id[c].caused_by]
         if r.caused_by:
             causes = " and ".join(r.caused_by)
-            whose = "its fix" if len(r.caused_by) == 1 else "their fixes"
-            r.remediation = f"Fix {causes} first (see {whose}): this finding follows from it."
+            one = len(r.caused_by) == 1
+            r.remediation = (f"See {causes}, whose {'fix comes' if one else 'fixes come'} first: this finding "
+                             f"follows from {'it' if one else 'them'}.")
 
 
 def _unreadable(check: Check, exc: OSError, elapsed: float) -> Result:

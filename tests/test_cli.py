@@ -37,7 +37,7 @@ def test_text_report_puts_root_causes_first_and_each_fix_once(host_root):
     # Firmware locked VT off: the missing vmx flag and the missing kvm_intel follow from it.
     assert tail.index("FAIL firmware.vt-enabled") < tail.index("FAIL cpu.virt-flags") < tail.index("FAIL kvm.modules")
     assert tail.count("Fix: Reboot into the BIOS/UEFI setup") == 1
-    assert "Fix: Fix firmware.vt-enabled first" in tail
+    assert "Fix: See firmware.vt-enabled, whose fix comes first" in tail
     verdict = tail[tail.index("Verdict: NOT READY"):]
     assert "Fix first:\n  - firmware.vt-enabled: Reboot into the BIOS/UEFI setup" in verdict
     assert "cpu.virt-flags" not in verdict.split("Fix first:", 1)[1]
