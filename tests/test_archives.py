@@ -22,21 +22,15 @@ from kvmcheck import snapshot
 from kvmcheck.snapshot import ArchiveError, open_archive
 
 from conftest import HOSTS
+from test_snapshot import without_measurements  # statvfs figures are the test machine's, not the root's
 
 CLI = [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
-MEASURED = ("free_bytes", "total_bytes")  # statvfs of the test machine's file system, not facts of the root
 
 
 def kvmcheck_cli(*args, env=None, cwd=None):
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
 
 
-def without_measurements(value):
-    if isinstance(value, dict):
-        return {k: without_measurements(v) for k, v in value.items() if k not in MEASURED}
-    if isinstance(value, list):
-        return [without_measurements(v) for v in value]
-    return value
 
 
 def per_check(checks, root: str = ""):

@@ -104,21 +104,9 @@ def stale_mount(tmp_path):
 
 
 def _kvmcheck(root: Path, only: str, daemon):
-    """Run the CLI; if it hangs anyway, kill the FUSE daemon first (that frees it), then fail."""
-    exe = Path(sys.executable).with_name("kvmcheck")
-    argv = [str(exe)] if exe.exists() else [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
-    argv += ["check", "--root", str(root), "--only", only, "--timeout", str(CHECK_TIMEOUT), "--format", "json"]
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        out, err = proc.communicate(timeout=CHECK_TIMEOUT * 5)
-    except subprocess.TimeoutExpired:
-        os.killpg(daemon.pid, signal.SIGKILL)
-        proc.kill()
-        proc.communicate(timeout=30)
-        pytest.fail(f"kvmcheck hung on the stale mount for {time.monotonic() - start:.1f} s")
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err), time.monotonic() - start
+    """check --root ROOT --only ONLY as JSON, through _cli (a hang kills the FUSE daemon, then fails)."""
+    return _cli(["check", "--root", str(root), "--only", only, "--timeout", str(CHECK_TIMEOUT), "--format", "json"],
+                daemon, CHECK_TIMEOUT)
 
 
 def _results(proc):
