@@ -147,7 +147,9 @@ def security_svirt(ctx: Context) -> Outcome:
     profiles = [p for p in AA_DAEMON_PROFILES if host.exists(f"{AA_DIR}/{p}")]
     guest_files = [p for p in AA_GUEST_FILES if host.exists(f"{AA_DIR}/{p}")]
     disabled = [p for p in profiles if host.node(f"{AA_DIR}/disable/{p}") is not None]
-    aa_installed = host.is_dir(AA_DIR) and (any(host.exists(p) for p in AA_PARSERS) or bool(profiles))
+    # AppArmor itself is installed when its parser is: libvirt's packages ship their profiles into apparmor.d
+    # whether or not AppArmor is there to load them (Debian's libvirt-daemon-system on a host without it).
+    aa_installed = host.is_dir(AA_DIR) and any(host.exists(p) for p in AA_PARSERS)
     if profiles or guest_files:
         ev["apparmor_profiles"] = [f"{AA_DIR}/{p}" for p in profiles + guest_files]
     if disabled:

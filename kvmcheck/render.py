@@ -123,13 +123,16 @@ def wrap(text: Any, indent: int, width: int = 100, hanging: Optional[int] = None
             if at + len(candidate) <= width:
                 line = candidate
                 continue
-            if line:
+            if line or not lines:  # nothing fits on a table row's first line: it ends there (used columns)
                 lines.append(prefix + line)
             at, prefix, line = hang, " " * hang, ""
             if hang + len(token) <= width:
                 line = token
-            else:  # longer than any line: a command on lines of its own
+            elif _SPAN.search(token):  # a quoted command longer than any line: on lines of its own
                 lines.extend(_long_command(token, width, max(2, min(hang, 4))))
+            else:  # one long word (a path, a URL, a list without spaces): cut at the width, nothing added
+                room = max(width - hang, 8)
+                lines.extend(" " * hang + token[i:i + room] for i in range(0, len(token), room))
         if line:
             lines.append(prefix + line)
     return "\n".join(lines)

@@ -357,3 +357,13 @@ def test_libvirt_conf_lists_span_lines_and_an_unclosed_one_is_linear():
     # A hang guard, not a speed test: the linear pass takes a fraction of a second, the quadratic one minutes.
     assert time.perf_counter() - start < 10
     assert found["security_driver"].value.count('"x"') == 400_000 and "b" not in found
+
+
+def test_libvirts_profiles_alone_do_not_make_apparmor_configured(host_root):
+    """Debian's libvirt-daemon-system ships /etc/apparmor.d/usr.sbin.libvirtd whether or not AppArmor is installed
+    (this development machine after 'apt-get install libvirt-daemon-system'): without AppArmor's parser nothing
+    loads them, so an offline audit must warn as the live run does, not pass on the profile files."""
+    root = host_root("sec-apparmor-libvirt")
+    (root / "usr" / "sbin" / "apparmor_parser").unlink()
+    r = statuses(root, "security.svirt")
+    assert (r.status.value, r.summary) == ("warn", "neither SELinux nor AppArmor is configured")

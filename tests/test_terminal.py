@@ -135,3 +135,12 @@ def test_progress_goes_to_a_terminal_only(host_root, tmp_path):
     assert lines and all("kvmcheck: check 1: repos.configured" in line for line in lines), seen[-500:]
     last = seen.rindex("kvmcheck: check ")
     assert "\r\x1b[K" in seen[last:]  # the line is cleared at the end
+
+
+def test_narrow_windows_keep_rows_in_their_column_and_words_unchanged():
+    # A row whose id column leaves no room: the summary starts on the next line at the hanging indent.
+    assert wrap("6.18.44-fc-v1252 (>= 2.6.20)", 33, 40, 9, 33).splitlines() == ["", " " * 9 + "6.18.44-fc-v1252 (>= 2.6.20)"]
+    # A long word that is no quoted command is cut at the width, with nothing added (no shell continuation).
+    text = wrap("off (mitigations=auto,no_guest_host,no_guest_guest), so", 6, 40)
+    assert "\\" not in text and all(len(line) <= 40 for line in text.splitlines())
+    assert "".join(line.strip() for line in text.splitlines()).startswith("off(mitigations=auto,no_guest_host,no_guest_guest),")
