@@ -62,6 +62,7 @@ class Problem(NamedTuple):
     index: int  # position in the report's checks (its Layout)
     cause: str  # the check's cause key, else model.cause_key(summary)
     values: Tuple[Tuple[str, Any], ...]  # the scalar evidence values of the result (measurements)
+    follows: Tuple[str, ...]  # the result's caused_by: the checks whose finding this one follows from
 
 
 class HostRecord(NamedTuple):
@@ -75,7 +76,7 @@ class HostRecord(NamedTuple):
     layout: Tuple[str, ...]  # check ids, in report order (one shared tuple per distinct layout)
     codes: str  # one STATUS_CODE letter per check
     texts: Tuple[Optional[str], ...]  # summaries (None where not kept)
-    problems: Tuple[Tuple[int, str, Tuple[Tuple[str, Any], ...]], ...]  # (index, cause, values): see Problem
+    problems: Tuple[Tuple[int, str, Tuple[Tuple[str, Any], ...], Tuple[str, ...]], ...]  # see Problem
 
 
 class Refused(NamedTuple):
@@ -249,7 +250,9 @@ def summarize(path: str, doc: Any, summaries: bool = True, cache: Optional[Dict[
                     key = c.get("cause")
                     key = cache.setdefault(key[:200], key[:200]) if type(key) is str and key else masked
                     values = _values(c.get("evidence")) if masked != summary else ()
-                    problems.append((len(ids) - 1, key, values))
+                    follows = c.get("caused_by") or ()
+                    follows = tuple(f[:200] for f in follows[:8] if type(f) is str) if type(follows) is list else ()
+                    problems.append((len(ids) - 1, key, values, cache.setdefault(follows, follows)))
                 else:
                     texts.append(cache.setdefault(summary, summary) if summaries else None)
         except (KeyError, TypeError, Malformed) as exc:
@@ -465,8 +468,8 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
     del layouts
 
     hosts: List[Dict[str, Any]] = []
-    # (check, status, cause) -> (host names, their summaries, their measured values)
-    causes: Dict[Tuple[str, str, str], Tuple[List[str], List[str], List[Any]]] = {}
+    # (check, status, cause) -> (host names, their summaries, their measured values, what they follow from)
+    causes: Dict[Tuple[str, str, str], Tuple[List[str], List[str], List[Any], Dict[str, None]]] = {}
     stale: List[Dict[str, Any]] = []
     future: List[Dict[str, Any]] = []
     verdicts = dict.fromkeys(VERDICTS, 0)
@@ -477,17 +480,18 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
         is_future = rec.when > horizon
         is_stale = limit is not None and now - rec.when > limit
         problems: Dict[str, str] = {}
-        for index, key, values in rec.problems:
+        for index, key, values, follows in rec.problems:
             cid, status = layout[index], CODE_STATUS[codes[index]]
             problems[cid] = status
             if status != "warn":
                 checks[cid]["hosts"][status].append(name)
             group = causes.get((cid, status, key))
             if group is None:
-                group = causes[(cid, status, key)] = ([], [], [])
+                group = causes[(cid, status, key)] = ([], [], [], {})
             group[0].append(name)
             group[1].append(texts[index])
             group[2].append(values)
+            group[3].update(dict.fromkeys(follows))
         verdicts[rec.verdict] += 1
         summary = {status: codes.count(code) for status, code in STATUS_CODE.items()}
         hosts.append({"host": name, "file": rec.path, "generated_at": rec.generated_at, "age_hours": age,
@@ -500,7 +504,7 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
                            "ahead_hours": -age})
 
     cause_list = []
-    for (cid, status, key), (names, texts_seen, values_seen) in causes.items():
+    for (cid, status, key), (names, texts_seen, values_seen, follows_seen) in causes.items():
         # One summary for the group: the hosts' own text when they all say the same (then there is no
         # measurement to tell them apart, and "measured" is empty); else the masked key, and "measured"
         # keeps each host's own summary and the numbers of its evidence.
@@ -511,8 +515,11 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
             measured = [{"host": host, "summary": text, "values": dict(values)} if values else
                         {"host": host, "summary": text} for host, text, values in zip(names, texts_seen, values_seen)]
         cause_list.append({"check": cid, "status": status, "cause": key, "summary": shared,
-                           "count": len(names), "hosts": names, "measured": measured})
-    cause_list.sort(key=lambda c: (SEVERITY.index(c["status"]), -c["count"], c["check"], c["cause"]))
+                           "count": len(names), "hosts": names, "measured": measured,
+                           "follows_from": sorted(follows_seen)})
+    # Root causes first (one cause, one finding: what follows from another is listed after it, and says so).
+    cause_list.sort(key=lambda c: (bool(c["follows_from"]), SEVERITY.index(c["status"]), -c["count"], c["check"],
+                                   c["cause"]))
     unreadable.sort(key=lambda u: u["file"])
     duplicates = [{"host": name, "kept": newest[name].path, "dropped": sorted(paths)}
                   for name, paths in sorted(dropped.items())]
