@@ -123,13 +123,6 @@ class _Progress:
             sys.stderr.flush()
 
 
-def click_source():  # type: ignore[no-untyped-def]
-    """click's ParameterSource (where an option's value came from), imported when it is asked for."""
-    from click.core import ParameterSource
-
-    return ParameterSource
-
-
 def _use_color(no_color: bool, output: Optional[str], fmt: Format, template: Optional[str]) -> bool:
     if no_color or output or fmt != Format.text or template or "NO_COLOR" in os.environ:
         return False
@@ -202,7 +195,9 @@ def check(
         return
     if not os.path.isdir(root):
         raise typer.BadParameter(f"{root!r} is not a directory or a snapshot archive", param_hint="--root")
-    if template is not None and ctx.get_parameter_source("fmt") is click_source().COMMANDLINE:
+    from click.core import ParameterSource  # where an option's value came from: typed, or its default
+
+    if template is not None and ctx.get_parameter_source("fmt") is ParameterSource.COMMANDLINE:
         raise typer.BadParameter("--template renders your own template, in place of --format: give one of them",
                                  param_hint="--format/--template")
     if (quiet or verbose) and (fmt != Format.text or template is not None):

@@ -247,19 +247,15 @@ def diff_fleets(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def _plain(value: Any) -> str:
-    from .terminal import one_line
-
-    return one_line(value)
-
-
 def render_text(d: Dict[str, Any]) -> str:
+    from .terminal import one_line  # host names, ids and summaries come from the reports: one line, no escapes
+
     lines: List[str] = []
     add = lines.append
     if d["kind"] == "host":
         o, n = d["old"], d["new"]
         host = n["host"] if n["host"] == o["host"] else f"{o['host']} -> {n['host']}"
-        add(f"kvmcheck diff: host {_plain(host)} ({_plain(o['generated_at'])} -> {_plain(n['generated_at'])})")
+        add(f"kvmcheck diff: host {one_line(host)} ({one_line(o['generated_at'])} -> {one_line(n['generated_at'])})")
         v = d["verdict"]
         note = {"regression": " (regression)", "fix": " (fixed)",
                 "no-longer-checked": " (evidence lost: not a fix)"}.get(v["change"] or "", "")
@@ -271,48 +267,48 @@ def render_text(d: Dict[str, Any]) -> str:
                 add(f"\n{title} ({len(d[key])})")
                 for r in d[key]:
                     new = r["new"] or "gone (check no longer in the report)"
-                    add(f"  {_plain(r['id'])}: {r['old']} -> {new}  {_plain(r['summary'])}")
+                    add(f"  {one_line(r['id'])}: {r['old']} -> {new}  {one_line(r['summary'])}")
         if d["new_checks"]:
             add(f"\nNew checks ({len(d['new_checks'])})")
             for r in d["new_checks"]:
-                add(f"  {_plain(r['id'])}: {r['status']}  {_plain(r['summary'])}")
+                add(f"  {one_line(r['id'])}: {r['status']}  {one_line(r['summary'])}")
         if not (d["regressions"] or d["fixes"] or d["no_longer_checked"] or d["changed"] or d["new_checks"]):
             add("no status changes")
     else:
         o, n = d["old"]["totals"], d["new"]["totals"]
-        add(f"kvmcheck diff: fleet ({_plain(d['old']['generated_at'])} -> {_plain(d['new']['generated_at'])})")
+        add(f"kvmcheck diff: fleet ({one_line(d['old']['generated_at'])} -> {one_line(d['new']['generated_at'])})")
         add(f"hosts: {o.get('hosts')} -> {n.get('hosts')}, ready: {o.get('ready')} -> {n.get('ready')}, "
             f"not ready: {o.get('not_ready')} -> {n.get('not_ready')}, "
             f"unknown: {o.get('unknown', 0)} -> {n.get('unknown', 0)}")
         if d["newly_not_ready"]:
             add(f"\nRegressions: newly not ready ({len(d['newly_not_ready'])})")
-            add("  " + ", ".join(map(_plain, d["newly_not_ready"])))
+            add("  " + ", ".join(map(one_line, d["newly_not_ready"])))
         worse = [c for c in d["checks"] if c["regressed"]]
         if worse:
             add(f"\nRegressions: checks with more hosts in trouble ({len(worse)})")
             for c in worse:
-                add(f"  {_plain(c['id'])}: " + _deltas(c))
+                add(f"  {one_line(c['id'])}: " + _deltas(c))
         if d["host_regressions"]:
             add(f"\nHosts with regressed checks ({len(d['host_regressions'])})")
             for h in d["host_regressions"][:50]:
-                add(f"  {_plain(h['host'])}: " + ", ".join(f"{_plain(r['id'])} {r['old']} -> {r['new']}" for r in h["checks"]))
+                add(f"  {one_line(h['host'])}: " + ", ".join(f"{one_line(r['id'])} {r['old']} -> {r['new']}" for r in h["checks"]))
             if len(d["host_regressions"]) > 50:
                 add(f"  ... and {len(d['host_regressions']) - 50} more")
         if d["newly_unknown"]:
             add(f"\nNo longer checked: newly unknown, the evidence for a verdict is lost ({len(d['newly_unknown'])})")
-            add("  " + ", ".join(map(_plain, d["newly_unknown"])))
+            add("  " + ", ".join(map(one_line, d["newly_unknown"])))
         if d["newly_ready"]:
             add(f"\nFixes: newly ready ({len(d['newly_ready'])})")
-            add("  " + ", ".join(map(_plain, d["newly_ready"])))
+            add("  " + ", ".join(map(one_line, d["newly_ready"])))
         other = [c for c in d["checks"] if not c["regressed"]]
         if other:
             add(f"\nOther per-check changes ({len(other)})")
             for c in other:
-                add(f"  {_plain(c['id'])}: " + _deltas(c))
+                add(f"  {one_line(c['id'])}: " + _deltas(c))
         for key, title in (("hosts_added", "Hosts added"), ("hosts_removed", "Hosts removed")):
             if d[key]:
                 add(f"\n{title} ({len(d[key])})")
-                add("  " + ", ".join(f"{_plain(h['host'])} ({h['verdict']})" for h in d[key]))
+                add("  " + ", ".join(f"{one_line(h['host'])} ({h['verdict']})" for h in d[key]))
         if not (d["checks"] or d["newly_not_ready"] or d["newly_ready"] or d["newly_unknown"] or d["hosts_added"]
                 or d["hosts_removed"] or d["host_regressions"]):
             add("no changes")
@@ -353,6 +349,6 @@ def diff_command(old: str, new: str, fmt: str = "text") -> int:
         from .terminal import terminal_text
 
         # Verdicts, ids and statuses come from the reports too: the whole text passes the terminal sanitizer
-        # (host names and summaries are already one-line through _plain; kvmcheck adds no escapes here).
+        # (host names and summaries are already one-line through terminal.one_line; kvmcheck adds no escapes here).
         sys.stdout.write(terminal_text(render_text(result)))
     return int(ExitStatus.NOT_READY if result["regressed"] else ExitStatus.READY)

@@ -631,20 +631,13 @@ def chart(fleet: Dict[str, Any], width: int = 520, bar: int = 18, gap: int = 6) 
 def render_template(fleet: Dict[str, Any], fmt: str, color: bool = False) -> str:
     from . import reports_dir
     from .render import _environment
+    from .terminal import one_line
 
     env = _environment(color, reports_dir(), terminal=fmt == "text")  # text: every value sanitized (finalize)
-    env.filters["plain"] = plain
+    env.filters["plain"] = one_line  # one line: a hostile hostname's newline or ESC shown escaped, not obeyed
     name = {"text": "fleet.txt.j2", "html": "fleet.html.j2"}[fmt]
     return env.get_template(name).render(fleet=fleet, totals=fleet["totals"], chart=chart(fleet),
                                          limit=TEXT_HOSTS)
-
-
-def plain(value: Any) -> str:
-    """A one-line field for a terminal: control characters (an ESC in a hostile hostname) shown as \\xNN, not
-    obeyed, through the one sanitizer (kvmcheck.terminal)."""
-    from .terminal import one_line
-
-    return one_line(value)
 
 
 # --- progress ------------------------------------------------------------------------------------------
@@ -698,9 +691,11 @@ def progress_bar(total: int, show: bool, stream: Any = None) -> Any:
 
 def report_refused(unreadable: Sequence[Dict[str, str]], stream: Any = None) -> None:
     """Name the files that gave no report on stderr (the first STDERR_REFUSED; all are in the report)."""
+    from .terminal import one_line
+
     stream = sys.stderr if stream is None else stream
     for u in unreadable[:STDERR_REFUSED]:
-        stream.write(f"kvmcheck fleet: skipped {plain(u['file'])}: {plain(u['reason'])}\n")
+        stream.write(f"kvmcheck fleet: skipped {one_line(u['file'])}: {one_line(u['reason'])}\n")
     if len(unreadable) > STDERR_REFUSED:
         stream.write(f"kvmcheck fleet: ... and {len(unreadable) - STDERR_REFUSED} more files that gave no "
                      "report (see the unreadable list)\n")

@@ -283,9 +283,6 @@ class _Capture:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
         return st
 
-    def _real(self, path: str) -> str:
-        return os.path.join(self.host.root, path.lstrip("/"))
-
     def add_dir(self, path: str, mode: int = 0o755) -> None:
         if path != "/" and path not in self.snap.entries and self._room(path):
             self.snap.entries[path] = _Entry("dir", path, mode=mode)

@@ -61,46 +61,9 @@ def _mounted(path: Path) -> bool:
 
 
 @pytest.fixture
-def stale_mount(tmp_path):
-    """Start the FUSE daemon at tmp_path/root/mnt/stale; yields the root; kills and unmounts afterwards."""
-    reason = _fuse_unavailable()
-    if reason:
-        pytest.skip(reason)
-    root = tmp_path / "root"
-    mountpoint = root / "mnt" / "stale"
-    mountpoint.mkdir(parents=True)
-    script = tmp_path / "stale_fuse.py"
-    script.write_text(DAEMON)
-    log = open(tmp_path / "daemon.log", "w")
-    daemon = subprocess.Popen([sys.executable, str(script), str(mountpoint)], stdin=subprocess.DEVNULL,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 15
-        while not _mounted(mountpoint):
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.skip(f"could not mount a FUSE file system here: {(tmp_path / 'daemon.log').read_text()[-300:]}")
-            time.sleep(0.05)
-        yield root, daemon
-    finally:
-        # Killing the daemon aborts the connection: every request still waiting fails (ENOTCONN),
-        # which releases any process kvmcheck abandoned.  Then the dead mount is taken away.
-        try:
-            os.killpg(daemon.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            daemon.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        log.close()
-        for argv in (["fusermount3", "-u", "-z", str(mountpoint)], ["fusermount", "-u", "-z", str(mountpoint)],
-                     ["umount", "-l", str(mountpoint)]):
-            if not _mounted(mountpoint):
-                break
-            if shutil.which(argv[0]):
-                subprocess.run(argv, capture_output=True, timeout=10)
-        assert not _mounted(mountpoint), f"{mountpoint} is still mounted"
+def stale_mount(hung_at):
+    """The FUSE daemon at ROOT/mnt/stale: (root, daemon), killed and unmounted afterwards (see hung_at)."""
+    return hung_at("mnt/stale")
 
 
 def _kvmcheck(root: Path, only: str, daemon):
