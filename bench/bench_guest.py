@@ -2,7 +2,7 @@
 
     /tmp/venv/bin/python bench/bench_guest.py [-n RUNS]
 
-Each run goes through kvmcheck.runner.run_check (worker thread included) with
+Each run goes through kvmcheck.core.runner.run_check (worker thread included) with
 a fresh Context on Host("/"), so per-run facts (modules, cpuinfo, the kernel
 log behind ctx.virt()) are paid every time, as in a real `kvmcheck check`.
 Targets: under 20 ms each on a hardware-assisted host; on an emulating
@@ -16,9 +16,9 @@ import statistics
 import sys
 
 from kvmcheck.checks.guest import acceleration, guest_run
-from kvmcheck.context import Context
-from kvmcheck.host import Host
-from kvmcheck.runner import run_check
+from kvmcheck.facts.context import Context
+from kvmcheck.core.host import Host
+from kvmcheck.core.runner import run_check
 
 TARGET_HW_MS = 20.0
 BOUND_EMULATED_MS = 1500.0

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from kvmcheck.context import Context
-from kvmcheck.model import Outcome
+from kvmcheck.facts.context import Context
+from kvmcheck.core.model import Outcome
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.cpulist import format_cpulist, parse_cpulist
 from kvmcheck.parsers.meminfo import parse_meminfo
-from kvmcheck.registry import check
+from kvmcheck.core.registry import check
 
 GIB = 1 << 30
 def _gib(n: float) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from kvmcheck.context import Context
-from kvmcheck.model import Outcome
+from kvmcheck.facts.context import Context
+from kvmcheck.core.model import Outcome
 from kvmcheck.parsers.cgroups import (CgroupLayout, CgroupMount, ProcCgroup, cgroup_layout,
                                       parse_controller_list, parse_proc_cgroups,
                                       parse_proc_self_cgroup)
-from kvmcheck.registry import check
+from kvmcheck.core.registry import check
 
 # What libvirt's QEMU driver uses (virt-host-validate WARNs for each), in its order; "blkio" is "io" on v2.
 NEEDED = ("cpu", "cpuacct", "cpuset", "memory", "devices", "blkio")

@@ -11,13 +11,13 @@ import re
 import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from kvmcheck.context import Context, quoted
-from kvmcheck.host import OfflineError
-from kvmcheck.model import Outcome
+from kvmcheck.facts.context import Context, quoted
+from kvmcheck.core.host import OfflineError
+from kvmcheck.core.model import Outcome
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.accounts import parse_group, parse_passwd
 from kvmcheck.parsers.posix_acl import may_access, parse_posix_acl
-from kvmcheck.registry import check
+from kvmcheck.core.registry import check
 
 QEMU_CONF = "/etc/libvirt/qemu.conf"
 LIBVIRT_DAEMONS = ("/usr/sbin/libvirtd", "/usr/sbin/virtqemud", "/usr/bin/libvirtd", "/usr/bin/virtqemud")
@@ -131,7 +131,7 @@ def _static_access(ctx: Context, path: str, who: Identity) -> Dict[str, object]:
 def prove_as(ctx: Context, who: Identity, timeout: float = 3.0) -> Tuple[str, int]:
     """Open /dev/kvm and create a VM as QEMU's identity, in a child (Host.device_probe_as): the parent never
     changes identity.  Live and root only (the caller checks)."""
-    from kvmcheck import kvmapi
+    from kvmcheck.core import kvmapi
 
     return ctx.host.device_probe_as("/dev/kvm", who.uid, who.gid, who.groups, kvmapi.create_vm, timeout)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from kvmcheck.context import Context
-from kvmcheck.model import Outcome
+from kvmcheck.facts.context import Context
+from kvmcheck.core.model import Outcome
 from kvmcheck.parsers.cpuinfo import riscv_extensions
 from kvmcheck.parsers.hypervisor import UNKNOWN
-from kvmcheck.registry import check
+from kvmcheck.core.registry import check
 
 # The firmware setup option that switches VT on, as vendors label it.
 FIRMWARE_SETTING = {

@@ -2,7 +2,7 @@
 """Run real guest code through /dev/kvm: does it compute, and how fast.
 
 Both checks open /dev/kvm through the Host (live only) and hand the descriptor
-to kvmcheck.kvmapi, which creates and releases its own VM and vCPU.  Opening,
+to kvmcheck.core.kvmapi, which creates and releases its own VM and vCPU.  Opening,
 the errno advice and closing are shared (:func:`with_kvm`,
 :func:`explain_open_error`); the probes take an open descriptor so tests can
 hand them a FIFO or a regular file.
@@ -12,12 +12,12 @@ from __future__ import annotations
 import errno
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from kvmcheck import kvmapi
+from kvmcheck.core import kvmapi
 from kvmcheck.checks.kvm import UDEV_FIX
-from kvmcheck.context import Context
-from kvmcheck.host import NotRegularFileError
-from kvmcheck.model import Outcome
-from kvmcheck.registry import check
+from kvmcheck.facts.context import Context
+from kvmcheck.core.host import NotRegularFileError
+from kvmcheck.core.model import Outcome
+from kvmcheck.core.registry import check
 
 KVM_PATH = "/dev/kvm"
 NESTED_PARAMS = {

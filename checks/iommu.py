@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from kvmcheck.context import Context, quoted
-from kvmcheck.model import Outcome
+from kvmcheck.facts.context import Context, quoted
+from kvmcheck.core.model import Outcome
 from kvmcheck.parsers.cmdline import KernelCmdline
 from kvmcheck.parsers.iommu import (IommuOptions, class_name, gpus_sharing_groups, iommu_options,
                                     parse_pci_class)
-from kvmcheck.registry import check
+from kvmcheck.core.registry import check
 
 TABLES = "/sys/firmware/acpi/tables"
 GROUPS = "/sys/kernel/iommu_groups"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import List, Tuple
 
 from kvmcheck.checks.kvm import MODPROBE_DIRS, expected_vendor_modules, modprobe_blocks
-from kvmcheck.context import Context, quoted
-from kvmcheck.model import Outcome
+from kvmcheck.facts.context import Context, quoted
+from kvmcheck.core.model import Outcome
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.kernel_version import parse_kernel_release, parse_min_version
-from kvmcheck.registry import check
+from kvmcheck.core.registry import check
 
 
 @check("kernel.version", "Kernel version", reads=("/proc/sys/kernel/osrelease", "/lib/modules/*"))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import errno
 from typing import Dict, List
 
-from kvmcheck.context import Context, quoted
-from kvmcheck.model import Outcome
+from kvmcheck.facts.context import Context, quoted
+from kvmcheck.core.model import Outcome
 from kvmcheck.parsers.accounts import parse_group, parse_passwd
-from kvmcheck.host import Node
+from kvmcheck.core.host import Node
 from kvmcheck.parsers.modprobe import parse_modprobe_conf
-from kvmcheck.registry import check
+from kvmcheck.core.registry import check
 
 MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/usr/lib/modprobe.d",
                  "/lib/modprobe.d")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from kvmcheck.context import Context
-from kvmcheck.host import OfflineError
-from kvmcheck.model import Outcome
-from kvmcheck.registry import check
+from kvmcheck.facts.context import Context
+from kvmcheck.core.host import OfflineError
+from kvmcheck.core.model import Outcome
+from kvmcheck.core.registry import check
 
 ETC = "/etc/libvirt"
 STATE = "/var/lib/libvirt"
@@ -35,8 +35,8 @@ REINSTALL = {
 }
 
 
-def install_hint(ctx: Context) -> str:
-    family = ctx.distro_family()
+def install_hint(family: Optional[str]) -> str:
+    """How to install libvirt on this distribution family (the distro_family fact); all three when unknown."""
     if family:
         return f"'{INSTALL[family]}'"
     return "'apt-get install libvirt-daemon-system' (Debian, Ubuntu), 'dnf install libvirt' (Fedora, RHEL) or " \
@@ -133,7 +133,7 @@ def libvirt_layout(ctx: Context) -> Outcome:
         return Outcome.warned(
             "libvirt is not installed", f"{what[0].upper()}{what[1:]}. QEMU can run guests alone, but virsh, "
             "virt-manager, virt-install, Cockpit and libvirt's default NAT network need the daemon.",
-            f"Install it with {install_hint(ctx)}, then run kvmcheck again.", **evidence).because("packages.virt")
+            f"Install it with {install_hint(ctx.distro_family())}, then run kvmcheck again.", **evidence).because("packages.virt")
 
     problems: List[str] = []
     notes: List[str] = []

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Optional, Tuple
 
-from kvmcheck.context import Context
-from kvmcheck.model import Outcome
+from kvmcheck.facts.context import Context
+from kvmcheck.core.model import Outcome
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.meminfo import MemInfo, parse_meminfo
-from kvmcheck.registry import check
+from kvmcheck.core.registry import check
 
 KSM = "/sys/kernel/mm/ksm"
 THP = "/sys/kernel/mm/transparent_hugepage"

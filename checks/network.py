@@ -5,13 +5,13 @@ from __future__ import annotations
 import ipaddress
 from typing import Dict, List, Optional, Tuple
 
-from kvmcheck.context import Context
-from kvmcheck.drivers import TUN, VHOST_NET, Driver, availability, driver_facts, kernel_is_known
-from kvmcheck.model import Outcome
+from kvmcheck.facts.context import Context
+from kvmcheck.facts.drivers import TUN, VHOST_NET, Driver, availability, driver_facts, kernel_is_known
+from kvmcheck.core.model import Outcome
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.libvirt_xml import parse_network_xml
 from kvmcheck.parsers.netroute import Route, parse_proc_net_route
-from kvmcheck.registry import check
+from kvmcheck.core.registry import check
 
 NETDIR = "/etc/libvirt/qemu/networks"
 BIG_ENDIAN = ("s390", "s390x", "ppc", "ppc64", "sparc", "sparc64", "mips", "mips64", "m68k", "parisc", "parisc64")

@@ -6,14 +6,14 @@ import re
 import threading
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from kvmcheck.context import Context
-from kvmcheck.model import Outcome
+from kvmcheck.facts.context import Context
+from kvmcheck.core.model import Outcome
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.pkgdb import parse_dpkg_status, parse_rpm_qa
 from kvmcheck.parsers.rpmdb import rpm_qa_from_headers
 from kvmcheck.parsers.repos import (Source, parse_apt_list, parse_apt_sources, parse_dnf_repo,
                                     parse_zypper_repo)
-from kvmcheck.registry import check
+from kvmcheck.core.registry import check
 
 DNF_DIRS = ("/etc/yum.repos.d", "/etc/yum/repos.d", "/etc/distro.repos.d")
 DNF_CONFS = ("/etc/dnf/dnf.conf", "/etc/yum.conf")

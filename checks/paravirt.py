@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from kvmcheck.context import Context
-from kvmcheck.drivers import VHOST_NET, Driver, availability, driver_facts, modules_dep
-from kvmcheck.model import Outcome
+from kvmcheck.facts.context import Context
+from kvmcheck.facts.drivers import VHOST_NET, Driver, availability, driver_facts, modules_dep
+from kvmcheck.core.model import Outcome
 from kvmcheck.parsers.kconfig import KConfig
-from kvmcheck.registry import check
+from kvmcheck.core.registry import check
 
 VHOST_VSOCK = Driver("/dev/vhost-vsock", (10, 241), "vhost-vsock", "vhost_vsock",
                       "kernel/drivers/vhost/vhost_vsock.ko", "CONFIG_VHOST_VSOCK", "vhost-vsock")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from kvmcheck.context import Context, quoted
-from kvmcheck.model import Outcome
-from kvmcheck.registry import check
+from kvmcheck.facts.context import Context, quoted
+from kvmcheck.core.model import Outcome
+from kvmcheck.core.registry import check
 
 _AMD = ("AuthenticAMD", "HygonGenuine")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from kvmcheck.context import Context
-from kvmcheck.model import Outcome
-from kvmcheck.registry import check
+from kvmcheck.facts.context import Context
+from kvmcheck.core.model import Outcome
+from kvmcheck.core.registry import check
 
 QEMU_CONF = "/etc/libvirt/qemu.conf"
 SELINUX_CONFIG = "/etc/selinux/config"

@@ -14,11 +14,11 @@ import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from kvmcheck.checks.libvirt import install_hint
-from kvmcheck.context import MOUNT_TABLES, Context, is_name, quoted
-from kvmcheck.host import StatVfs
-from kvmcheck.model import Outcome, Status, cause_key
+from kvmcheck.facts.context import MOUNT_TABLES, Context, is_name, quoted
+from kvmcheck.core.host import StatVfs
+from kvmcheck.core.model import Outcome, Status, cause_key
 from kvmcheck.parsers.mounts import Mount, backing_mount, parse_mounts, top_mounts
-from kvmcheck.registry import check
+from kvmcheck.core.registry import check
 
 IMAGES_DIR = "/var/lib/libvirt/images"
 DEFAULT_POOL_XML = "/etc/libvirt/storage/default.xml"
@@ -222,7 +222,7 @@ def images_mount(ctx: Context, table: MountTable, path: str, probes: Dict[str, P
 
 
 def _kinds(m: Mount) -> set:
-    """The words of [require] shared_storage (kvmcheck.config.SHARED_STORAGE_TYPES) that describe m."""
+    """The words of [require] shared_storage (kvmcheck.core.config.SHARED_STORAGE_TYPES) that describe m."""
     fs = m.fstype
     vers = m.option("vers") or m.option("nfsvers") or ""
     if fs in ("nfs", "nfs4"):
@@ -434,7 +434,7 @@ def images_dir(ctx: Context) -> Outcome:
             issues.append((Status.WARN, f"{pool.path} does not exist: libvirt is not installed",
                            "This directory comes with libvirt; without it virt-install and virt-manager have "
                            "no default place for guest disks.",
-                       f"Install libvirt, which creates the directory and the default pool: {install_hint(ctx)}."))
+                       f"Install libvirt, which creates the directory and the default pool: {install_hint(ctx.distro_family())}."))
     elif found.state == "notdir":
         issues.append((Status.FAIL, f"{pool.path} is a {found.message}, not a directory",
                        "libvirt cannot create guest disks in it.",

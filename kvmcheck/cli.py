@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The command line (typer only): options -> runner -> renderer -> exit status.
 
-Exit status (kvmcheck.model.ExitStatus): 0 ready, 1 not ready, 2 usage or configuration error,
+Exit status (kvmcheck.core.model.ExitStatus): 0 ready, 1 not ready, 2 usage or configuration error,
 3 unknown (no evidence for a verdict; with -f nagios also every usage error and crash).
 """
 # No "from __future__ import annotations" here: typer on Python 3.9 reads Annotated only from real objects.
@@ -18,8 +18,8 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.9 is not supported, but be clear
     from typing_extensions import Annotated  # type: ignore
 
-from . import __version__
-from .model import ExitStatus
+from kvmcheck import __version__
+from kvmcheck.core.model import ExitStatus
 
 EXIT_READY, EXIT_NOT_READY, EXIT_USAGE = ExitStatus.READY, ExitStatus.NOT_READY, ExitStatus.USAGE
 EXIT_NAGIOS_UNKNOWN = ExitStatus.UNKNOWN  # -f nagios: usage errors and crashes are UNKNOWN, since 2 means CRITICAL
@@ -169,11 +169,11 @@ def check(
     essential check could not decide, or the root holds no system). -f nagios: 0 OK, 1 WARNING, 2 CRITICAL,
     3 UNKNOWN.
     """
-    from .context import Settings
-    from .parsers import ParseError
-    from .parsers.kernel_version import parse_min_version
-    from .render import render
-    from .runner import SelectionError, run
+    from kvmcheck.facts.context import Settings
+    from kvmcheck.parsers import ParseError
+    from kvmcheck.parsers.kernel_version import parse_min_version
+    from kvmcheck.core.render import render
+    from kvmcheck.core.runner import SelectionError, run
 
     if output is not None:
         _check_output(output)
@@ -181,7 +181,7 @@ def check(
         # A snapshot archive ('kvmcheck snapshot') or a tree packed with 'tar -C DIR .', recognised by its
         # content: audit it offline, unpacked safely into a private directory.  The report names the
         # archive (its real path, as a directory root is named), never the private directory.
-        from .snapshot import ArchiveError, open_archive
+        from kvmcheck.tools.snapshot import ArchiveError, open_archive
 
         ctx.meta["kvmcheck.root_label"] = os.path.realpath(root)
         try:
@@ -212,7 +212,7 @@ def check(
         parse_min_version(min_kernel)
     except ParseError as exc:
         raise typer.BadParameter(str(exc), param_hint="--min-kernel")
-    from .config import ConfigError
+    from kvmcheck.core.config import ConfigError
 
     progress = _Progress() if sys.stderr.isatty() else None
     try:
@@ -227,7 +227,7 @@ def check(
         if progress is not None:
             progress.close()
 
-    from .render import TemplateUsageError
+    from kvmcheck.core.render import TemplateUsageError
 
     try:
         text = render(report, fmt.value, color=_use_color(no_color, output, fmt, template), template=template,
@@ -257,10 +257,10 @@ def _refuse(fmt: Format, kind: str, message: str) -> NoReturn:
     -f nagios only the plugin's one status line on stdout (UNKNOWN, exit 3): Nagios reads only stdout, and
     Icinga 2 appends stderr to the plugin output, where a second copy would be a second line.  The message
     may quote a file or a path: it is sanitized for the terminal either way."""
-    from .terminal import one_line, terminal_text
+    from kvmcheck.core.terminal import one_line, terminal_text
 
     if fmt == Format.nagios:
-        from .render import nagios_text
+        from kvmcheck.core.render import nagios_text
 
         typer.echo(f"KVMCHECK UNKNOWN - {kind}: {nagios_text(one_line(message))}")
         raise typer.Exit(EXIT_NAGIOS_UNKNOWN)
@@ -271,7 +271,7 @@ def _refuse(fmt: Format, kind: str, message: str) -> NoReturn:
 def _check_output(path: str, hint: str = "--output") -> None:
     """-o must name a regular file or a new file in an existing directory (not /proc, a device, a FIFO, a link):
     a usage error before any work is done."""
-    from .output import OutputError, check_target
+    from kvmcheck.core.output import OutputError, check_target
 
     try:
         check_target(path)
@@ -280,9 +280,9 @@ def _check_output(path: str, hint: str = "--output") -> None:
 
 
 def _write_output(path: str, text: str) -> None:
-    """The report file: every format is written atomically and link-safely (kvmcheck.output): a reader, such
+    """The report file: every format is written atomically and link-safely (kvmcheck.core.output): a reader, such
     as node_exporter's textfile collector, sees the old file or the new one, never half of one."""
-    from .output import write_text
+    from kvmcheck.core.output import write_text
 
     write_text(path, text)
 
@@ -294,7 +294,7 @@ def list_checks(
     """List the checks: id, title and what each reads (markdown: the README's table)."""
     import json
 
-    from .registry import load_checks
+    from kvmcheck.core.registry import load_checks
 
     checks, errors = load_checks()
     if fmt == ListFormat.json:
@@ -317,7 +317,7 @@ def list_checks(
 @app.command()
 def explain(check_id: Annotated[str, typer.Argument(metavar="ID", help="A check id, e.g. cpu.virt-flags.")]) -> None:
     """What a check examines, why it matters, and how to fix a failure."""
-    from .registry import load_checks
+    from kvmcheck.core.registry import load_checks
 
     checks, _ = load_checks()
     for c in checks:
@@ -331,7 +331,7 @@ def explain(check_id: Annotated[str, typer.Argument(metavar="ID", help="A check 
 @app.command()
 def profiles() -> None:
     """List the built-in profiles: what each host kind needs."""
-    from .config import list_profiles
+    from kvmcheck.core.config import list_profiles
 
     for name, description in list_profiles():
         typer.echo(f"{name:20}  {description}")
@@ -354,7 +354,7 @@ def fleet(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar on a terminal.")] = False,
 ) -> None:
     """Aggregate many JSON reports into a fleet view: ready hosts, failures per check and cause, stale reports."""
-    from .fleet import fleet_command
+    from kvmcheck.tools.fleet import fleet_command
 
     if output is not None:
         _check_output(output)
@@ -376,7 +376,7 @@ def diff_reports(
 
     Exit 1 when anything regressed, so a cron job or CI step can alert on drift.
     """
-    from .drift import diff_command
+    from kvmcheck.tools.drift import diff_command
 
     raise typer.Exit(diff_command(old, new, fmt.value))
 
@@ -387,7 +387,7 @@ def snapshot(
     root: Annotated[str, typer.Option("--root", metavar="DIR", help="Capture the system under DIR.")] = "/",
 ) -> None:
     """Capture exactly the files kvmcheck reads (an allowlist), to audit this host offline later."""
-    from .snapshot import snapshot_command
+    from kvmcheck.tools.snapshot import snapshot_command
 
     _check_output(output)
     raise typer.Exit(snapshot_command(root, output))
@@ -400,7 +400,7 @@ def schema(
 ) -> None:
     """Print a JSON Schema (draft 2020-12): of every --format json host report, or with --fleet / --diff of
     the fleet and diff JSON outputs."""
-    from . import report_file
+    from kvmcheck import report_file
 
     if fleet_schema and diff_schema:
         sys.stderr.write("kvmcheck schema: --fleet and --diff are exclusive: one schema at a time\n")
@@ -431,7 +431,7 @@ def default_command(argv: List[str]) -> List[str]:
 
 def main() -> None:
     """The command line, with SIGTERM/SIGHUP/SIGINT handled: clean-up, exit 128+N, no traceback."""
-    from .signals import guarded
+    from kvmcheck.core.signals import guarded
 
     guarded(_run)
 
@@ -442,8 +442,8 @@ def _run() -> None:
     # Nagios reads 2 as CRITICAL and 1 as WARNING: usage errors and crashes must be UNKNOWN (3), on one line.
     import click
 
-    from .signals import Terminated, signal_name
-    from .terminal import one_line
+    from kvmcheck.core.signals import Terminated, signal_name
+    from kvmcheck.core.terminal import one_line
 
     argv = default_command(sys.argv[1:])
     nagios = _nagios_requested(argv)
@@ -486,8 +486,8 @@ def _run() -> None:
 
 def _nagios_unknown(kind: str, message: str) -> NoReturn:
     """The plugin's one status line (Monitoring Plugins guidelines): stdout, one line, no '|', exit 3."""
-    from .render import nagios_text
-    from .terminal import one_line
+    from kvmcheck.core.render import nagios_text
+    from kvmcheck.core.terminal import one_line
 
     sys.stdout.write(f"KVMCHECK UNKNOWN - {kind}: {nagios_text(one_line(message))}\n")
     sys.stdout.flush()

@@ -290,7 +290,7 @@ def _every_report_follows_the_schema(monkeypatch):
     Report.to_dict is what --format json and every template serialise, so wrapping it (it still runs)
     checks all of them; CLI runs in subprocesses are validated where their tests parse the JSON.
     """
-    from kvmcheck.model import Report
+    from kvmcheck.core.model import Report
 
     original = Report.to_dict
 

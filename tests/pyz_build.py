@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""kvmcheck.pyz built once per test process (python -m kvmcheck.build) for the tests that run it."""
+"""kvmcheck.pyz built once per test process (python -m kvmcheck.tools.build) for the tests that run it."""
 from __future__ import annotations
 
 import atexit
@@ -15,7 +15,7 @@ _BUILT = {}
 
 
 def build(output: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kvmcheck.build", "-o", str(output)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "kvmcheck.tools.build", "-o", str(output)], capture_output=True, text=True,
                           timeout=600)
 
 

@@ -166,7 +166,7 @@ def task_results(out, name):
 
 
 def fleet_available() -> bool:
-    return importlib.util.find_spec("kvmcheck.fleet") is not None
+    return importlib.util.find_spec("kvmcheck.tools.fleet") is not None
 
 
 def test_ansible_doc_renders_the_module_documentation(ansible_env, tmp_path):
@@ -255,7 +255,7 @@ def test_audit_playbook_writes_one_report_per_host_and_the_fleet_report(ansible_
         assert report["host"]["root"] == str(roots[host])
 
     if not with_fleet:
-        pytest.skip("kvmcheck fleet is not implemented yet (no kvmcheck.fleet): per-host reports checked, "
+        pytest.skip("kvmcheck fleet is not implemented yet (no kvmcheck.tools.fleet): per-host reports checked, "
                     "fleet step skipped with kvmcheck_fleet=false")
     fleet_file = out_dir / "fleet.json"
     assert fleet_file.exists()
@@ -539,7 +539,7 @@ def test_audit_playbook_builds_kvmcheck_pyz_when_missing(ansible_env, host_root,
          "-e", f"kvmcheck_pyz={built}", "-e", "kvmcheck_fleet=false"], ansible_env, tmp_path)
     assert rc == 0, (json.dumps(out["stats"]), stderr[-3000:])
     assert task_results(out, "Build kvmcheck.pyz on the controller when it is missing")["localhost"]["changed"] is True
-    assert built.read_bytes() == prebuilt.read_bytes()  # the same build as python -m kvmcheck.build
+    assert built.read_bytes() == prebuilt.read_bytes()  # the same build as python -m kvmcheck.tools.build
     assert task_results(out, "Run kvmcheck")["hv-ready"]["verdict"] == "ready"
     # A second run finds the file and leaves it alone.
     rc, out, stderr = playbook(

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 import kvmcheck
-from kvmcheck import snapshot
-from kvmcheck.snapshot import ArchiveError, open_archive
+from kvmcheck.tools import snapshot
+from kvmcheck.tools.snapshot import ArchiveError, open_archive
 
 from conftest import HOSTS
 from test_snapshot import without_measurements  # statvfs figures are the test machine's, not the root's

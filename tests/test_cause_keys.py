@@ -10,9 +10,9 @@ import pytest
 from kvmcheck.checks.capacity import capacity_resources
 from kvmcheck.checks.kernel import kernel_version
 from kvmcheck.checks.storage import images_dir
-from kvmcheck.context import Context, Settings
-from kvmcheck.host import Host
-from kvmcheck.model import CAUSE_KEY_MAX, cause_key
+from kvmcheck.facts.context import Context, Settings
+from kvmcheck.core.host import Host
+from kvmcheck.core.model import CAUSE_KEY_MAX, cause_key
 
 
 def test_cause_key_masks_every_number():
@@ -54,7 +54,7 @@ def test_images_dir_low_space_key(host_root):
 def test_acceleration_key_live():
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         pytest.skip("needs a usable /dev/kvm to run the timing guest")
-    from kvmcheck.registry import load_checks
+    from kvmcheck.core.registry import load_checks
 
     check = next(c for c in load_checks()[0] if c.id == "kvm.acceleration")
     out = check(Context(Host("/"), Settings()))

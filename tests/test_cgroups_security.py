@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 import kvmcheck
-from kvmcheck.context import Context
-from kvmcheck.host import Host
+from kvmcheck.facts.context import Context
+from kvmcheck.core.host import Host
 from kvmcheck.parsers.cgroups import (parse_cgroup_mounts, parse_controller_list,
                                       parse_proc_cgroups, parse_proc_self_cgroup)
-from kvmcheck.registry import load_checks
-from kvmcheck.runner import run_check
+from kvmcheck.core.registry import load_checks
+from kvmcheck.core.runner import run_check
 
 IDS = ["cgroups.controllers", "security.svirt", "kvm.nested"]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 import kvmcheck
-from kvmcheck import config as kconfig
-from kvmcheck.config import ConfigError, list_profiles, load
-from kvmcheck.model import Status
-from kvmcheck.registry import load_checks
+from kvmcheck.core import config as kconfig
+from kvmcheck.core.config import ConfigError, list_profiles, load
+from kvmcheck.core.model import Status
+from kvmcheck.core.registry import load_checks
 
 from conftest import HOSTS, validate_report
 
@@ -138,7 +138,7 @@ def test_pvm_sandbox_accepts_software_kvm(host_root):
 
 def test_pvm_sandbox_turns_an_acceleration_failure_into_a_warning():
     cfg = load(profile="pvm-sandbox", known_ids=IDS)
-    from kvmcheck.model import Result
+    from kvmcheck.core.model import Result
 
     r = Result("kvm.acceleration", "t", Status.FAIL, "guest code is not hardware-accelerated", "d", "fix")
     cfg.apply([r])
@@ -200,10 +200,10 @@ def test_thresholds_and_extends_a_profile(host_root, tmp_path):
                                          'min_host_memory_gib = 256\n')
     report = kvmcheck.run(str(root), config=conf)
     assert blocking(report) == ["capacity.resources", "kernel.version", "storage.shared"]
-    assert report.config == {"profile": "migration-pool", "files": [str(Path(kconfig.__file__).parent / "profiles"
+    assert report.config == {"profile": "migration-pool", "files": [str(Path(kconfig.__file__).parent.parent / "profiles"
                                                                          / "migration-pool.toml"), conf]}
     # a command-line setting that differs from the default wins over the file
-    from kvmcheck.context import Settings
+    from kvmcheck.facts.context import Settings
 
     report = kvmcheck.run(str(root), config=conf, settings=Settings(min_kernel="5.0"))
     assert by_id(report)["kernel.version"].status == Status.PASS
@@ -317,7 +317,7 @@ def test_later_layers_win(tmp_path):
     assert cfg.files[1:] == [base, top] and cfg.profile == "migration-pool"
     assert cfg.thresholds == {"min_host_cpus": 16, "guest_vcpus": 4}
     assert cfg.require == {"packages": ["c"]}
-    from kvmcheck.model import Result
+    from kvmcheck.core.model import Result
 
     shared = Result("storage.shared", "t", Status.WARN, "s")
     images = Result("storage.images-dir", "t", Status.WARN, "s", remediation="r")

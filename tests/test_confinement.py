@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import kvmcheck
-from kvmcheck.host import Host
+from kvmcheck.core.host import Host
 
 SECRET = "OUTSIDE-SECRET"
 READS = 20_000  # the review saw 36,471 escapes in 84,754 reads: a few thousand reads meet the race many times
@@ -190,7 +190,7 @@ def _snapshot_with_devices(path: Path, devices: str) -> Path:
 
 
 def test_snapshot_devices_manifest_creates_nodes_only_where_checks_expect_devices(tmp_path):
-    from kvmcheck.snapshot import device_paths, unpack
+    from kvmcheck.tools.snapshot import device_paths, unpack
 
     assert {"/dev/kvm", "/dev/net/tun", "/dev/vhost-net", "/dev/sev"} <= set(device_paths())
     devices = ("proc/cmdline c 1 11 0644 0 0\n"      # /dev/kmsg where the kernel command line belongs

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from kvmcheck.checks import consumer
-from kvmcheck.context import Context
-from kvmcheck.host import Host
+from kvmcheck.facts.context import Context
+from kvmcheck.core.host import Host
 from kvmcheck.parsers.container import detect_container
 from kvmcheck.parsers.posix_acl import may_access, parse_posix_acl
 
@@ -139,7 +139,7 @@ def test_converse_kills_at_the_deadline_and_a_flood():
 
 
 def test_converse_is_live_only(tmp_path):
-    from kvmcheck.host import OfflineError
+    from kvmcheck.core.host import OfflineError
 
     with pytest.raises(OfflineError):
         Host(str(tmp_path)).converse(["cat"], ["x"])
@@ -260,7 +260,7 @@ def test_libvirt_daemon_for_real_with_kvm_for_its_user(libvirtd):
 @needs_libvirt_user
 def test_libvirt_slow_while_its_qemu_user_is_locked_out_is_blamed_on_kvm_consumer(libvirtd):
     import kvmcheck
-    from kvmcheck.context import Settings
+    from kvmcheck.facts.context import Settings
 
     with kvm_mode(0o600, 0):
         # a short check time: libvirt re-probes QEMU for seconds on every call while /dev/kvm is 0600 root:root
@@ -412,7 +412,7 @@ def test_virsh_answers():
 
 
 def test_device_probe_as_is_live_only_and_never_opens_an_offline_node(host_root):
-    from kvmcheck.host import OfflineError
+    from kvmcheck.core.host import OfflineError
 
     root = host_root("consumer-debian-locked")
     with pytest.raises(OfflineError):

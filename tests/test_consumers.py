@@ -26,7 +26,7 @@ import pytest
 from test_plugin import install_fake_distribution
 from test_report_formats import PERFDATA, STATUS_LINE, golden_report, golden_root
 
-from kvmcheck.render import render
+from kvmcheck.core.render import render
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -224,8 +224,8 @@ def test_nagios_crash_prints_one_unknown_line(crashing_site):
 
 SLOW_CHECK = """
 import os, time
-from kvmcheck.model import Outcome
-from kvmcheck.registry import check
+from kvmcheck.core.model import Outcome
+from kvmcheck.core.registry import check
 
 
 @check("slow.sleeps", "A check that takes its time", reads=())
@@ -365,10 +365,10 @@ MAN_PAGE = REPO / "man" / "kvmcheck.1"
 
 
 def test_man_page_is_generated_from_the_current_cli():
-    proc = subprocess.run([sys.executable, "-m", "kvmcheck.manpage"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "kvmcheck.tools.manpage"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == MAN_PAGE.read_text(), (
-        "man/kvmcheck.1 is out of date: python -m kvmcheck.manpage > man/kvmcheck.1")
+        "man/kvmcheck.1 is out of date: python -m kvmcheck.tools.manpage > man/kvmcheck.1")
 
 
 def test_man_renders_the_page_without_warnings():

@@ -8,7 +8,7 @@ import pytest
 
 import kvmcheck
 from conftest import CORPUS, corpus_dumps, needs_corpus
-from kvmcheck.context import arch_family
+from kvmcheck.facts.context import arch_family
 
 pytestmark = needs_corpus
 DUMPS = corpus_dumps()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import fixed_report, materialize
-from kvmcheck import drift, fleet
+from kvmcheck.tools import drift
+from kvmcheck.tools import fleet
 
 CLI = [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
 

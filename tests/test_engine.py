@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import kvmcheck
-from kvmcheck.context import Context
-from kvmcheck.host import Host
-from kvmcheck.model import Outcome, Status
-from kvmcheck.registry import check, load_checks
-from kvmcheck.runner import SelectionError, run_check, select
+from kvmcheck.facts.context import Context
+from kvmcheck.core.host import Host
+from kvmcheck.core.model import Outcome, Status
+from kvmcheck.core.registry import check, load_checks
+from kvmcheck.core.runner import SelectionError, run_check, select
 
 REPO = Path(__file__).resolve().parents[1]
 CORE_IDS = ["cpu.virt-flags", "cpu.64bit", "firmware.vt-enabled", "kernel.version", "kvm.modules", "kvm.device"]
@@ -151,7 +151,7 @@ def test_builtin_modules_are_the_entry_points_pyproject_declares():
         import tomllib
     except ImportError:  # Python < 3.11
         import tomli as tomllib
-    from kvmcheck.registry import BUILTIN_ORDER, ENTRY_POINT_GROUP
+    from kvmcheck.core.registry import BUILTIN_ORDER, ENTRY_POINT_GROUP
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     declared = project["entry-points"][ENTRY_POINT_GROUP]
@@ -169,7 +169,7 @@ def test_no_plugin_means_no_importlib_metadata():
 
 def test_evidence_is_bounded_whatever_the_host_holds():
     """A 2 MB repository URL or a million mounts in a damaged root must not make a 4 MB report."""
-    from kvmcheck.runner import MAX_EVIDENCE_ITEMS, MAX_EVIDENCE_TEXT, bounded_evidence
+    from kvmcheck.core.runner import MAX_EVIDENCE_ITEMS, MAX_EVIDENCE_TEXT, bounded_evidence
 
     huge = {"url": "x" * 2_000_000, "mounts": list(range(1_000_000)), "small": [1, "a"], "n": 3,
             "map": {f"k{i}": i for i in range(1000)}, "deep": [[[[[[[[[["bottom"]]]]]]]]]]}

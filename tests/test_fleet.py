@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import HERE, fixed_report, materialize, validate_json
-from kvmcheck import fleet, model
+from kvmcheck.tools import fleet
+from kvmcheck.core import model
 
 FLEET_SCHEMA = HERE.parent / "reports" / "fleet.schema.json"
 CLI = [sys.executable, "-c", "from kvmcheck.cli import main; main()"]

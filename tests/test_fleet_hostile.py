@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import HERE, fixed_report, materialize, validate_json
-from kvmcheck import drift, fleet
+from kvmcheck.tools import drift
+from kvmcheck.tools import fleet
 
 CLI = [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
 DIFF_SCHEMA = HERE.parent / "reports" / "diff.schema.json"

@@ -14,12 +14,12 @@ import sys
 import pytest
 
 import kvmcheck
-from kvmcheck import kvmapi
+from kvmcheck.core import kvmapi
 from kvmcheck.checks import guest as g
-from kvmcheck.context import Context
-from kvmcheck.host import Host, NotRegularFileError
-from kvmcheck.model import Status
-from kvmcheck.runner import run_check
+from kvmcheck.facts.context import Context
+from kvmcheck.core.host import Host, NotRegularFileError
+from kvmcheck.core.model import Status
+from kvmcheck.core.runner import run_check
 from conftest import KVM_PATH, FdStarved, kvm_mappings, needs_kvm, open_fds
 
 needs_x86 = pytest.mark.skipif(not kvmapi.X86, reason="guest programs are x86 real-mode code")

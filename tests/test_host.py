@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from kvmcheck.host import Host, NotRegularFileError, OfflineError
+from kvmcheck.core.host import Host, NotRegularFileError, OfflineError
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 """Hostile captured roots (issue 9): garbage, loops, links out of the root, FIFOs, unreadable files.
 
 The roots are built at test time (FIFOs, modes and loops cannot live in git) from a captured host
-corrupted at every path the checks declare in ``reads=`` (kvmcheck.snapshot.declared_reads), so a
+corrupted at every path the checks declare in ``reads=`` (kvmcheck.tools.snapshot.declared_reads), so a
 new check is covered as soon as it declares what it reads.  Whatever the root holds, the run must
 finish, print a valid report, exit 0 or 1, and answer every check with a clear verdict: an
 ``error`` result here is a kvmcheck bug.
@@ -44,7 +44,7 @@ def targets() -> Dict[str, Tuple[str, Optional[Path]]]:
     A pattern becomes the entries it matches in tests/hosts/* plus one made-up name; a declared
     directory brings some of the files found under it; whatever holds another target is a directory.
     """
-    from kvmcheck.snapshot import declared_reads
+    from kvmcheck.tools.snapshot import declared_reads
 
     roots = sorted(p for p in HOSTS.iterdir() if p.is_dir())
     found: Dict[str, Tuple[str, Optional[Path]]] = {}

@@ -207,7 +207,7 @@ def test_snapshot_with_a_hung_mount_finishes(hung_at, tmp_path, where):
 
 
 def test_host_operations_under_a_hung_mount_are_abandoned_once(hung_at):
-    from kvmcheck.host import Host
+    from kvmcheck.core.host import Host
 
     root, _ = hung_at("etc/modprobe.d")
     (root / "etc/os-release").write_text("ID=rhel\n")
@@ -228,7 +228,7 @@ def test_host_operations_under_a_hung_mount_are_abandoned_once(hung_at):
 
 
 def test_remote_mounts_from_mountinfo():
-    from kvmcheck.host import remote_mounts
+    from kvmcheck.core.host import remote_mounts
 
     table = ("22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
              "30 22 0:40 / /mnt/nas\\040share rw - nfs4 srv:/x rw,vers=4.2\n"

@@ -10,7 +10,7 @@ install medium's wheel directory) bound into it, the target at /mnt/sysimage; th
 TARGET/tmp/ks-script-* and run with /bin/sh, chrooted or not, stdout and stderr into the --log file.
 Leaving the namespace drops every mount, even when the test is killed.
 
-kvmcheck.pyz (python -m kvmcheck.build) is built on the host and put on the "install medium"; the target has no
+kvmcheck.pyz (python -m kvmcheck.tools.build) is built on the host and put on the "install medium"; the target has no
 kvmcheck, no pip package and no package index.
 """
 import json

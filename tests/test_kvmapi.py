@@ -1,4 +1,4 @@
-"""Tests for kvmcheck.kvmapi: ABI constants, struct layouts, a real guest run
+"""Tests for kvmcheck.core.kvmapi: ABI constants, struct layouts, a real guest run
 on /dev/kvm when accessible, and error paths on fake devices (no fcntl mocks)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from kvmcheck import kvmapi as k
+from kvmcheck.core import kvmapi as k
 from conftest import KVM_PATH, FdStarved, kvm_mappings, needs_kvm, open_fds
 
 needs_x86 = pytest.mark.skipif(not k.X86, reason="guest programs are x86 real-mode code")
@@ -329,8 +329,8 @@ def test_in_child_returns_values_and_raises_what_the_child_raised():
 def test_the_guest_checks_give_a_stuck_guest_a_failure_not_a_hang(tmp_path):
     """with_kvm, as kvm.guest-run and kvm.acceleration use it, from a worker thread as the runner calls it."""
     from kvmcheck.checks.guest import with_kvm
-    from kvmcheck.context import Context, Settings
-    from kvmcheck.host import Host
+    from kvmcheck.facts.context import Context, Settings
+    from kvmcheck.core.host import Host
 
     if os.geteuid() != 0 and not os.access(KVM_PATH, os.R_OK | os.W_OK):
         pytest.skip("cannot open /dev/kvm")

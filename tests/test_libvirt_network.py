@@ -10,8 +10,8 @@ import stat
 import pytest
 
 import kvmcheck
-from kvmcheck.context import Context
-from kvmcheck.host import CommandResult, Host
+from kvmcheck.facts.context import Context
+from kvmcheck.core.host import CommandResult, Host
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.libvirt_xml import parse_network_xml
 from kvmcheck.parsers.netroute import parse_proc_net_route

@@ -10,8 +10,8 @@ import pytest
 
 import kvmcheck
 from kvmcheck.checks.capacity import capacity_resources
-from kvmcheck.context import Context, Settings
-from kvmcheck.host import Host
+from kvmcheck.facts.context import Context, Settings
+from kvmcheck.core.host import Host
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.cmdline import parse_cmdline
 from kvmcheck.parsers.cpulist import format_cpulist, parse_cpulist

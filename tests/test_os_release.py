@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from kvmcheck.context import Context, Settings
-from kvmcheck.host import Host
+from kvmcheck.facts.context import Context, Settings
+from kvmcheck.core.host import Host
 from kvmcheck.parsers.os_release import legacy_identity, os_identity, parse_os_release
 
 # RHEL 9.4's /usr/lib/os-release, abridged: double quotes, a URL, ID_LIKE with one word.

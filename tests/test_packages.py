@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 import kvmcheck
-from kvmcheck.context import Settings
+from kvmcheck.facts.context import Settings
 from kvmcheck.parsers.pkgdb import parse_dpkg_status, parse_rpm_qa
 from kvmcheck.parsers.repos import parse_apt_list, parse_apt_sources, parse_dnf_repo, parse_zypper_repo
-from kvmcheck.render import render, render_text
+from kvmcheck.core.render import render, render_text
 
 from conftest import build_rpm_database
 

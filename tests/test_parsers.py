@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmcheck.context import arch_family, arch_from_cpuinfo
+from kvmcheck.facts.context import arch_family, arch_from_cpuinfo
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.accounts import Group, User, parse_group, parse_passwd
 from kvmcheck.parsers.cpuinfo import parse_cpuinfo, riscv_extensions

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from kvmcheck.context import Context
-from kvmcheck.host import Host
-from kvmcheck.model import Outcome
-from kvmcheck.registry import load_checks
+from kvmcheck.facts.context import Context
+from kvmcheck.core.host import Host
+from kvmcheck.core.model import Outcome
+from kvmcheck.core.registry import load_checks
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "plugin"
@@ -68,8 +68,8 @@ def install_fake_distribution(site: Path, name: str, entry_points: dict, modules
 
 
 CRASHING_CHECK = '''
-from kvmcheck.model import Outcome
-from kvmcheck.registry import check
+from kvmcheck.core.model import Outcome
+from kvmcheck.core.registry import check
 
 
 @check("broken.crashes", "A plugin check that raises", reads=("/proc/swaps",))

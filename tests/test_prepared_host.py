@@ -8,7 +8,7 @@ default network autostarted, a bridge with a port, NFS shared storage under the 
 from __future__ import annotations
 
 import kvmcheck
-from kvmcheck.registry import load_checks
+from kvmcheck.core.registry import load_checks
 
 
 def test_every_check_in_the_project_is_happy_on_a_prepared_host(host_root):

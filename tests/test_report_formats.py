@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import fixed_report, run_audited, validate_report
 
-from kvmcheck.model import Result, Status
-from kvmcheck.render import nagios_code, render
+from kvmcheck.core.model import Result, Status
+from kvmcheck.core.render import nagios_code, render
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CLI = [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
@@ -369,7 +369,7 @@ def test_junit_survives_control_characters_from_the_host(host_root):
 def test_every_format_renders_when_host_facts_crashed(fmt, host_root, monkeypatch):
     """A crash while gathering the header (a kvmcheck bug) leaves a host block of nulls and the error;
     every format still renders it, and JSON still follows the schema."""
-    from kvmcheck.context import Context
+    from kvmcheck.facts.context import Context
 
     def crash(self):
         raise RuntimeError("boom")

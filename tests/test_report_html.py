@@ -16,7 +16,7 @@ import pytest
 
 from conftest import HERE, fixed_report
 
-from kvmcheck.render import render
+from kvmcheck.core.render import render
 
 GOLDEN = HERE / "golden" / "report.html"
 GOLDEN_ROOT = "intel-firmware-disabled"

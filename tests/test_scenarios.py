@@ -117,7 +117,7 @@ def test_old_kernel_is_32bit_and_too_old(host_root):
 
 
 def test_minimum_kernel_is_configurable(host_root):
-    from kvmcheck.context import Settings
+    from kvmcheck.facts.context import Settings
 
     root = host_root("intel-baremetal-vmx")
     report = kvmcheck.run(str(root), only=["kernel.version"], settings=Settings(min_kernel="6.1"))

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import HOSTS, materialize
 
-SCRIPT = [sys.executable, "-c", "from kvmcheck.signals import main; main()"]  # what the console script runs
+SCRIPT = [sys.executable, "-c", "from kvmcheck.core.signals import main; main()"]  # what the console script runs
 
 
 # --- item 9: signals --------------------------------------------------------------------------------------------
@@ -112,8 +112,8 @@ def test_signal_while_writing_removes_the_temporary(tmp_path):
     target = tmp_path / "node.prom"
     target.write_text("previous\n")
     code = ("import os, signal, sys\n"
-            "from kvmcheck.output import atomic_writer\n"
-            "from kvmcheck.signals import guarded\n"
+            "from kvmcheck.core.output import atomic_writer\n"
+            "from kvmcheck.core.signals import guarded\n"
             "def write():\n"
             "    with atomic_writer(sys.argv[1]) as fh:\n"
             "        fh.write(b'half a rep')\n"

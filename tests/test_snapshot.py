@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import kvmcheck
-from kvmcheck import snapshot
-from kvmcheck.context import Settings
-from kvmcheck.snapshot import ArchiveError, open_archive
+from kvmcheck.tools import snapshot
+from kvmcheck.facts.context import Settings
+from kvmcheck.tools.snapshot import ArchiveError, open_archive
 
 ROUND_TRIP = ("intel-baremetal-vmx", "amd-baremetal-svm", "arm64-kvm", "s390x-lpar", "pvm-host", "pkg-rhel9-enabled",
               "pkg-debian12-deb822", "libvirt-fedora-modular", "libvirt-debian-monolithic", "storage-nfs4",
@@ -456,10 +456,10 @@ def test_every_file_a_live_run_reads_is_in_its_snapshot(tmp_path):
     snapshot therefore lacks. Every path a live run of every check asked the Host for, and found, must be in
     the snapshot of this host, or listed in its MANIFEST as left out with the reason (secrets, limits);
     device nodes go to DEVICES and the live kernel log to var/log/dmesg."""
-    from kvmcheck.context import Context
-    from kvmcheck.host import Host
-    from kvmcheck.registry import load_checks
-    from kvmcheck.runner import run_check
+    from kvmcheck.facts.context import Context
+    from kvmcheck.core.host import Host
+    from kvmcheck.core.registry import load_checks
+    from kvmcheck.core.runner import run_check
 
     live = Host("/")
     ctx = Context(live, Settings())

@@ -8,10 +8,10 @@ import pytest
 
 import kvmcheck
 from conftest import CORPUS, needs_corpus
-from kvmcheck.context import Settings
-from kvmcheck.host import Host
+from kvmcheck.facts.context import Settings
+from kvmcheck.core.host import Host
 from kvmcheck.parsers.mounts import Mount, backing_mount, parse_mounts, parse_mountinfo, top_mounts, unescape
-from kvmcheck.render import render
+from kvmcheck.core.render import render
 
 IDS = ["storage.shared", "storage.images-dir"]
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from kvmcheck.render import _SPAN, wrap
+from kvmcheck.core.render import _SPAN, wrap
 
 CLI = [sys.executable, "-c", "from kvmcheck.cli import main; main()"]
 

@@ -74,7 +74,7 @@ def test_hostile_file_contents_are_shown_escaped_never_obeyed(case, fmt, tmp_pat
 
 def test_kvmchecks_own_colours_survive_and_data_cannot_colour(tmp_path):
     import kvmcheck
-    from kvmcheck.render import render
+    from kvmcheck.core.render import render
 
     report = kvmcheck.run(str(hostile_root("modprobe.d line", tmp_path)))
     out = render(report, "text", color=True)
@@ -131,7 +131,7 @@ def test_diff_text_on_hostile_reports(tmp_path):
 
 
 def test_the_sanitizer():
-    from kvmcheck.terminal import Painted, one_line, paint, terminal_text
+    from kvmcheck.core.terminal import Painted, one_line, paint, terminal_text
 
     assert terminal_text("a\x1b[2Jb\x07c\x9bd\x7fe\u202ef\tg\nh\ri") == "a\\x1b[2Jb\\x07c\\x9bd\\x7fe\\u202ef\tg\nh\\ri"
     assert one_line("a\nb\tc") == "a\\nb\\tc"

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 import kvmcheck
-from kvmcheck.registry import load_checks
+from kvmcheck.core.registry import load_checks
 
 # virt-host-validate "Checking ..." text (quotes and /dev paths as 9.0 and 11.x print them) -> kvmcheck ids
 VHV_TO_KVMCHECK = [

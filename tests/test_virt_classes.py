@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmcheck.context import arch_from_cpuinfo, cpu_arch_from_cpuinfo
+from kvmcheck.facts.context import arch_from_cpuinfo, cpu_arch_from_cpuinfo
 from kvmcheck.parsers.cpuinfo import parse_cpuinfo
 from kvmcheck.parsers.hypervisor import UNKNOWN, VirtFacts, VirtInputs, detect_hypervisor
 

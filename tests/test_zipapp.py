@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""kvmcheck.pyz (python -m kvmcheck.build): one file that runs kvmcheck where nothing is installed.
+"""kvmcheck.pyz (python -m kvmcheck.tools.build): one file that runs kvmcheck where nothing is installed.
 
 Every run here uses a Python that cannot see the test venv: Debian's /usr/bin/python3 with -I -S (isolated mode,
 no site-packages at all), or the bullseye chroot's Python 3.9 (tests/test_kickstart.py's cached debootstrap, bound

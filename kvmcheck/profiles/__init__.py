@@ -1,2 +1,2 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Built-in profiles: TOML configuration files shipped with kvmcheck (see kvmcheck.config)."""
+"""Built-in profiles: TOML configuration files shipped with kvmcheck (see kvmcheck.core.config)."""

@@ -77,7 +77,7 @@ options:
     default: false
   pyz:
     description:
-      - Path of C(kvmcheck.pyz) on the target (built with C(python3 -m kvmcheck.build)); kvmcheck is imported
+      - Path of C(kvmcheck.pyz) on the target (built with C(python3 -m kvmcheck.tools.build)); kvmcheck is imported
         from it, ahead of any installed copy. Nothing needs to be installed on the target then.
       - When not set, kvmcheck must be importable by the target's Ansible Python interpreter.
     type: path
@@ -221,7 +221,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 INSTALL_HINT = (
     "kvmcheck is not importable by the Python interpreter Ansible uses on this host ({python}): {error}. "
-    "Copy kvmcheck.pyz (python3 -m kvmcheck.build) to the host and pass its path as the pyz option, "
+    "Copy kvmcheck.pyz (python3 -m kvmcheck.tools.build) to the host and pass its path as the pyz option, "
     "or run the collection's playbook kvmcheck.kvmcheck.audit, which does that; "
     "or install it for that interpreter: '{python} -m pip install kvmcheck' (a local path or wheel), "
     "or point ansible_python_interpreter at a Python that has kvmcheck."

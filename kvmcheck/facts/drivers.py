@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from .context import Context
-from .parsers.modprobe import parse_modules_dep
+from kvmcheck.facts.context import Context
+from kvmcheck.parsers.modprobe import parse_modules_dep
 
 
 class Driver(NamedTuple):

@@ -25,7 +25,7 @@ import re
 import textwrap
 from typing import Any, Dict, List, Optional
 
-from .model import Report
+from kvmcheck.core.model import Report
 
 COLORS = {"pass": "32", "warn": "33", "fail": "31", "error": "35", "skip": "2"}
 
@@ -39,7 +39,7 @@ TEMPLATES = {
     "nagios": "nagios.txt.j2",
 }
 FORMATS = ("text", "json") + tuple(f for f in TEMPLATES if f != "text")
-from .model import NAGIOS_STATES  # noqa: E402 - re-exported for templates and callers
+from kvmcheck.core.model import NAGIOS_STATES  # noqa: E402 - re-exported for templates and callers
 
 
 def nagios_code(report: Report) -> int:
@@ -180,7 +180,7 @@ def md_cell(value: Any) -> str:
 
 def _loader(jinja2, search_path: str):  # type: ignore[no-untyped-def]
     """Files from search_path; the built-in templates from inside the zip when kvmcheck runs as kvmcheck.pyz."""
-    from . import report_file, reports_dir
+    from kvmcheck import report_file, reports_dir
 
     if os.path.normpath(search_path) == os.path.normpath(reports_dir()) and not os.path.isdir(search_path):
         def load(name: str):  # type: ignore[no-untyped-def]
@@ -193,7 +193,7 @@ def _loader(jinja2, search_path: str):  # type: ignore[no-untyped-def]
     return jinja2.FileSystemLoader(search_path)
 
 
-# Formats read on a terminal: every printed value goes through the one terminal sanitizer (kvmcheck.terminal) as
+# Formats read on a terminal: every printed value goes through the one terminal sanitizer (kvmcheck.core.terminal) as
 # the environment's finalize, so no template can forget it. Not HTML/JUnit (escaped, and xml_text drops the
 # characters XML forbids), not Prometheus (node_exporter reads it; prom_label escapes what its format needs).
 TERMINAL_FORMATS = ("text", "markdown", "nagios")
@@ -203,7 +203,7 @@ def _finalizer(xml: bool, terminal: bool):  # type: ignore[no-untyped-def]
     if xml:
         return xml_text
     if terminal:
-        from .terminal import terminal_text
+        from kvmcheck.core.terminal import terminal_text
 
         return terminal_text
     return None
@@ -237,7 +237,7 @@ def _environment(color: bool, search_path: str, xml: bool = False, terminal: boo
         trim_blocks=True,  # a line holding only a tag prints nothing
         lstrip_blocks=True,
     )
-    from .terminal import paint as _paint
+    from kvmcheck.core.terminal import paint as _paint
 
     def paint(status: str, text: str) -> str:
         # the text is sanitized inside; the colour escapes are kvmcheck's own and survive finalize
@@ -356,7 +356,7 @@ def render(report: Report, fmt: str, color: bool = False, template: Optional[str
         return render_json(report)
     if fmt not in TEMPLATES:
         raise ValueError(f"unknown format {fmt!r}")
-    from . import reports_dir
+    from kvmcheck import reports_dir
 
     return render_template(report, os.path.join(reports_dir(), TEMPLATES[fmt]), color, quiet, columns, verbose,
                            terminal=fmt in TERMINAL_FORMATS)

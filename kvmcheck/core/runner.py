@@ -17,11 +17,11 @@ import time
 import traceback
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import __version__
-from .context import Context, Settings
-from .host import Host, OfflineError
-from .model import DEFAULT_ESSENTIAL, PROBLEMS, Check, Outcome, Report, Result, Status, cause_key
-from .registry import LoadError, load_checks
+from kvmcheck import __version__
+from kvmcheck.facts.context import Context, Settings
+from kvmcheck.core.host import Host, OfflineError
+from kvmcheck.core.model import DEFAULT_ESSENTIAL, PROBLEMS, Check, Outcome, Report, Result, Status, cause_key
+from kvmcheck.core.registry import LoadError, load_checks
 
 
 class SelectionError(ValueError):
@@ -259,14 +259,14 @@ def run(
 ) -> Report:
     """Run the selected checks against root and return the Report (the public API).
 
-    config: a TOML file; profile: a built-in profile name or a path (kvmcheck.config).  Without
+    config: a TOML file; profile: a built-in profile name or a path (kvmcheck.core.config).  Without
     config, /etc/kvmcheck/config.toml is read when root is "/" and it exists.  Settings fields that
     differ from their defaults (given on the command line) win over the configuration's thresholds.
-    Raises kvmcheck.config.ConfigError for a configuration mistake and SelectionError for a selection
+    Raises kvmcheck.core.config.ConfigError for a configuration mistake and SelectionError for a selection
     that matches no check, before any check runs.
     root_label: what the report calls the root instead of its path (the archive a snapshot was unpacked from).
     """
-    from .config import load as load_config
+    from kvmcheck.core.config import load as load_config
 
     host = Host(root, label=root_label)
     checks, load_errors = load_checks()

@@ -358,7 +358,7 @@ def in_child(func: Callable[[], T], timeout: float) -> T:
     """
     import pickle
 
-    from .child import collect, fork_with_pipe, write_all
+    from kvmcheck.core.child import collect, fork_with_pipe, write_all
 
     pid, fd = fork_with_pipe()
     if pid == 0:  # the child: never returns

@@ -14,7 +14,7 @@ import inspect
 import re
 from typing import Callable, Iterable, List, NamedTuple, Tuple
 
-from .model import Check, Outcome
+from kvmcheck.core.model import Check, Outcome
 
 ENTRY_POINT_GROUP = "kvmcheck.checks"
 # Report order of the built-in modules: from the hardware up to a running guest.
@@ -25,7 +25,12 @@ _ID = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+
 
 def check(id: str, title: str, reads: Iterable[str] = (), requires: Iterable[str] = (),
           live_only: bool = False) -> Callable[[Callable[..., Outcome]], Check]:
-    """Declare a check: a public dotted id, a title, and the paths it reads.
+    """Declare a check: a public dotted id, a title, and (through its parameters) the facts it judges.
+
+    A built-in check is a judge: its parameters name facts (kvmcheck.facts) and, optionally,
+    ``settings``; it never sees the Host, and what it reads is the union of its facts' reads.  A check
+    of one parameter named ``ctx`` (the plugin SDK, docs/plugins.md) gets the Context instead and
+    declares its own reads.
 
     requires: checks that must not have failed for this one to run its probe (when one did, this
     check reports skip, blocked by it).  live_only: the check needs the running kernel, so on an
@@ -38,9 +43,25 @@ def check(id: str, title: str, reads: Iterable[str] = (), requires: Iterable[str
         raise ValueError(f"check id {id!r} is not a lowercase dotted name such as 'cpu.virt-flags'")
 
     def wrap(func: Callable[..., Outcome]) -> Check:
+        from kvmcheck.facts import FACTS, HOST, SETTINGS, reads_of
+        from kvmcheck.facts import system  # noqa: F401 - the facts every check may name
+
         doc = inspect.cleandoc(func.__doc__ or "")
-        return Check(id=id, title=title, reads=tuple(reads), func=func, doc=doc, source=func.__module__,
-                     requires=tuple(requires), live_only=live_only)
+        params = tuple(inspect.signature(func).parameters)
+        if params == ("ctx",):
+            facts: Tuple[str, ...] = ()
+            declared = tuple(reads)
+        else:
+            if HOST in params or FACTS in params:
+                raise ValueError(f"check {id!r}: a check judges facts and never gets the Host; "
+                                 "gather what it needs in a fact (kvmcheck.facts)")
+            facts = tuple(p for p in params if p != SETTINGS)
+            try:
+                declared = tuple(dict.fromkeys(tuple(reads) + reads_of(facts)))
+            except LookupError as exc:
+                raise ValueError(f"check {id!r}: {exc}") from None
+        return Check(id=id, title=title, reads=declared, func=func, doc=doc, source=func.__module__,
+                     requires=tuple(requires), live_only=live_only, facts=facts)
 
     return wrap
 

@@ -128,9 +128,19 @@ class Check:
     # and reports skip with blocked_by (one cause, one failure).
     requires: Tuple[str, ...] = ()
     live_only: bool = False  # needs the running kernel: on an offline root it has nothing to decide
+    facts: Tuple[str, ...] = ()  # the facts it judges (its parameters); () for a check of the Context
 
     def __call__(self, ctx: Any) -> Outcome:
+        """Judge: the facts it names, gathered through ctx.facts; a check of the Context gets ctx."""
+        if self.facts or not _takes_ctx(self.func):
+            return ctx.facts.call(self.func)
         return self.func(ctx)
+
+
+def _takes_ctx(func: Callable[..., Any]) -> bool:
+    import inspect
+
+    return tuple(inspect.signature(func).parameters) == ("ctx",)
 
 
 @dataclass
@@ -143,7 +153,7 @@ class Result:
     remediation: Optional[str] = None
     evidence: Dict[str, Any] = field(default_factory=dict)
     duration_ms: float = 0.0
-    # Set by the configuration (kvmcheck.config): a severity override keeps what the check said in
+    # Set by the configuration (kvmcheck.core.config): a severity override keeps what the check said in
     # original_status; an ignored result keeps its status, is shown, and does not count against the verdict.
     original_status: Optional[Status] = None
     ignored: bool = False

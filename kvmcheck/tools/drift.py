@@ -34,8 +34,8 @@ import json
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from .fleet import FLEET_KIND, REPORT_SCHEMA_VERSIONS, STATUSES, VERDICTS, Refusal, read_bytes
-from .model import ExitStatus
+from kvmcheck.tools.fleet import FLEET_KIND, REPORT_SCHEMA_VERSIONS, STATUSES, VERDICTS, Refusal, read_bytes
+from kvmcheck.core.model import ExitStatus
 
 DIFF_SCHEMA_VERSION = 1
 FLEET_VERSIONS = (1, 2)
@@ -248,7 +248,7 @@ def diff_fleets(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def render_text(d: Dict[str, Any]) -> str:
-    from .terminal import one_line  # host names, ids and summaries come from the reports: one line, no escapes
+    from kvmcheck.core.terminal import one_line  # host names, ids and summaries come from the reports: one line, no escapes
 
     lines: List[str] = []
     add = lines.append
@@ -339,14 +339,14 @@ def diff_command(old: str, new: str, fmt: str = "text") -> int:
     try:
         result = diff(old, new)
     except Unreadable as exc:  # the reason may quote a report's content: sanitized like the text output
-        from .terminal import terminal_text
+        from kvmcheck.core.terminal import terminal_text
 
         sys.stderr.write(f"kvmcheck diff: {terminal_text(str(exc))}\n")
         return int(ExitStatus.USAGE)
     if fmt == "json":
         sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     else:
-        from .terminal import terminal_text
+        from kvmcheck.core.terminal import terminal_text
 
         # Verdicts, ids and statuses come from the reports too: the whole text passes the terminal sanitizer
         # (host names and summaries are already one-line through terminal.one_line; kvmcheck adds no escapes here).

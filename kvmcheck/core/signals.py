@@ -15,7 +15,7 @@ not interrupt the cleanup.
 A forked child (fleet's worker pool, a statvfs helper) inherits the handler: there it does what the default
 action would (it dies of the signal), as before these handlers existed.
 
-The console script is ``kvmcheck.signals:main``: it installs the handlers before importing the command line
+The console script is ``kvmcheck.core.signals:main``: it installs the handlers before importing the command line
 (typer alone takes tens of milliseconds to import, and a Ctrl-C then printed a traceback). cli.main installs
 them as well, for ``python -c 'from kvmcheck.cli import main; main()'`` and other callers.
 """
@@ -96,7 +96,7 @@ def guarded(func: Callable[[], Any]) -> Any:
 def main() -> None:
     """The console script: handlers first, then import and run the command line."""
     def run() -> None:
-        from .cli import main as cli_main
+        from kvmcheck.cli import main as cli_main
 
         cli_main()
 

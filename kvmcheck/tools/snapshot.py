@@ -60,7 +60,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from .host import DEFAULT_READ_LIMIT, Host
+from kvmcheck.core.host import DEFAULT_READ_LIMIT, Host
 
 # -- limits (snapshot and unpacking use the same ones, so every snapshot can be read back) ---------
 MAX_ENTRIES = 20_000  # files, directories and links in one snapshot
@@ -86,7 +86,7 @@ DEVICES = "DEVICES"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")  # what 'kvmcheck snapshot' writes
 
 # What every run reads besides the checks' own declarations: the report's host block
-# (kvmcheck.context.Context.host_facts), virtualization detection and the kernel log.
+# (kvmcheck.facts.context.Context.host_facts), virtualization detection and the kernel log.
 CONTEXT_READS = (
     "/proc/sys/kernel/hostname", "/etc/hostname", "/proc/sys/kernel/arch", "/proc/sys/kernel/osrelease",
     "/proc/cpuinfo", "/proc/cmdline", "/etc/os-release", "/usr/lib/os-release", "/etc/*-release",
@@ -163,7 +163,7 @@ def declared_reads(extra: Sequence[str] = CONTEXT_READS) -> List[str]:
 
     Placeholders such as ``<release>`` become ``*``: the snapshot keeps every installed kernel's copy.
     """
-    from .registry import load_checks
+    from kvmcheck.core.registry import load_checks
 
     checks, _ = load_checks()
     found: Dict[str, None] = {}
@@ -553,13 +553,13 @@ def capture(root: str = "/", reads: Optional[Sequence[str]] = None) -> Snapshot:
 
 def write_archive(snap: Snapshot, output: str) -> None:
     """Write the snapshot as a tar (gzip unless output ends in .tar), atomically, mode 0600."""
-    from . import __version__
+    from kvmcheck import __version__
 
     now = time.time()
     when = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(microsecond=0).isoformat()
-    from .output import atomic_writer
+    from kvmcheck.core.output import atomic_writer
 
-    # atomic and link-safe (kvmcheck.output), 0600: host names, addresses, configuration are for its owner
+    # atomic and link-safe (kvmcheck.core.output), 0600: host names, addresses, configuration are for its owner
     with atomic_writer(output, mode=0o600, keep_mode=False) as raw:
         mode = "w:" if output.endswith(".tar") else "w:gz"
         with tarfile.open(fileobj=raw, mode=mode, format=tarfile.PAX_FORMAT) as tar:
@@ -1021,7 +1021,7 @@ def open_archive(path: str) -> Iterator[str]:
         root = os.path.join(top, "root")
         os.mkdir(root, 0o755)
         for note in unpack(path, root):  # may name device paths from the archive: sanitized for the terminal
-            from .terminal import terminal_text
+            from kvmcheck.core.terminal import terminal_text
 
             sys.stderr.write(f"kvmcheck: {path}: {terminal_text(note)}\n")
         yield root

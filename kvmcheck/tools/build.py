@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Build kvmcheck.pyz: one file that runs kvmcheck with any Python >= 3.9 and nothing installed.
 
-    python3 -m kvmcheck.build [-o dist/kvmcheck.pyz] [-c constraints.txt]
+    python3 -m kvmcheck.tools.build [-o dist/kvmcheck.pyz] [-c constraints.txt]
 
 The zip holds kvmcheck (taken from this installation, so an editable work tree builds what it is) and its
 pure-Python runtime dependencies, installed by pip for CPython 3.9 wheels (`pip install --target`): every
@@ -35,6 +35,9 @@ MAIN = (
 # kvmcheck's packages and the data files each carries (pyproject.toml's packages and package-data).
 PACKAGES = {
     "kvmcheck": (".py",),
+    "kvmcheck.core": (".py",),
+    "kvmcheck.facts": (".py",),
+    "kvmcheck.tools": (".py",),
     "kvmcheck.parsers": (".py",),
     "kvmcheck.checks": (".py",),
     "kvmcheck.reports": (".py", ".j2", ".json"),
@@ -128,7 +131,7 @@ def install_for_python39(target: str, reqs: Sequence[str], constraint: Optional[
         if not bad:
             return
         excluded += [f"{name}<{version}" for name, version in bad]
-    raise SystemExit(f"kvmcheck.build: no set of dependencies for Python 3.9 found; excluded {excluded}")
+    raise SystemExit(f"kvmcheck.tools.build: no set of dependencies for Python 3.9 found; excluded {excluded}")
 
 
 def dependency_files(target: str) -> Iterator[Tuple[str, str]]:
@@ -209,7 +212,7 @@ def build(output: str, constraint: Optional[str] = None) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m kvmcheck.build", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python3 -m kvmcheck.tools.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", default=os.path.join("dist", "kvmcheck.pyz"),
                         help="the zipapp to write (default: dist/kvmcheck.pyz)")
     parser.add_argument("-c", "--constraint", help="pip constraints file pinning the dependencies' versions")
@@ -217,7 +220,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         path = build(args.output, args.constraint)
     except subprocess.CalledProcessError as exc:
-        print(f"kvmcheck.build: pip failed (exit {exc.returncode}); the build needs a package index or "
+        print(f"kvmcheck.tools.build: pip failed (exit {exc.returncode}); the build needs a package index or "
               "--find-links with the dependencies' wheels", file=sys.stderr)
         return 1
     print(f"{path}: {os.path.getsize(path)} bytes")

@@ -84,8 +84,8 @@ def _kind(mode: int) -> str:
 
 def _fstype(folder: str) -> Optional[str]:
     """The type of the file system folder is on, from the running kernel's mount table (None if unknown)."""
-    from .host import Host
-    from .parsers.mounts import backing_mount, parse_mountinfo
+    from kvmcheck.core.host import Host
+    from kvmcheck.parsers.mounts import backing_mount, parse_mountinfo
 
     try:
         text = Host("/").read_optional("/proc/self/mountinfo", limit=8 << 20)
@@ -133,7 +133,7 @@ def clean_stale(folder: str, base: Optional[str] = None, now: Optional[float] = 
 @contextlib.contextmanager
 def atomic_writer(path: str, mode: int = 0o644, keep_mode: bool = True) -> Iterator[BinaryIO]:
     """A binary file to write path's new content into; renamed over path when the block ends without an
-    exception, removed otherwise (an exception, including the one kvmcheck.signals raises for SIGTERM)."""
+    exception, removed otherwise (an exception, including the one kvmcheck.core.signals raises for SIGTERM)."""
     folder, base = os.path.split(os.path.abspath(path))
     dfd = _open_dir(folder)
     tmp = None

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .model import Result, Status
+from kvmcheck.core.model import Result, Status
 
 DEFAULT_CONFIG = "/etc/kvmcheck/config.toml"  # read on the live machine only (root "/")
 MAX_BYTES = 1 << 20
@@ -219,8 +219,8 @@ def _check_threshold(src: _Source, key: str, value: Any) -> Any:
     if key == "min_kernel":
         if not isinstance(value, str):
             raise src.error(path, f"thresholds.min_kernel is {_type_name(value)}; expected {expected}")
-        from .parsers import ParseError
-        from .parsers.kernel_version import parse_min_version
+        from kvmcheck.parsers import ParseError
+        from kvmcheck.parsers.kernel_version import parse_min_version
 
         try:
             parse_min_version(value)
@@ -252,7 +252,7 @@ def _check_pattern(src: _Source, path: Sequence[str], pattern: str, known: Seque
 def _read(path: str, live_host: bool) -> str:
     """A configuration file's text: a regular file, at most MAX_BYTES, UTF-8."""
     if live_host:
-        from .host import Host
+        from kvmcheck.core.host import Host
 
         try:
             text = Host("/").read_optional(path, limit=MAX_BYTES)

@@ -15,7 +15,7 @@ the future (beyond CLOCK_SKEW) is listed apart and never wins over another repor
 
 The fleet JSON report follows reports/fleet.schema.json (draft 2020-12); ``kvmcheck diff`` compares two of
 them.  The text and HTML views are rendered by reports/fleet.txt.j2 and reports/fleet.html.j2 through the
-one Jinja environment of kvmcheck.render; csv is one row per host x check (stdlib csv).
+one Jinja environment of kvmcheck.core.render; csv is one row per host x check (stdlib csv).
 
 Progress bar: drawn with rich (already installed: typer depends on it) on stderr, only when stderr is a
 terminal, show_progress is true and there are at least PROGRESS_MIN files; rich is imported only then.
@@ -30,7 +30,7 @@ import stat
 import sys
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from .model import SEVERITY, ExitStatus, cause_key
+from kvmcheck.core.model import SEVERITY, ExitStatus, cause_key
 
 STATUSES = ("pass", "warn", "fail", "skip", "error")
 PROBLEMS = tuple(s for s in SEVERITY if s in ("error", "fail", "warn"))  # statuses that name a cause
@@ -423,7 +423,7 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
     max_age is in hours; None or <= 0 turns the staleness test off.  now defaults to the current time.
     A report dated more than CLOCK_SKEW after now is "future": listed apart, counted, and in duplicate
     resolution any report with a believable time wins over it."""
-    from . import __version__
+    from kvmcheck import __version__
 
     now = datetime.datetime.now(datetime.timezone.utc).timestamp() if now is None else now
     limit = max_age * 3600.0 if max_age is not None and max_age > 0 else None
@@ -629,9 +629,9 @@ def chart(fleet: Dict[str, Any], width: int = 520, bar: int = 18, gap: int = 6) 
 
 
 def render_template(fleet: Dict[str, Any], fmt: str, color: bool = False) -> str:
-    from . import reports_dir
-    from .render import _environment
-    from .terminal import one_line
+    from kvmcheck import reports_dir
+    from kvmcheck.core.render import _environment
+    from kvmcheck.core.terminal import one_line
 
     env = _environment(color, reports_dir(), terminal=fmt == "text")  # text: every value sanitized (finalize)
     env.filters["plain"] = one_line  # one line: a hostile hostname's newline or ESC shown escaped, not obeyed
@@ -691,7 +691,7 @@ def progress_bar(total: int, show: bool, stream: Any = None) -> Any:
 
 def report_refused(unreadable: Sequence[Dict[str, str]], stream: Any = None) -> None:
     """Name the files that gave no report on stderr (the first STDERR_REFUSED; all are in the report)."""
-    from .terminal import one_line
+    from kvmcheck.core.terminal import one_line
 
     stream = sys.stderr if stream is None else stream
     for u in unreadable[:STDERR_REFUSED]:
@@ -761,7 +761,7 @@ def fleet_command(paths: Sequence[str], fmt: str = "text", output: Optional[str]
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        from .output import write_text
+        from kvmcheck.core.output import write_text
 
         try:
             write_text(output, text)  # atomic and link-safe, like every file kvmcheck writes

@@ -26,7 +26,7 @@ import subprocess
 import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from .child import collect, fork_with_pipe, write_all
+from kvmcheck.core.child import collect, fork_with_pipe, write_all
 
 MAX_SYMLINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
 DEFAULT_READ_LIMIT = 8 << 20  # /proc/cpuinfo of a 1,000-CPU host is about 1.5 MiB
@@ -860,7 +860,7 @@ class Host:
     def _fork_statvfs(self, path: str) -> Tuple[int, int]:
         """Fork a child that looks path up inside the root and writes its statvfs to a pipe.
 
-        The child (kvmcheck.child) runs only this lookup (openat/fstat/readlinkat), fstatvfs and one write.
+        The child (kvmcheck.core.child) runs only this lookup (openat/fstat/readlinkat), fstatvfs and one write.
         """
         pid, fd = fork_with_pipe()  # fd: the write end in the child, the read end here
         if pid == 0:  # the child: never returns
@@ -1066,7 +1066,7 @@ class Host:
         "open", "probe") and its errno.  Live only, and only root can drop to another identity.  Raises
         TimeoutError when the child does not answer in time (it is killed; see kvmapi.in_child).
         """
-        from .kvmapi import in_child
+        from kvmcheck.core.kvmapi import in_child
 
         self.require_live(f"opening {path} as uid {uid}")
         self._note(path)
