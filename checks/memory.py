@@ -10,6 +10,7 @@ from kvmcheck.core.model import Outcome
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.meminfo import MemInfo, parse_meminfo
 from kvmcheck.core.registry import check
+from kvmcheck.facts import sysctl  # noqa: F401 - the facts memory.overcommit judges
 
 KSM = "/sys/kernel/mm/ksm"
 THP = "/sys/kernel/mm/transparent_hugepage"
@@ -226,3 +227,72 @@ def memory_hugepages(ctx: Context) -> Outcome:
         notes.insert(0, "THP is off; guests must use the static pool (hugetlbfs backing) to get huge pages.")
     return Outcome.passed(f"THP {thp}" + (f" (defrag {defrag})" if defrag else "") + f"; {pool_text}",
                           " ".join(notes), **evidence)
+
+
+# -- memory.overcommit ----------------------------------------------------------------------------------------
+OVERCOMMIT_MODES = {"0": "heuristic overcommit (the kernel's default)", "1": "always overcommit",
+                    "2": "strict accounting (no overcommit)"}
+OVERCOMMIT_WHY = ("QEMU reserves each guest's whole RAM when the guest starts. Under strict accounting the kernel "
+                  "refuses reservations beyond CommitLimit (swap plus vm.overcommit_ratio percent of RAM, 50 by "
+                  "default), so guests fail to start with 'Cannot allocate memory' while RAM is still free.")
+OVERCOMMIT_FIX = ("Unless strict accounting is a deliberate policy: 'sysctl -w vm.overcommit_memory=0', and keep it at "
+                  "boot: {boot}. If it is policy, raise vm.overcommit_ratio or add swap so CommitLimit covers the "
+                  "guests.")
+
+
+def _overcommit_fix(overcommit) -> str:
+    at_boot = overcommit.configured.get("vm.overcommit_memory")
+    boot = "put 'vm.overcommit_memory = 0' in /etc/sysctl.d/99-kvm-overcommit.conf"
+    if at_boot and at_boot.value == "2":
+        boot = f"remove the vm.overcommit_memory line at {at_boot.path}:{at_boot.line}, or {boot}"
+    return OVERCOMMIT_FIX.format(boot=boot)
+
+
+def _overcommit_mode(overcommit):
+    """(mode, where it was found) from the running kernel, else from what sysctl.d sets at boot; (None, None)."""
+    running = overcommit.running["vm.overcommit_memory"]
+    if running.ok and (running.text or "").strip():
+        return (running.text or "").strip(), running.path
+    at_boot = overcommit.configured.get("vm.overcommit_memory")
+    if at_boot:
+        return at_boot.value, f"{at_boot.path}:{at_boot.line}"
+    return None, None
+
+
+@check("memory.overcommit", "Memory overcommit policy")
+def memory_overcommit(overcommit, settings) -> Outcome:
+    """Guests can reserve their memory under the kernel's overcommit policy.
+
+    What: vm.overcommit_memory in /proc/sys/vm (an offline root: as sysctl.d
+    and /etc/sysctl.conf set it at boot); under strict accounting (2),
+    CommitLimit minus Committed_AS in /proc/meminfo against one guest's memory.
+
+    Why: under strict accounting the kernel refuses QEMU's reservation of a
+    guest's RAM beyond CommitLimit, and the guest does not start.
+
+    Fix: 'sysctl -w vm.overcommit_memory=0' and a sysctl.d drop-in.
+    """
+    running = overcommit.running["vm.overcommit_memory"]
+    if running.state in ("denied", "unreadable"):
+        return Outcome.skipped(f"cannot read {running.path}: {running.reason}")
+    mode, where = _overcommit_mode(overcommit)
+    evidence = {"mode": mode, "source": where,
+                "configured": getattr(overcommit.configured.get("vm.overcommit_memory"), "value", None)}
+    if mode is None:
+        return Outcome.skipped("no vm.overcommit_memory here: not in /proc/sys/vm, not set by sysctl.d", **evidence)
+    if mode not in OVERCOMMIT_MODES:
+        return Outcome.skipped(f"vm.overcommit_memory holds {mode[:20]!r}, not 0, 1 or 2", **evidence)
+    if mode != "2":
+        return Outcome.passed(f"{OVERCOMMIT_MODES[mode]} ({where})", **evidence)
+    fix = _overcommit_fix(overcommit)
+    mem = overcommit.meminfo
+    limit, committed = (mem.get("CommitLimit"), mem.get("Committed_AS")) if mem else (None, None)
+    if limit is None or committed is None or not running.ok:
+        return Outcome.warned(f"{OVERCOMMIT_MODES[mode]} is set ({where})", OVERCOMMIT_WHY, fix, **evidence)
+    room, guest = limit - committed, int(settings.guest_memory_gib * 1024 ** 3)
+    evidence.update(commit_limit=limit, committed=committed, room=room)
+    summary = f"strict accounting leaves {room / 1024 ** 3:.1f} GiB to commit"
+    if room < guest:
+        return Outcome.failed(f"{summary}: not one {settings.guest_memory_gib:g} GiB guest fits", OVERCOMMIT_WHY, fix,
+                              **evidence)
+    return Outcome.warned(summary, OVERCOMMIT_WHY, fix, **evidence)
