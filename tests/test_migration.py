@@ -48,6 +48,7 @@ def test_an_older_intel_host_lowers_the_baseline_and_names_the_flags_it_removes(
     assert {"avx", "avx2", "xsave"} <= set(cost.flags) and "aes" not in cost.flags  # Westmere has AES-NI
     assert set(cost.flags) == set(hosts[0].flags - hosts[2].flags)
     assert pool.machine_types == frozenset()  # no machine type every QEMU offers
+    assert pool.generations == (("Westmere", ("old",)), ("Skylake-Client-noTSX-IBRS", ("tl-1", "tl-2")))
 
 
 @needs_corpus

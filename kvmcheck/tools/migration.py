@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from kvmcheck.tools.cpu_models import BY_NAME, MODEL_FLAGS, newest_model
+from kvmcheck.tools.cpu_models import BY_NAME, MODEL_FLAGS, MODELS, newest_model
 
 # Guest-visible instruction-set extensions newer than the named-model table, kept in the normalized flags
 # (Linux names): prefixes and single names.
@@ -86,6 +86,7 @@ class Cost(NamedTuple):
 
 class Pool(NamedTuple):
     vendor: str
+    generations: Tuple[Tuple[str, Tuple[str, ...]], ...]  # (newest model a host runs, its hosts), oldest first
     hosts: Tuple[str, ...]
     baseline: FrozenSet[str]  # flags every host offers
     model: str  # the newest named model the baseline covers ("" when none)
@@ -130,7 +131,13 @@ def pool_of(vendor: str, members: Sequence[MigrationHost]) -> Pool:
         if regained or older:
             costs.append(Cost(h.name, regained, older))
     costs.sort(key=lambda c: (-len(c.flags), c.host))
-    return Pool(vendor, tuple(sorted(h.name for h in members)), baseline, newest_model(vendor, baseline),
+    order = {name: i for i, (name, _, _) in enumerate(MODELS)}
+    by_model: Dict[str, List[str]] = {}
+    for h in members:
+        by_model.setdefault(newest_model(vendor, h.flags), []).append(h.name)
+    generations = tuple((m, tuple(sorted(names))) for m, names in sorted(by_model.items(),
+                                                                            key=lambda kv: order.get(kv[0], -1)))
+    return Pool(vendor, generations, tuple(sorted(h.name for h in members)), baseline, newest_model(vendor, baseline),
                 _common([h.machine_types for h in members]), _common([h.storage for h in members]) or frozenset(),
                 tuple(costs))
 
@@ -200,3 +207,34 @@ def explain(a: MigrationHost, b: MigrationHost, pool: Optional[Pool]) -> List[Mo
     moves.append(Move("baseline", clear and bool(model) and not base_missing, base_missing, lacking, storage, model,
                       base_blockers))
     return moves
+
+
+# --- the fleet view's migration section ---------------------------------------------------------------------
+def section(hosts: Iterable[MigrationHost]) -> Dict[str, Any]:
+    """The fleet JSON's "migration" object (reports/fleet.schema.json, $defs/migration)."""
+    found, outside = pools(hosts)
+    return {
+        "pools": [{
+            "vendor": p.vendor,
+            "hosts": list(p.hosts),
+            "model": p.model or None,
+            "generations": [{"model": m or None, "hosts": list(names)} for m, names in p.generations],
+            "baseline_flags": sorted(p.baseline),
+            "machine_types": sorted(p.machine_types) if p.machine_types is not None else None,
+            "shared_storage": [{"source": s, "target": t} for s, t in sorted(p.storage)],
+            "costs": [{"host": c.host, "flags": list(c.flags), "older_qemu": c.older_qemu} for c in p.costs],
+        } for p in found],
+        "outside": [{"host": o.host, "reason": o.reason} for o in outside],
+    }
+
+
+def explain_section(a: MigrationHost, b: MigrationHost, pool: Optional[Pool]) -> Dict[str, Any]:
+    return {"from": a.name, "to": b.name, "moves": [{
+        "mode": m.mode, "possible": m.possible, "model": m.model or None, "missing_flags": list(m.missing_flags),
+        "machine_types": list(m.machine_types) if m.machine_types is not None else None,
+        "shared_storage": [{"source": s, "target": t} for s, t in m.storage], "blockers": list(m.blockers),
+    } for m in explain(a, b, pool)]}
+
+
+def pool_holding(found: Sequence[Pool], *names: str) -> Optional[Pool]:
+    return next((p for p in found if all(n in p.hosts for n in names)), None)
