@@ -22,6 +22,8 @@ from kvmcheck import __version__
 from kvmcheck.core.model import ExitStatus
 
 EXIT_READY, EXIT_NOT_READY, EXIT_USAGE = ExitStatus.READY, ExitStatus.NOT_READY, ExitStatus.USAGE
+# click's own Abort (end of input at a prompt) keeps click's status 1, as its standalone mode would
+EXIT_ABORTED = ExitStatus.NOT_READY
 EXIT_NAGIOS_UNKNOWN = ExitStatus.UNKNOWN  # -f nagios: usage errors and crashes are UNKNOWN, since 2 means CRITICAL
 
 app = typer.Typer(
@@ -404,7 +406,7 @@ def schema(
 
     if fleet_schema and diff_schema:
         sys.stderr.write("kvmcheck schema: --fleet and --diff are exclusive: one schema at a time\n")
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
     name = "fleet.schema.json" if fleet_schema else "diff.schema.json" if diff_schema else "report.schema.json"
     sys.stdout.write(report_file(name))  # from the package, a directory or kvmcheck.pyz
 
@@ -463,7 +465,7 @@ def _run() -> None:
         if nagios:
             _nagios_unknown("aborted", "kvmcheck was aborted before its verdict")
         sys.stderr.write("Aborted!\n")
-        sys.exit(1)
+        sys.exit(EXIT_ABORTED)
     except BaseException as exc:  # noqa: BLE001 - a plugin must answer, whatever happened
         if not nagios:
             if isinstance(exc, click.exceptions.ClickException):
