@@ -152,8 +152,11 @@ def _takes_ctx(func: Callable[..., Any]) -> bool:
     return tuple(inspect.signature(func).parameters) == ("ctx",)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Result:
+    """One check's result in a report: a value.  The configuration and cause attribution make new Results
+    (dataclasses.replace), never edit one."""
+
     id: str
     title: str
     status: Status
