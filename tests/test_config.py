@@ -455,3 +455,11 @@ def test_the_check_timeout_threshold_must_be_positive(tmp_path):
     with pytest.raises(ConfigError, match=r":2: thresholds.check_timeout is 0 \(an integer\); expected a number of "
                                           r"seconds > 0"):
         load(config=write(tmp_path / "c.toml", "[thresholds]\ncheck_timeout = 0\n"), known_ids=IDS)
+
+
+def test_a_setting_assigned_after_construction_is_given_too():
+    from kvmcheck.core.settings import Settings
+
+    s = Settings()
+    s.images_min_free_gib = 1.0
+    assert s.given() == {"images_min_free_gib": 1.0} and s.source("images_min_free_gib") == "command line"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 COMMAND_LINE, CONFIG_FILE, PROFILE, DEFAULT = "command line", "config file", "profile", "default"
 LAYERS = (COMMAND_LINE, CONFIG_FILE, PROFILE, DEFAULT)  # strongest first
@@ -44,9 +44,16 @@ class Settings:
         if unknown:
             raise TypeError(f"Settings() got unknown settings: {', '.join(unknown)}")
         for f in dataclasses.fields(self):
-            setattr(self, f.name, given.get(f.name, f.default))
-        self._given: FrozenSet[str] = frozenset(given)
-        self._sources: Dict[str, str] = {name: COMMAND_LINE for name in given}
+            object.__setattr__(self, f.name, given.get(f.name, f.default))
+        object.__setattr__(self, "_given", frozenset(given))
+        object.__setattr__(self, "_sources", {name: COMMAND_LINE for name in given})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A field set after construction (s.min_kernel = "5.0") is given too: the caller chose it."""
+        object.__setattr__(self, name, value)
+        if not name.startswith("_"):
+            object.__setattr__(self, "_given", self._given | {name})
+            self._sources[name] = COMMAND_LINE
 
     def given(self) -> Dict[str, Any]:
         """The values this object was made with (not its defaults): a caller's explicit choices."""
@@ -69,5 +76,5 @@ class Settings:
             for name, value in (given or {}).items():
                 values[name], sources[name] = value, layer
         settings = cls(**values)
-        settings._sources = sources
+        object.__setattr__(settings, "_sources", sources)
         return settings
