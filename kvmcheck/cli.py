@@ -9,7 +9,7 @@ Exit status (kvmcheck.core.model.ExitStatus): 0 ready, 1 not ready, 2 usage or c
 import enum
 import os
 import sys
-from typing import List, NoReturn, Optional
+from typing import Dict, FrozenSet, List, NamedTuple, NoReturn, Optional
 
 import typer
 
@@ -22,6 +22,8 @@ from kvmcheck import __version__
 from kvmcheck.core.model import ExitStatus
 
 EXIT_READY, EXIT_NOT_READY, EXIT_USAGE = ExitStatus.READY, ExitStatus.NOT_READY, ExitStatus.USAGE
+# click's own Abort (end of input at a prompt) keeps click's status 1, as its standalone mode would
+EXIT_ABORTED = ExitStatus.NOT_READY
 EXIT_NAGIOS_UNKNOWN = ExitStatus.UNKNOWN  # -f nagios: usage errors and crashes are UNKNOWN, since 2 means CRITICAL
 
 app = typer.Typer(
@@ -169,12 +171,53 @@ def check(
     essential check could not decide, or the root holds no system). -f nagios: 0 OK, 1 WARNING, 2 CRITICAL,
     3 UNKNOWN.
     """
+    options = {name: value for name, value in locals().items() if name in CheckOptions._fields}  # all of them
+    from click.core import ParameterSource  # where an option's value came from: typed, or its default
+
+    typed = frozenset(name for name in options if ctx.get_parameter_source(name) in (
+        ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT))
+    _check(CheckOptions(**options, typed=typed))
+
+
+class CheckOptions(NamedTuple):
+    """check's options, as given (typed: the names of those typed on the command line, not defaulted)."""
+
+    root: str
+    fmt: Format
+    output: Optional[str]
+    template: Optional[str]
+    config: Optional[str]
+    profile: Optional[str]
+    exit_zero: bool
+    only: Optional[List[str]]
+    skip: Optional[List[str]]
+    strict: bool
+    timeout: float
+    min_kernel: str
+    online: bool
+    no_color: bool
+    debug: bool
+    quiet: bool
+    verbose: bool
+    typed: FrozenSet[str] = frozenset()
+
+    def command_line_settings(self) -> Dict[str, object]:
+        """The Settings fields given on the command line (only those: a default is not a choice)."""
+        given = {"check_timeout": ("timeout", self.timeout), "min_kernel": ("min_kernel", self.min_kernel),
+                 "online": ("online", self.online)}
+        return {field: value for field, (option, value) in given.items() if option in self.typed}
+
+
+def _check(opts: CheckOptions, root_label: Optional[str] = None) -> None:
+    """check's work on its options: a snapshot archive is unpacked and checked as its directory."""
     from kvmcheck.facts.context import Settings
     from kvmcheck.parsers import ParseError
     from kvmcheck.parsers.kernel_version import parse_min_version
     from kvmcheck.core.render import render
     from kvmcheck.core.runner import SelectionError, run
 
+    root, fmt, output, template, quiet, verbose = opts.root, opts.fmt, opts.output, opts.template, opts.quiet, \
+        opts.verbose
     if output is not None:
         _check_output(output)
     if os.path.isfile(root):
@@ -183,21 +226,15 @@ def check(
         # archive (its real path, as a directory root is named), never the private directory.
         from kvmcheck.tools.snapshot import ArchiveError, open_archive
 
-        ctx.meta["kvmcheck.root_label"] = os.path.realpath(root)
         try:
             with open_archive(root) as unpacked:
-                check(ctx, root=unpacked, fmt=fmt, output=output, template=template, config=config, profile=profile,
-                      exit_zero=exit_zero, only=only, skip=skip, strict=strict, timeout=timeout,
-                      min_kernel=min_kernel, online=online, no_color=no_color, debug=debug, quiet=quiet,
-                      verbose=verbose)
+                _check(opts._replace(root=unpacked), os.path.realpath(root))
         except ArchiveError as exc:  # unsafe, oversized or corrupt: refuse, never half-audit
             raise typer.BadParameter(str(exc), param_hint="--root")
         return
     if not os.path.isdir(root):
         raise typer.BadParameter(f"{root!r} is not a directory or a snapshot archive", param_hint="--root")
-    from click.core import ParameterSource  # where an option's value came from: typed, or its default
-
-    if template is not None and ctx.get_parameter_source("fmt") is ParameterSource.COMMANDLINE:
+    if template is not None and "fmt" in opts.typed:
         raise typer.BadParameter("--template renders your own template, in place of --format: give one of them",
                                  param_hint="--format/--template")
     if (quiet or verbose) and (fmt != Format.text or template is not None):
@@ -209,16 +246,16 @@ def check(
     if template is not None and not os.path.isfile(template):
         raise typer.BadParameter(f"{template!r} is not a file", param_hint="--template")
     try:
-        parse_min_version(min_kernel)
+        parse_min_version(opts.min_kernel)
     except ParseError as exc:
         raise typer.BadParameter(str(exc), param_hint="--min-kernel")
     from kvmcheck.core.config import ConfigError
 
     progress = _Progress() if sys.stderr.isatty() else None
     try:
-        report = run(root, only, skip, timeout=timeout, strict=strict, debug=debug, config=config, profile=profile,
-                     settings=Settings(min_kernel=min_kernel, check_timeout=timeout, online=online),
-                     root_label=ctx.meta.get("kvmcheck.root_label"), progress=progress)
+        report = run(root, opts.only, opts.skip, strict=opts.strict, debug=opts.debug, config=opts.config,
+                     profile=opts.profile, settings=Settings(**opts.command_line_settings()),
+                     root_label=root_label, progress=progress)
     except SelectionError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only/--skip")
     except ConfigError as exc:  # the file, the line and what was expected; never a traceback
@@ -230,7 +267,7 @@ def check(
     from kvmcheck.core.render import TemplateUsageError
 
     try:
-        text = render(report, fmt.value, color=_use_color(no_color, output, fmt, template), template=template,
+        text = render(report, fmt.value, color=_use_color(opts.no_color, output, fmt, template), template=template,
                       quiet=quiet, columns=_columns(output), verbose=verbose)
     except TemplateUsageError as exc:  # a user's template with an error or a refused construct: file and line
         _refuse(fmt, "template error", f"template {exc}")
@@ -245,7 +282,7 @@ def check(
             _refuse(fmt, "output error", f"cannot write {output}: {exc.strerror}")
     else:
         sys.stdout.write(text)
-    if exit_zero:
+    if opts.exit_zero:
         raise typer.Exit(EXIT_READY)
     if fmt == Format.nagios:
         raise typer.Exit(report.nagios_code)
@@ -404,7 +441,7 @@ def schema(
 
     if fleet_schema and diff_schema:
         sys.stderr.write("kvmcheck schema: --fleet and --diff are exclusive: one schema at a time\n")
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
     name = "fleet.schema.json" if fleet_schema else "diff.schema.json" if diff_schema else "report.schema.json"
     sys.stdout.write(report_file(name))  # from the package, a directory or kvmcheck.pyz
 
@@ -463,7 +500,7 @@ def _run() -> None:
         if nagios:
             _nagios_unknown("aborted", "kvmcheck was aborted before its verdict")
         sys.stderr.write("Aborted!\n")
-        sys.exit(1)
+        sys.exit(EXIT_ABORTED)
     except BaseException as exc:  # noqa: BLE001 - a plugin must answer, whatever happened
         if not nagios:
             if isinstance(exc, click.exceptions.ClickException):

@@ -216,13 +216,16 @@ def fixed_report(root: Path, **options):
     report = kvmcheck.run(str(root), **options)
     report.generated_at = "2026-01-01T00:00:00+00:00"
     report.host["root"] = pinned = "/mnt/sysimage"
-    for result in report.checks:
-        result.duration_ms = 0.0
+    from dataclasses import replace
+
+    def pin(result):
         # Checks quote the root too (kvm.guest-run: "the root is ..."): pin it there as well.
-        for attr in ("summary", "detail", "remediation"):
-            if getattr(result, attr):
-                setattr(result, attr, getattr(result, attr).replace(str(root), pinned))
-        result.evidence = json.loads(json.dumps(result.evidence).replace(json.dumps(str(root))[1:-1], pinned))
+        texts = {attr: getattr(result, attr).replace(str(root), pinned)
+                 for attr in ("summary", "detail", "remediation") if getattr(result, attr)}
+        return replace(result, duration_ms=0.0, **texts,
+                       evidence=json.loads(json.dumps(result.evidence).replace(json.dumps(str(root))[1:-1], pinned)))
+
+    report.checks = [pin(result) for result in report.checks]  # results are values: pinned copies
     return report
 
 

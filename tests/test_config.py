@@ -141,7 +141,7 @@ def test_pvm_sandbox_turns_an_acceleration_failure_into_a_warning():
     from kvmcheck.core.model import Result
 
     r = Result("kvm.acceleration", "t", Status.FAIL, "guest code is not hardware-accelerated", "d", "fix")
-    cfg.apply([r])
+    [r] = cfg.apply([r])  # a new Result: results are values
     assert r.status == Status.WARN and r.original_status == Status.FAIL and "fail turned into warn" in r.detail
 
 
@@ -321,7 +321,7 @@ def test_later_layers_win(tmp_path):
 
     shared = Result("storage.shared", "t", Status.WARN, "s")
     images = Result("storage.images-dir", "t", Status.WARN, "s", remediation="r")
-    cfg.apply([shared, images])
+    shared, images = cfg.apply([shared, images])
     assert shared.status == Status.PASS and images.status == Status.FAIL  # the exact id before the glob
 
 
@@ -380,3 +380,86 @@ def test_cli_config_errors_exit_2_without_traceback(host_root, tmp_path, args, m
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stdout == ""
+
+
+# -- precedence: command line > config file > profile > defaults, recorded, never guessed -----------------------
+
+SETTINGS_PROBE = '''
+from kvmcheck.core.model import Outcome
+from kvmcheck.core.registry import check
+
+
+@check("probe.settings", "Says the run's check timeout and minimum kernel, and where each came from", reads=())
+def probe(ctx):
+    """What: the settings.  Why: to see their precedence.  Fix: none."""
+    s = ctx.settings
+    return Outcome.passed(f"check_timeout {s.check_timeout:g} from the {s.source('check_timeout')}; "
+                          f"min_kernel {s.min_kernel} from the {s.source('min_kernel')}")
+'''
+
+
+@pytest.fixture(scope="module")
+def probe_site(tmp_path_factory):
+    from test_plugin import install_fake_distribution
+
+    site = tmp_path_factory.mktemp("settings-probe")
+    install_fake_distribution(site, "kvmcheck-settings-probe", {"probe": "kvmcheck_settings_probe"},
+                              {"kvmcheck_settings_probe.py": SETTINGS_PROBE})
+    return site
+
+
+def test_the_command_line_beats_the_config_file_which_beats_the_profile_which_beats_the_defaults(
+        probe_site, host_root, tmp_path):
+    from test_plugin import kvmcheck as plugin_cli
+
+    root = str(host_root("prepared-intel-host"))
+    profile = write(tmp_path / "profile.toml", '[thresholds]\ncheck_timeout = 9\nmin_kernel = "5.1"\n')
+    conf = write(tmp_path / "site.toml", '[thresholds]\ncheck_timeout = 7\n')
+
+    def said(*args):
+        proc = plugin_cli("check", "--root", root, "--only", "probe.settings", "-f", "json", *args, sites=[probe_site])
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["checks"][-1]["summary"]
+
+    assert said() == "check_timeout 5 from the default; min_kernel 2.6.20 from the default"
+    assert said("--profile", profile) == "check_timeout 9 from the profile; min_kernel 5.1 from the profile"
+    assert said("--profile", profile, "--config", conf) == \
+        "check_timeout 7 from the config file; min_kernel 5.1 from the profile"
+    # typed, even when equal to the default: the command line wins (it lost to the file before)
+    assert said("--profile", profile, "--config", conf, "--timeout", "5", "--min-kernel", "2.6.20") == \
+        "check_timeout 5 from the command line; min_kernel 2.6.20 from the command line"
+    assert said("--config", conf, "--timeout", "5") == \
+        "check_timeout 5 from the command line; min_kernel 2.6.20 from the default"
+
+
+def test_the_api_treats_the_keyword_arguments_given_as_the_command_line(host_root, tmp_path):
+    from kvmcheck.core.settings import Settings
+
+    root = str(host_root("prepared-intel-host"))
+    conf = write(tmp_path / "site.toml", '[thresholds]\nmin_kernel = "99.0"\ncheck_timeout = 7\n')
+
+    def minimum(**options):
+        check = by_id(kvmcheck.run(root, only=["kernel.version"], config=conf, **options))["kernel.version"]
+        return check.status, check.evidence["minimum"]
+
+    assert minimum() == (Status.FAIL, "99.0.0")
+    assert minimum(settings=Settings(min_kernel="2.6.20")) == (Status.PASS, "2.6.20")  # given: wins
+    assert minimum(settings=Settings(online=False)) == (Status.FAIL, "99.0.0")  # min_kernel not given
+    cfg = load(config=conf, known_ids=IDS)
+    assert cfg.settings({"check_timeout": 5.0}).check_timeout == 5.0
+    assert cfg.settings({}).check_timeout == 7.0 and cfg.settings({}).source("check_timeout") == "config file"
+    assert Settings(guest_vcpus=2).given() == {"guest_vcpus": 2} and Settings().given() == {}
+
+
+def test_the_check_timeout_threshold_must_be_positive(tmp_path):
+    with pytest.raises(ConfigError, match=r":2: thresholds.check_timeout is 0 \(an integer\); expected a number of "
+                                          r"seconds > 0"):
+        load(config=write(tmp_path / "c.toml", "[thresholds]\ncheck_timeout = 0\n"), known_ids=IDS)
+
+
+def test_a_setting_assigned_after_construction_is_given_too():
+    from kvmcheck.core.settings import Settings
+
+    s = Settings()
+    s.images_min_free_gib = 1.0
+    assert s.given() == {"images_min_free_gib": 1.0} and s.source("images_min_free_gib") == "command line"

@@ -181,3 +181,28 @@ def test_evidence_is_bounded_whatever_the_host_holds():
     assert len(out["map"]) == MAX_EVIDENCE_ITEMS + 1 and out["map"]["..."] == f"{1000 - MAX_EVIDENCE_ITEMS} more"
     assert "nested too deep" in json.dumps(out["deep"])
     assert len(json.dumps(out)) < 20_000
+
+
+def test_results_are_values_configuration_and_causes_make_new_ones(tmp_path):
+    import dataclasses
+
+    from kvmcheck.core.config import load
+    from kvmcheck.core.model import Result, Status
+    from kvmcheck.core.runner import attribute_causes
+
+    (tmp_path / "c.toml").write_text('[severity."kvm.modules"]\nfail = "warn"\n[ignore]\n"cpu.virt-flags" = "lab"\n')
+    flags = Result("cpu.virt-flags", "t", Status.FAIL, "no VT-x", "d", "enable it")
+    modules = Result("kvm.modules", "t", Status.FAIL, "not loaded", "d", "modprobe", caused_by=["cpu.virt-flags"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        flags.status = Status.PASS
+    cfg = load(config=str(tmp_path / "c.toml"), known_ids=["cpu.virt-flags", "kvm.modules"])
+    new_flags, new_modules = cfg.apply([flags, modules])
+    assert (flags.status, flags.ignored, modules.status) == (Status.FAIL, False, Status.FAIL)  # unchanged
+    assert (new_flags.ignored, new_modules.status, new_modules.original_status) == (True, Status.WARN, Status.FAIL)
+    caused = Result("kvm.device", "t", Status.FAIL, "no /dev/kvm", "d", "fix", caused_by=["kvm.modules", "gone"])
+    attributed = attribute_causes([flags, modules, caused])
+    assert [(r.id, r.caused_by) for r in attributed] == [("cpu.virt-flags", []), ("kvm.modules", ["cpu.virt-flags"]),
+                                                          ("kvm.device", ["kvm.modules"])]
+    assert attribute_causes([new_flags, new_modules])[1].caused_by == []  # an ignored finding explains nothing
+    assert caused.caused_by == ["kvm.modules", "gone"] and caused.remediation == "fix"  # the given one is unchanged
+    assert attributed[2].remediation.startswith("See kvm.modules, whose fix comes first")

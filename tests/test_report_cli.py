@@ -90,3 +90,17 @@ def test_template_keeps_its_final_newline_and_format_with_template_is_a_usage_er
     both = kvmcheck("check", "--root", root, "--template", str(tpl), "-f", "json")
     assert (both.returncode, both.stdout) == (2, "")
     assert "--template renders your own template, in place of --format" in both.stderr
+
+
+def test_the_schema_versions_are_defined_once_and_the_schemas_say_them():
+    """kvmcheck.core.model holds every schema version; each JSON Schema file names the one its output has."""
+    from kvmcheck import report_file
+    from kvmcheck.core.model import DIFF_SCHEMA_VERSION, FLEET_SCHEMA_VERSION, READ_FLEET_VERSIONS, \
+        READ_REPORT_VERSIONS, SCHEMA_VERSION
+
+    for name, version in (("report.schema.json", SCHEMA_VERSION), ("fleet.schema.json", FLEET_SCHEMA_VERSION)):
+        assert json.loads(report_file(name))["properties"]["schema_version"] == {"const": version}, name
+    diff = json.loads(report_file("diff.schema.json"))["$defs"]
+    assert {kind: diff[kind]["properties"]["schema_version"] for kind in ("host", "fleet")} == {
+        "host": {"const": DIFF_SCHEMA_VERSION}, "fleet": {"const": DIFF_SCHEMA_VERSION}}
+    assert SCHEMA_VERSION in READ_REPORT_VERSIONS and FLEET_SCHEMA_VERSION in READ_FLEET_VERSIONS

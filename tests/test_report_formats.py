@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -47,8 +48,8 @@ def hostile_report(root, strict=False):
     """The golden report with every status present and text that each format must escape."""
     report = golden_report(root, strict=strict)
     report.host["hostname"] = HOSTILE
-    report.checks[0].summary = 'a | pipe, "quotes", <tag> & amp,\nand a second line'
-    report.checks[0].detail = "detail with | and <b>markup</b>\nover two lines"
+    report.checks[0] = replace(report.checks[0], summary='a | pipe, "quotes", <tag> & amp,\nand a second line',
+                               detail="detail with | and <b>markup</b>\nover two lines")
     report.checks.append(Result("plugin.crashy", "A check that crashed", Status.ERROR,
                                 "ValueError: bad | value", "Traceback (most recent call last):\n  ...",
                                 None, {}, 12.0))
@@ -360,7 +361,7 @@ def test_junit_survives_control_characters_from_the_host(host_root):
 
     report = golden_report(golden_root(host_root))
     report.host["hostname"] = "bad\x01host\x1b[31m"
-    report.checks[0].summary = "nul\x00 and bell\x07 in a summary"
+    report.checks[0] = replace(report.checks[0], summary="nul\x00 and bell\x07 in a summary")
     tree = ET.fromstring(render(report, "junit"))  # would raise "not well-formed" with them left in
     assert tree.find("testsuite").get("hostname") == "badhost[31m"
 

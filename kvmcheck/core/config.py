@@ -17,9 +17,10 @@ import re
 import stat
 import sys
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from kvmcheck.core.model import Result, Status
+from kvmcheck.core.settings import CONFIG_FILE, PROFILE, Settings
 
 DEFAULT_CONFIG = "/etc/kvmcheck/config.toml"  # read on the live machine only (root "/")
 MAX_BYTES = 1 << 20
@@ -31,6 +32,7 @@ MAX_NESTING = 32
 # [thresholds] key -> (type name for messages, Settings field, validator or None)
 THRESHOLDS: Dict[str, str] = {
     "min_kernel": "a kernel version string such as \"5.14\"",
+    "check_timeout": "a number of seconds > 0",
     "min_host_cpus": "an integer >= 1",
     "min_host_memory_gib": "a number >= 0",
     "guest_vcpus": "an integer >= 1",
@@ -154,21 +156,32 @@ class Config:
     accept: Dict[str, bool] = field(default_factory=dict)
     # [verdict] essential: the checks a "ready" needs evidence from (None: kvmcheck's default chain)
     essential: Optional[List[str]] = None
+    # The layer (settings.PROFILE or settings.CONFIG_FILE) that last set each Settings field, by field name
+    origin: Dict[str, str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         return not self.files
 
-    def apply_settings(self, settings: Any, explicit: Iterable[str] = ()) -> Any:
-        """A copy of settings with the configuration's values; fields named in explicit keep theirs."""
-        values: Dict[str, Any] = {k: v for k, v in self.thresholds.items() if k not in explicit}
+    def setting_values(self) -> Dict[str, Any]:
+        """The Settings fields this configuration sets ([thresholds], [require], [accept]), by field name."""
+        values: Dict[str, Any] = dict(self.thresholds)
         for key, name in REQUIRE.items():
             if key in self.require:
                 values[name] = tuple(self.require[key])
         for key, name in ACCEPT.items():
             if key in self.accept:
                 values[name] = self.accept[key]
-        return replace(settings, **values)
+        return values
+
+    def settings(self, command_line: Optional[Mapping[str, Any]] = None) -> Settings:
+        """The run's Settings: command_line (the values given there, and only those) over this configuration's
+        file layer over its profile layer over the defaults (kvmcheck.core.settings)."""
+        values = self.setting_values()
+        return Settings.layered(
+            command_line,
+            config_file={k: v for k, v in values.items() if self.origin.get(k) == CONFIG_FILE},
+            profile={k: v for k, v in values.items() if self.origin.get(k) == PROFILE})
 
     @staticmethod
     def _lookup(table: Dict[str, Any], check_id: str) -> Any:
@@ -179,24 +192,29 @@ class Config:
                 return value
         return None
 
-    def apply(self, results: Sequence[Result]) -> None:
-        """Severity overrides, then ignores, on the results in place."""
-        for r in results:
-            override = self._lookup(self.severity, r.id)
-            if override and r.status.value in override:
-                to, source = override[r.status.value]
-                if to != r.status.value:
-                    r.original_status = r.status
-                    r.status = Status(to)
-                    note = f"kvmcheck configuration ({source}): {r.original_status.value} turned into {to}."
-                    r.detail = f"{r.detail} {note}".strip()
-                    if r.status in (Status.WARN, Status.FAIL) and not r.remediation:
-                        r.remediation = f"The configuration ({source}) asks for this; see the detail."
-            ignored = self._lookup(self.ignore, r.id)
-            if ignored:
-                reason, source = ignored
-                r.ignored, r.ignore_reason = True, reason
-                r.detail = f"{r.detail} Ignored by the configuration ({source}): {reason}".strip()
+    def apply(self, results: Sequence[Result]) -> List[Result]:
+        """The results with the severity overrides, then the ignores: new Results (the given ones are values,
+        never edited)."""
+        return [self.applied(r) for r in results]
+
+    def applied(self, r: Result) -> Result:
+        """r with its severity override, then its ignore (r itself when neither applies)."""
+        override = self._lookup(self.severity, r.id)
+        if override and r.status.value in override:
+            to, source = override[r.status.value]
+            if to != r.status.value:
+                note = f"kvmcheck configuration ({source}): {r.status.value} turned into {to}."
+                remediation = r.remediation
+                if Status(to) in (Status.WARN, Status.FAIL) and not remediation:
+                    remediation = f"The configuration ({source}) asks for this; see the detail."
+                r = replace(r, original_status=r.status, status=Status(to), detail=f"{r.detail} {note}".strip(),
+                            remediation=remediation)
+        ignored = self._lookup(self.ignore, r.id)
+        if ignored:
+            reason, source = ignored
+            r = replace(r, ignored=True, ignore_reason=reason,
+                        detail=f"{r.detail} Ignored by the configuration ({source}): {reason}".strip())
+        return r
 
     def to_dict(self) -> Dict[str, Any]:
         return {"profile": self.profile, "files": list(self.files)}
@@ -232,7 +250,7 @@ def _check_threshold(src: _Source, key: str, value: Any) -> Any:
             raise src.error(path, f"thresholds.{key} is {value!r} ({_type_name(value)}); expected {expected}")
         return value
     ok = _is_number(value) and value >= 0 and not (key == "guest_memory_gib" and value <= 0) \
-        and not (key == "host_reserve_percent" and value > 100)
+        and not (key == "host_reserve_percent" and value > 100) and not (key == "check_timeout" and value <= 0)
     if not ok:
         raise src.error(path, f"thresholds.{key} is {value!r} ({_type_name(value)}); expected {expected}")
     return float(value)
@@ -375,8 +393,8 @@ def _parse(name: str, text: str) -> Tuple[_Source, Dict[str, Any]]:
     return src, data
 
 
-def _merge_file(cfg: Config, src: _Source, data: Dict[str, Any], known: Sequence[str]) -> None:
-    """Validate one file's tables and lay them over cfg."""
+def _merge_file(cfg: Config, src: _Source, data: Dict[str, Any], known: Sequence[str], layer: str = CONFIG_FILE) -> None:
+    """Validate one file's tables and lay them over cfg; the Settings fields it sets come from layer."""
     for key, value in data.items():
         if key not in TOP_KEYS:
             raise src.error((key,), f"unknown key {key!r}; expected one of: {', '.join(TOP_KEYS)}")
@@ -396,6 +414,7 @@ def _merge_file(cfg: Config, src: _Source, data: Dict[str, Any], known: Sequence
             raise src.error(("thresholds", key), f"unknown key {key!r} in [thresholds]; expected one of: "
                                                  f"{', '.join(THRESHOLDS)}")
         cfg.thresholds[key] = _check_threshold(src, key, value)
+        cfg.origin[key] = layer
 
     for pattern, mapping in table("severity").items():
         path = ("severity", pattern)
@@ -435,6 +454,7 @@ def _merge_file(cfg: Config, src: _Source, data: Dict[str, Any], known: Sequence
                 raise src.error(path, f"unknown shared storage type {bad[0]!r}; expected any of: "
                                       f"{', '.join(SHARED_STORAGE_TYPES)}")
         cfg.require[key] = [v.strip() for v in value]
+        cfg.origin[REQUIRE[key]] = layer
 
     for key, value in table("accept").items():
         path = ("accept", key)
@@ -443,6 +463,7 @@ def _merge_file(cfg: Config, src: _Source, data: Dict[str, Any], known: Sequence
         if not isinstance(value, bool):
             raise src.error(path, f"accept.{key} is {_type_name(value)}; expected true or false")
         cfg.accept[key] = value
+        cfg.origin[ACCEPT[key]] = layer
 
     for key, value in table("verdict").items():
         path = ("verdict", key)
@@ -492,7 +513,7 @@ def _locate(ref: str, base_dir: Optional[str], where: str) -> Tuple[str, str, bo
 
 
 def _load_chain(ref: str, base_dir: Optional[str], where: str, known: Sequence[str], cfg: Config,
-                seen: List[str], live_default: bool = False) -> None:
+                seen: List[str], live_default: bool = False, layer: str = CONFIG_FILE) -> None:
     """Load ref after its extends chain (depth first), laying each over cfg."""
     ident, name, builtin = _locate(ref, base_dir, where)
     if ident in seen:
@@ -511,8 +532,8 @@ def _load_chain(ref: str, base_dir: Optional[str], where: str, known: Sequence[s
             raise src.error(("extends",), f"extends is {_type_name(parent)}; expected a profile name or a path "
                                           "as a string")
         _load_chain(parent.strip(), None if builtin else os.path.dirname(name), src.where("extends"), known, cfg,
-                    seen + [ident])
-    _merge_file(cfg, src, data, known)
+                    seen + [ident], layer=layer)
+    _merge_file(cfg, src, data, known, layer)
     cfg.files.append(name)
 
 
@@ -528,7 +549,7 @@ def load(config: Optional[str] = None, profile: Optional[str] = None, root: str 
     if profile is not None:
         if not profile.strip():
             raise ConfigError("--profile: empty profile name")
-        _load_chain(profile.strip(), None, "--profile", known_ids, cfg, [])
+        _load_chain(profile.strip(), None, "--profile", known_ids, cfg, [], layer=PROFILE)
     if config is not None:
         _load_chain(config if _is_path(config) else "./" + config, None, "--config", known_ids, cfg, [])
     elif os.path.realpath(root) == "/" and os.path.lexists(DEFAULT_CONFIG):

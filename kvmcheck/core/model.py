@@ -7,9 +7,15 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-# 2: the verdict "unknown" and the fields essential, undecided, verdict_reason, fix_first (report) and
-# cause, caused_by, blocked_by (result).  A consumer validating version 1 would reject "unknown".
-SCHEMA_VERSION = 2
+# The schema versions, all in one place (reports/*.schema.json describe them).
+# Host report 2: the verdict "unknown" and the fields essential, undecided, verdict_reason, fix_first
+# (report) and cause, caused_by, blocked_by (result).  A consumer validating version 1 would reject "unknown".
+SCHEMA_VERSION = 2  # of the host report (--format json)
+FLEET_SCHEMA_VERSION = 2  # of 'kvmcheck fleet --format json' (2: verdict unknown, totals unknown and future,
+# causes by cause key with values)
+DIFF_SCHEMA_VERSION = 1  # of 'kvmcheck diff --format json'
+READ_REPORT_VERSIONS = (1, 2)  # host reports fleet and diff read (1 has no verdict "unknown", no cause)
+READ_FLEET_VERSIONS = (1, 2)  # fleet reports diff reads
 
 
 class Status(str, enum.Enum):
@@ -28,6 +34,9 @@ class Status(str, enum.Enum):
 # nothing), so it ranks after the findings it could not make.
 SEVERITY: Tuple[str, ...] = ("fail", "error", "warn", "skip", "pass")
 PROBLEMS = frozenset({Status.FAIL, Status.ERROR, Status.WARN})  # statuses a cause can have
+# The same order with kvmcheck's own trouble first, for lists of hosts per status in a fleet: a host whose
+# run crashed (error) decided nothing, and is named before the hosts whose findings are known.
+CRASHES_FIRST: Tuple[str, ...] = ("error",) + tuple(s for s in SEVERITY if s != "error")
 
 
 def severity(status: Any) -> int:
@@ -143,8 +152,11 @@ def _takes_ctx(func: Callable[..., Any]) -> bool:
     return tuple(inspect.signature(func).parameters) == ("ctx",)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Result:
+    """One check's result in a report: a value.  The configuration and cause attribution make new Results
+    (dataclasses.replace), never edit one."""
+
     id: str
     title: str
     status: Status

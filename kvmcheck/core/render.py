@@ -25,7 +25,9 @@ import re
 import textwrap
 from typing import Any, Dict, List, Optional
 
-from kvmcheck.core.model import Report
+from kvmcheck.core.model import PROBLEMS, Report, severity
+
+PROBLEM_VALUES = frozenset(s.value for s in PROBLEMS)  # the statuses listed under "what to do"
 
 COLORS = {"pass": "32", "warn": "33", "fail": "31", "error": "35", "skip": "2"}
 
@@ -285,11 +287,10 @@ def _sandbox_class():  # type: ignore[no-untyped-def]
 def template_context(report: Report, quiet: bool = False, columns: int = 80, verbose: bool = False) -> Dict[str, Any]:
     data: Dict[str, Any] = report.to_dict()
     code = report.nagios_code
-    rank = {"fail": 0, "error": 1, "warn": 2}
     # What to do: root causes first, then what follows from them (whose fix points to the cause), each
     # most severe first; ignored results are shown but need nothing.
-    problems = sorted((c for c in data["checks"] if c["status"] in rank and not c.get("ignored")),
-                      key=lambda c: (bool(c.get("caused_by")), rank[c["status"]]))
+    problems = sorted((c for c in data["checks"] if c["status"] in PROBLEM_VALUES and not c.get("ignored")),
+                      key=lambda c: (bool(c.get("caused_by")), severity(c["status"])))
     return {
         "problems": problems, "quiet": quiet, "by_id": {c["id"]: c for c in data["checks"]},
         "columns": max(int(columns), MIN_WIDTH), "verbose": verbose,

@@ -97,14 +97,11 @@ def run_check(check: Check, ctx: Context, timeout: float, debug: bool = False) -
     elapsed = (time.perf_counter() - start) * 1000
     if kind == "ok" and isinstance(value, Outcome):
         o = value
-        result = Result(check.id, check.title, o.status, o.summary, o.detail, o.remediation,
-                        bounded_evidence(o.evidence), elapsed)
-        result.cause = o.cause or cause_key(o.summary)
-        result.caused_by = [c for c in dict.fromkeys(o.caused_by) if c != check.id]  # candidates, see run()
-        return result
+        return Result(check.id, check.title, o.status, o.summary, o.detail, o.remediation,
+                      bounded_evidence(o.evidence), elapsed, cause=o.cause or cause_key(o.summary),
+                      caused_by=[c for c in dict.fromkeys(o.caused_by) if c != check.id])  # candidates, see run()
     result = _failed_run(check, kind, value, timeout, elapsed, debug)
-    result.cause = cause_key(result.summary)
-    return result
+    return dataclasses.replace(result, cause=cause_key(result.summary))
 
 
 def _failed_run(check: Check, kind: str, value: Any, timeout: float, elapsed: float, debug: bool) -> Result:
@@ -138,14 +135,11 @@ def blocked_result(check: Check, blockers: List[Result]) -> Result:
     ids = list(dict.fromkeys(b for r in blockers for b in (r.blocked_by or [r.id])))
     first = blockers[0]
     lead = first.id if not first.blocked_by else ids[0]
-    result = Result(
+    return Result(
         check.id, check.title, Status.SKIP, f"blocked by {', '.join(ids)}",
         f"Not run: {lead} failed ({first.summary if not first.blocked_by else 'see it'}), and this check "
         "would fail for the same reason. Fix that first; this check runs again then.",
-        None, {}, 0.0)
-    result.blocked_by = ids
-    result.cause = "blocked"
-    return result
+        None, {}, 0.0, cause="blocked", blocked_by=ids)
 
 
 def run_order(checks: Sequence[Check]) -> List[Check]:
@@ -166,22 +160,27 @@ def run_order(checks: Sequence[Check]) -> List[Check]:
     return [by_id[i] for i in done]
 
 
-def attribute_causes(results: Sequence[Result]) -> None:
-    """Keep, of each result's candidate causes, those that found a problem in this run; a finding that
-    follows from another points to it instead of repeating its fix.  Two findings naming each other
-    keep the earlier one (in report order, from the hardware up) as the cause."""
-    by_id = {r.id: r for r in results}
+def attribute_causes(results: Sequence[Result]) -> List[Result]:
+    """The results, each keeping of its candidate causes those that found a problem in this run; a finding
+    that follows from another points to it instead of repeating its fix.  Two findings naming each other
+    keep the earlier one (in report order, from the hardware up) as the cause.  New Results: the given
+    ones are not edited."""
+    current = {r.id: r for r in results}  # attributed already when earlier in the report, else as given
+    out: List[Result] = []
     for r in results:
-        if r.status not in PROBLEMS:
-            r.caused_by = []
-            continue
-        r.caused_by = [c for c in r.caused_by if c in by_id and by_id[c].status in PROBLEMS
-                       and not by_id[c].ignored and r.id not in by_id[c].caused_by]
-        if r.caused_by:
-            causes = " and ".join(r.caused_by)
-            one = len(r.caused_by) == 1
-            r.remediation = (f"See {causes}, whose {'fix comes' if one else 'fixes come'} first: this finding "
-                             f"follows from {'it' if one else 'them'}.")
+        kept = [c for c in r.caused_by if c in current and current[c].status in PROBLEMS
+                and not current[c].ignored and r.id not in current[c].caused_by] if r.status in PROBLEMS else []
+        if kept:
+            causes = " and ".join(kept)
+            one = len(kept) == 1
+            r = dataclasses.replace(r, caused_by=kept, remediation=(
+                f"See {causes}, whose {'fix comes' if one else 'fixes come'} first: this finding follows from "
+                f"{'it' if one else 'them'}."))
+        elif r.caused_by:
+            r = dataclasses.replace(r, caused_by=[])
+        current[r.id] = r
+        out.append(r)
+    return out
 
 
 def _unreadable(check: Check, exc: OSError, elapsed: float) -> Result:
@@ -248,7 +247,7 @@ def run(
     only: Optional[Iterable[str]] = None,
     skip: Optional[Iterable[str]] = None,
     *,
-    timeout: float = 5.0,
+    timeout: Optional[float] = None,
     strict: bool = False,
     settings: Optional[Settings] = None,
     debug: bool = False,
@@ -260,8 +259,10 @@ def run(
     """Run the selected checks against root and return the Report (the public API).
 
     config: a TOML file; profile: a built-in profile name or a path (kvmcheck.core.config).  Without
-    config, /etc/kvmcheck/config.toml is read when root is "/" and it exists.  Settings fields that
-    differ from their defaults (given on the command line) win over the configuration's thresholds.
+    config, /etc/kvmcheck/config.toml is read when root is "/" and it exists.  The settings given here are
+    the command line's: settings= (the fields it was made with, see Settings.given) and timeout= (each
+    check's time limit, check_timeout) win over the configuration file, which wins over the profile, which
+    wins over the defaults (kvmcheck.core.settings); nothing is guessed from a value.
     Raises kvmcheck.core.config.ConfigError for a configuration mistake and SelectionError for a selection
     that matches no check, before any check runs.
     root_label: what the report calls the root instead of its path (the archive a snapshot was unpacked from).
@@ -272,11 +273,12 @@ def run(
     checks, load_errors = load_checks()
     results = [_load_error_result(e) for e in load_errors]
     cfg = load_config(config, profile, root, [c.id for c in checks] + [r.id for r in results])
-    cfg.apply(results)  # a plugin that failed to load may be ignored like any check
-    base = settings or Settings(check_timeout=timeout)
-    defaults = Settings()
-    explicit = [f.name for f in dataclasses.fields(Settings) if getattr(base, f.name) != getattr(defaults, f.name)]
-    ctx = Context(host, cfg.apply_settings(base, explicit))
+    results = cfg.apply(results)  # a plugin that failed to load may be ignored like any check
+    command_line = settings.given() if settings is not None else {}
+    if timeout is not None:
+        command_line["check_timeout"] = timeout
+    ctx = Context(host, cfg.settings(command_line))
+    limit = ctx.settings.check_timeout
     chosen = select(checks, only, skip)
     if not chosen and not results:
         raise SelectionError("the selection leaves no check to run (--only/--skip exclude each other)")
@@ -289,13 +291,11 @@ def run(
         else:
             if progress:
                 progress(c)
-            result = run_check(c, ctx, timeout, debug)
-        cfg.apply([result])  # severity overrides and ignores count before a dependent check looks
-        done[c.id] = result
-    results += [done[c.id] for c in chosen]  # report order: from the hardware up, as registered
-    attribute_causes(results)
+            result = run_check(c, ctx, limit, debug)
+        done[c.id] = cfg.applied(result)  # severity overrides and ignores count before a dependent check looks
+    results = attribute_causes(results + [done[c.id] for c in chosen])  # report order: from the hardware up
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-    return Report(__version__, now, host_facts(ctx, timeout), results, strict,
+    return Report(__version__, now, host_facts(ctx, limit), results, strict,
                   config=None if cfg.empty else cfg.to_dict(),
                   essential=tuple(cfg.essential) if cfg.essential is not None else DEFAULT_ESSENTIAL,
                   no_system=no_system(host), live=host.live,

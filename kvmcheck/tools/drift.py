@@ -34,13 +34,12 @@ import json
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from kvmcheck.tools.fleet import FLEET_KIND, REPORT_SCHEMA_VERSIONS, STATUSES, VERDICTS, Refusal, read_bytes
-from kvmcheck.core.model import ExitStatus
+from kvmcheck.tools.fleet import FLEET_KIND, STATUSES, VERDICTS, Refusal, read_bytes
+from kvmcheck.core.model import DIFF_SCHEMA_VERSION, READ_FLEET_VERSIONS, READ_REPORT_VERSIONS, SEVERITY, ExitStatus
 
-DIFF_SCHEMA_VERSION = 1
-FLEET_VERSIONS = (1, 2)
-# How bad a finding is; skip and error found nothing about the host (they are handled apart).
-FINDING = {"pass": 0, "warn": 1, "fail": 2}
+# How bad a finding is (model.SEVERITY's findings, least severe 0); skip and error found nothing about the
+# host (they are handled apart).
+FINDING = {s: i for i, s in enumerate(reversed([s for s in SEVERITY if s in ("pass", "warn", "fail")]))}
 UNDECIDED = ("skip", "error")
 WORSE_LEVELS = (("warn-or-fail", ("warn", "fail")), ("fail", ("fail",)))
 PROBLEM_STATUSES = ("warn", "fail", "error")
@@ -129,14 +128,14 @@ def load(path: str) -> Tuple[str, Dict[str, Any]]:
     version = doc.get("schema_version")
     shown = version if type(version) is int else repr(str(version)[:40])
     if doc.get("kind") == FLEET_KIND:
-        if type(version) is not int or version not in FLEET_VERSIONS:
+        if type(version) is not int or version not in READ_FLEET_VERSIONS:
             raise Unreadable(f"{path}: fleet report schema_version {shown} is not supported "
-                             f"(this kvmcheck reads {', '.join(map(str, FLEET_VERSIONS))})")
+                             f"(this kvmcheck reads {', '.join(map(str, READ_FLEET_VERSIONS))})")
         validate_fleet(path, doc)
         return "fleet", doc
-    if type(version) is not int or version not in REPORT_SCHEMA_VERSIONS:
+    if type(version) is not int or version not in READ_REPORT_VERSIONS:
         raise Unreadable(f"{path}: schema_version {shown} is not supported "
-                         f"(this kvmcheck reads {', '.join(map(str, REPORT_SCHEMA_VERSIONS))})")
+                         f"(this kvmcheck reads {', '.join(map(str, READ_REPORT_VERSIONS))})")
     validate_host(path, doc)
     return "host", doc
 

@@ -30,13 +30,13 @@ import stat
 import sys
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from kvmcheck.core.model import SEVERITY, ExitStatus, cause_key
+from kvmcheck.core.model import CRASHES_FIRST, FLEET_SCHEMA_VERSION, READ_REPORT_VERSIONS, SEVERITY, ExitStatus, \
+    cause_key, severity
 
 STATUSES = ("pass", "warn", "fail", "skip", "error")
 PROBLEMS = tuple(s for s in SEVERITY if s in ("error", "fail", "warn"))  # statuses that name a cause
 FLEET_KIND = "kvmcheck-fleet"
-FLEET_SCHEMA_VERSION = 2  # 2: verdict unknown, totals unknown and future, causes by cause key with values
-REPORT_SCHEMA_VERSIONS = (1, 2)  # host reports this kvmcheck reads (1 has no verdict "unknown", no cause)
+HOST_LISTS = tuple(s for s in CRASHES_FIRST if s in ("error", "fail"))  # statuses whose hosts a check names
 VERDICTS = ("ready", "not-ready", "unknown")
 PARALLEL_MIN = 256  # fewer files than this: read in-process (forking costs more than it saves)
 PROGRESS_MIN = 200  # fewer files than this: no progress bar (it would only flicker)
@@ -87,6 +87,15 @@ class Refused(NamedTuple):
 
 
 Record = Any  # HostRecord or Refused
+
+
+class _CauseGroup(NamedTuple):
+    """The hosts of one (check, status, cause), gathered while the fleet view is built."""
+
+    hosts: List[str]  # host names
+    texts: List[Optional[str]]  # their summaries
+    values: List[Tuple[Tuple[str, Any], ...]]  # their measured values
+    follows: Dict[str, None]  # what they follow from (ordered set)
 
 
 class Refusal(Exception):
@@ -209,9 +218,9 @@ def summarize(path: str, doc: Any, summaries: bool = True, cache: Optional[Dict[
     version = doc.get("schema_version")
     if version is None:
         return Refused(path, "not a kvmcheck report: no schema_version")
-    if type(version) is not int or version not in REPORT_SCHEMA_VERSIONS:
+    if type(version) is not int or version not in READ_REPORT_VERSIONS:
         return Refused(path, f"schema_version {version if type(version) is int else repr(str(version)[:40])} is not supported (this kvmcheck reads "
-                             f"{', '.join(map(str, REPORT_SCHEMA_VERSIONS))})")
+                             f"{', '.join(map(str, READ_REPORT_VERSIONS))})")
     try:
         host = doc["host"]
         hostname = host.get("hostname") if isinstance(host, dict) else None
@@ -461,15 +470,14 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
             entry = checks.get(cid)
             if entry is None:
                 entry = checks[cid] = {"id": cid, "counts": dict.fromkeys(STATUSES, 0),
-                                       "hosts": {"error": [], "fail": []}}
+                                       "hosts": {s: [] for s in HOST_LISTS}}
             counts = entry["counts"]
             for code, status in CODE_STATUS.items():
                 counts[status] += column.count(code)
     del layouts
 
     hosts: List[Dict[str, Any]] = []
-    # (check, status, cause) -> (host names, their summaries, their measured values, what they follow from)
-    causes: Dict[Tuple[str, str, str], Tuple[List[str], List[str], List[Any], Dict[str, None]]] = {}
+    causes: Dict[Tuple[str, str, str], _CauseGroup] = {}  # by (check, status, cause)
     stale: List[Dict[str, Any]] = []
     future: List[Dict[str, Any]] = []
     verdicts = dict.fromkeys(VERDICTS, 0)
@@ -487,11 +495,11 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
                 checks[cid]["hosts"][status].append(name)
             group = causes.get((cid, status, key))
             if group is None:
-                group = causes[(cid, status, key)] = ([], [], [], {})
-            group[0].append(name)
-            group[1].append(texts[index])
-            group[2].append(values)
-            group[3].update(dict.fromkeys(follows))
+                group = causes[(cid, status, key)] = _CauseGroup([], [], [], {})
+            group.hosts.append(name)
+            group.texts.append(texts[index])
+            group.values.append(values)
+            group.follows.update(dict.fromkeys(follows))
         verdicts[rec.verdict] += 1
         summary = {status: codes.count(code) for status, code in STATUS_CODE.items()}
         hosts.append({"host": name, "file": rec.path, "generated_at": rec.generated_at, "age_hours": age,
@@ -518,7 +526,7 @@ def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: O
                            "count": len(names), "hosts": names, "measured": measured,
                            "follows_from": sorted(follows_seen)})
     # Root causes first (one cause, one finding: what follows from another is listed after it, and says so).
-    cause_list.sort(key=lambda c: (bool(c["follows_from"]), SEVERITY.index(c["status"]), -c["count"], c["check"],
+    cause_list.sort(key=lambda c: (bool(c["follows_from"]), severity(c["status"]), -c["count"], c["check"],
                                    c["cause"]))
     unreadable.sort(key=lambda u: u["file"])
     duplicates = [{"host": name, "kept": newest[name].path, "dropped": sorted(paths)}

@@ -3,7 +3,7 @@
 
 ``kvmcheck snapshot --output FILE.tar.gz`` captures an allowlist: the paths and
 patterns each check declares in ``reads=(...)``, plus the few files the run's
-shared facts read (:data:`CONTEXT_READS`).  Nothing else, and never secrets:
+report's host block reads (``kvmcheck.facts.reads_of(["host_block"])``).  Nothing else, and never secrets:
 :func:`denied` refuses password hashes, keys, ssh and private-key directories
 and a few identifiers even when a declared pattern or a symlink leads there.
 The archive holds a ``MANIFEST`` (every captured path, its size, and what was
@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from kvmcheck.core.host import DEFAULT_READ_LIMIT, Host
+from kvmcheck.core.model import ExitStatus
+from kvmcheck.facts.system import OFFLINE_LOGS  # the log files the kernel_log fact reads offline
 
 # -- limits (snapshot and unpacking use the same ones, so every snapshot can be read back) ---------
 MAX_ENTRIES = 20_000  # files, directories and links in one snapshot
@@ -85,22 +87,9 @@ MANIFEST = "MANIFEST"
 DEVICES = "DEVICES"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")  # what 'kvmcheck snapshot' writes
 
-# What every run reads besides the checks' own declarations: the report's host block
-# (kvmcheck.facts.context.Context.host_facts), virtualization detection and the kernel log.
-CONTEXT_READS = (
-    "/proc/sys/kernel/hostname", "/etc/hostname", "/proc/sys/kernel/arch", "/proc/sys/kernel/osrelease",
-    "/proc/cpuinfo", "/proc/cmdline", "/etc/os-release", "/usr/lib/os-release", "/etc/*-release",
-    "/etc/*_version", "/proc/sysinfo", "/proc/bus/pci/devices", "/proc/xen/capabilities", "/proc/iSeries",
-    "/proc/device-tree/compatible", "/proc/device-tree/ibm,partition-name", "/proc/device-tree/hmc-managed?",
-    "/sys/class/dmi/id", "/sys/devices/system/clocksource/clocksource0/available_clocksource",
-    "/sys/module/kvm*", "/lib/modules/*", "/boot/config-*", "/var/log/dmesg", "/var/log/kern.log",
-    "/var/log/messages", "/var/log/syslog", "/var/log/boot.log",
-    # host.container (Context.container): PID 1's cgroup, the mount table, the runtimes' marker files
-    "/proc/1/cgroup", "/proc/self/mountinfo", "/.dockerenv", "/run/.containerenv",
-)
 # Directories whose existence is the fact: captured empty (/proc/xen/privcmd, xenbus can block).
 EXISTENCE_ONLY = ("/proc/xen",)
-LOG_FILES = ("/var/log/dmesg", "/var/log/kern.log", "/var/log/messages", "/var/log/syslog", "/var/log/boot.log")
+LIVE_LOG = "/dev/kmsg"  # a declared read of the live kernel log: captured as its text in /var/log/dmesg, never as a node
 
 # -- the deny list: checked on every path, link target and file found in a declared directory ------
 _DENY_PATHS = (
@@ -158,16 +147,18 @@ def denied(path: str) -> Optional[str]:
     return None
 
 
-def declared_reads(extra: Sequence[str] = CONTEXT_READS) -> List[str]:
-    """Every path and pattern the registered checks declare, plus the run's shared reads.
+def declared_reads() -> List[str]:
+    """Exactly the union of what every registered check reads (Check.reads: its facts' reads, or what a
+    check not yet written as a judge declares) and what the report's host block reads.
 
     Placeholders such as ``<release>`` become ``*``: the snapshot keeps every installed kernel's copy.
     """
     from kvmcheck.core.registry import load_checks
+    from kvmcheck.facts import reads_of
 
     checks, _ = load_checks()
     found: Dict[str, None] = {}
-    for item in [r for c in checks for r in c.reads] + list(extra):
+    for item in [r for c in checks for r in c.reads] + list(reads_of(["host_block"])):
         if not item.startswith("/"):
             continue  # not a path (a command, a note): nothing to capture
         found[re.sub(r"<[^/>]*>", "*", item)] = None
@@ -356,7 +347,7 @@ class _Capture:
         if path in self.snap.entries:
             return
         limit = MAX_TREE_FILE_BYTES if in_tree and not path.startswith(FULL_SIZE_DIRS) else MAX_FILE_BYTES
-        is_log = path in LOG_FILES
+        is_log = path in OFFLINE_LOGS
         if is_log:
             limit = LOG_HEAD_BYTES
         elif st.st_size > limit:
@@ -461,26 +452,17 @@ class _Capture:
     def expand(self, pattern: str) -> List[str]:
         """Host.glob(pattern), keeping the directories it lists on the way (captured empty): a check that
         globs /etc/modprobe.d/*.conf or /sys/class/net/*/bridge learns that the directories exist too."""
-        found = ["/"]
         comps = [c for c in pattern.split("/") if c]
-        for i, comp in enumerate(comps):
-            if i:
-                for base in found:
-                    canonical = None if denied(base) else self.walk(base)
-                    if canonical is not None and self.host.is_dir(canonical) and not denied(canonical):
-                        self.add_dir(canonical)
-            nxt = []
-            for base in found:
-                if any(ch in comp for ch in "*?["):
-                    nxt.extend(posixpath.join(base, n) for n in self.host.listdir(base) if fnmatch.fnmatchcase(n, comp))
-                else:
-                    cand = posixpath.join(base, comp)
-                    if self.host.stat(cand) is not None or self._lexists(cand):
-                        nxt.append(cand)
-            found = nxt
-        return sorted(found)
+        for i in range(1, len(comps)):
+            for base in self.host.glob("/" + "/".join(comps[:i])):
+                canonical = None if denied(base) else self.walk(base)
+                if canonical is not None and self.host.is_dir(canonical) and not denied(canonical):
+                    self.add_dir(canonical)
+        return self.host.glob(pattern)
 
     def pattern(self, pattern: str, trees: List[Tuple[str, int]]) -> None:
+        if pattern.endswith("/**"):  # everything under a directory: the directory's tree
+            pattern = pattern[:-3] or "/"
         last = pattern.rstrip("/").rsplit("/", 1)[-1]
         wildcard = any(ch in last for ch in "*?[")
         try:
@@ -517,7 +499,9 @@ def capture(root: str = "/", reads: Optional[Sequence[str]] = None) -> Snapshot:
     host = Host(root)
     cap = _Capture(host)
     patterns = list(reads) if reads is not None else declared_reads()
-    if host.live and any(p in LOG_FILES for p in patterns):
+    live_log = LIVE_LOG in patterns
+    patterns = [p for p in patterns if p != LIVE_LOG]
+    if host.live and live_log:
         try:
             log = host.kernel_log().encode("utf-8", errors="replace")
         except OSError as exc:
@@ -525,8 +509,8 @@ def capture(root: str = "/", reads: Optional[Sequence[str]] = None) -> Snapshot:
             cap.skip("/dev/kmsg", note)
         else:
             # A live run reads /dev/kmsg only, an offline one every log file: keep the ring buffer alone.
-            patterns = [p for p in patterns if p not in LOG_FILES]
-            for path in LOG_FILES[1:]:
+            patterns = [p for p in patterns if p not in OFFLINE_LOGS]
+            for path in OFFLINE_LOGS[1:]:
                 if host._lexists(path):
                     cap.skip(path, "left out: the live kernel log (/dev/kmsg) is captured as /var/log/dmesg")
             for d in ("/var", "/var/log"):
@@ -592,21 +576,21 @@ def snapshot_command(root: str, output: str) -> int:
     if not output.endswith(ARCHIVE_SUFFIXES):
         sys.stderr.write(f"kvmcheck: {output}: the archive name must end in .tar.gz, .tgz or .tar "
                          "(it chooses the compression; 'kvmcheck check --root' reads either)\n")
-        return 2
+        return int(ExitStatus.USAGE)
     if not os.path.isdir(root):
         sys.stderr.write(f"kvmcheck: {root!r} is not a directory\n")
-        return 2
+        return int(ExitStatus.USAGE)
     try:
         snap = capture(root)
         write_archive(snap, output)
     except OSError as exc:
         sys.stderr.write(f"kvmcheck: cannot write {output}: {exc.strerror or exc}\n")
-        return 2
+        return int(ExitStatus.USAGE)
     links = sum(1 for e in snap.entries.values() if e.kind == "link")
     sys.stdout.write(f"kvmcheck: snapshot of {snap.root} written to {output}: {len(snap.files)} files "
                      f"({snap.total_bytes} bytes), {links} links, {len(snap.devices)} device nodes; "
                      f"{len(snap.skipped)} paths left out (see MANIFEST in the archive)\n")
-    return 0
+    return int(ExitStatus.READY)
 
 
 # -- reading a snapshot back --------------------------------------------------------------------------
