@@ -12,9 +12,10 @@ from kvmcheck.core.model import Outcome
 from kvmcheck.core.registry import check
 from kvmcheck.facts import cpu as _facts  # noqa: F401 - the facts judged here
 from kvmcheck.facts.cpu import VULN_DIR, Smt, VulnerabilityFiles
-from kvmcheck.parsers.cpuinfo import riscv_extensions
-from kvmcheck.parsers.hypervisor import UNKNOWN
 from kvmcheck.parsers import vulnerabilities as vuln
+from kvmcheck.parsers.cpuinfo import CpuInfo, riscv_extensions
+from kvmcheck.parsers.hypervisor import UNKNOWN, VirtFacts
+from kvmcheck.parsers.vulnerabilities import Vulnerability
 
 # --- cpu.virt-flags: the words ---------------------------------------------------------------------
 # The firmware setup option that switches VT on, as vendors label it.
@@ -91,6 +92,7 @@ S390_KVM_FIX = ("On the KVM host, enable nested virtualization ('options kvm nes
 S390_ZVM_FIX = ("Under z/VM: z/VM 6.4 and later pass SIE to their guests (their cpuinfo lists 'sie'); update z/VM or "
                 "ask its administrator why this guest lacks it.")
 S390_LPAR_FIX = "Or run Linux directly in an LPAR, which always has SIE."
+SIE = ("SIE interpretive execution",)
 LOONGARCH = ("LoongArch Virtualization (LVZ)",
              "Use a CPU with LVZ (for example the Loongson 3A5000-HV or 3C5000) on bare metal.")
 MIPS = ("MIPS Virtualization ASE", "Use a MIPS64 CPU with the VZ ASE (for example Loongson-3A3000 or later).")
@@ -120,6 +122,7 @@ NOT_KVM_ARCH = {
     "ia64": "KVM for Itanium (ia64) was removed in Linux 3.19, and ia64 itself in Linux 6.7.",
 }
 KVM_ARCHES = "Linux KVM supports x86, arm64, s390, POWER (64-bit), RISC-V and LoongArch."
+KVM_ARCH_FIX = "Use an x86-64, arm64, s390x, ppc64le, riscv64 or loongarch64 machine for KVM."
 
 
 def _nested_fix(hypervisor: Optional[str], vendor: str) -> str:
@@ -169,7 +172,7 @@ def virt_flags(cpuinfo, family, arch, virt, modules, osrelease, s390_reports_sie
     if family == "s390":
         if not cpuinfo.any_has("sie", "features") and not s390_reports_sie.get():
             return Outcome.skipped(*S390_OLD_KERNEL, kernel=osrelease)
-        return _flag_check(cpuinfo, virt, "sie", ("features",), "SIE interpretive execution", _s390_sie_fix(virt.vendor))
+        return _flag_check(cpuinfo, virt, "sie", ("features",), *SIE, _s390_sie_fix(virt.vendor))
     if family == "loongarch":
         return _flag_check(cpuinfo, virt, "lvz", ("features",), *LOONGARCH)
     if family == "riscv":
@@ -181,18 +184,17 @@ def virt_flags(cpuinfo, family, arch, virt, modules, osrelease, s390_reports_sie
     if family in ("mips", "mips64"):
         return _mips(cpuinfo, arch.name, virt)
     return Outcome.failed(f"{arch.name or 'this architecture'} is not a KVM host architecture",
-                          NOT_KVM_ARCH.get(family, KVM_ARCHES),
-                          "Use an x86-64, arm64, s390x, ppc64le, riscv64 or loongarch64 machine for KVM.", arch=arch.name)
+                          NOT_KVM_ARCH.get(family, KVM_ARCHES), KVM_ARCH_FIX, arch=arch.name)
 
 
-def _xen_owns_vt(virt) -> Optional[Outcome]:  # type: ignore[no-untyped-def]
+def _xen_owns_vt(virt: VirtFacts) -> Optional[Outcome]:
     """A Xen dom0 or PV domU cannot use VT-x/AMD-V whatever its flags say (Xen passes the host's bits through)."""
     if virt.xen not in XEN_OWNS_VT:
         return None
     return Outcome.failed(*XEN_OWNS_VT[virt.xen], hypervisor=virt.vendor, xen=virt.xen, found_by=virt.source)
 
 
-def _x86(cpu, virt, modules: Dict[str, str], accept_software_kvm: bool) -> Outcome:  # type: ignore[no-untyped-def]
+def _x86(cpu: CpuInfo, virt: VirtFacts, modules: Dict[str, str], accept_software_kvm: bool) -> Outcome:
     flag_sets = cpu.x86_flags
     vendor = cpu.first("vendor_id") or "unknown"
     evidence = {"cpus": len(flag_sets), "vendor_id": vendor}
@@ -220,7 +222,7 @@ def _x86(cpu, virt, modules: Dict[str, str], accept_software_kvm: bool) -> Outco
                           **evidence).because("firmware.vt-enabled")  # firmware's "disabled" is then the cause
 
 
-def _pvm(virt, vendor: str, accepted: bool, evidence: dict) -> Outcome:  # type: ignore[no-untyped-def]
+def _pvm(virt: VirtFacts, vendor: str, accepted: bool, evidence: dict) -> Outcome:
     """No VT, and /dev/kvm from kvm_pvm: a pass only where the configuration accepts software KVM
     ([accept] software_kvm, profile pvm-sandbox)."""
     where = f"this {virt.vendor} virtual machine" if virt.in_guest else "this host"
@@ -232,7 +234,7 @@ def _pvm(virt, vendor: str, accepted: bool, evidence: dict) -> Outcome:  # type:
                           PVM_FIX.format(nested=_nested_fix(virt.vendor, vendor)), **evidence)
 
 
-def _flag_check(cpu, virt, word: str, keys: tuple, name: str, guest_note: str) -> Outcome:  # type: ignore[no-untyped-def]
+def _flag_check(cpu: CpuInfo, virt: VirtFacts, word: str, keys: tuple, name: str, guest_note: str) -> Outcome:
     evidence = {"feature": word, "hypervisor": virt.vendor, "in_guest": virt.in_guest}
     if cpu.any_has(word, *keys):
         return Outcome.passed(f"{name} ({word}) present", **evidence)
@@ -246,7 +248,7 @@ def _flag_check(cpu, virt, word: str, keys: tuple, name: str, guest_note: str) -
                           guest_note, **evidence)
 
 
-def _riscv(cpu) -> Outcome:  # type: ignore[no-untyped-def]
+def _riscv(cpu: CpuInfo) -> Outcome:
     isas = cpu.values("isa") or cpu.values("hart isa")
     if isas and all("h" in riscv_extensions(i) for i in isas):
         return Outcome.passed("RISC-V hypervisor extension (H) present", isa=isas[0])
@@ -255,7 +257,7 @@ def _riscv(cpu) -> Outcome:  # type: ignore[no-untyped-def]
                           isa=isas[0] if isas else None)
 
 
-def _power(platform: Optional[str], virt) -> Outcome:  # type: ignore[no-untyped-def]
+def _power(platform: Optional[str], virt: VirtFacts) -> Outcome:
     if platform == "PowerNV":
         return Outcome.passed("POWER bare metal (PowerNV): KVM-HV possible", platform=platform)
     if platform == "pSeries" or virt.in_guest:
@@ -274,7 +276,7 @@ def _arm64(dev_kvm: bool) -> Outcome:
     return Outcome.skipped(*ARM64_UNKNOWN, dev_kvm=False)
 
 
-def _mips(cpu, arch: str, virt) -> Outcome:  # type: ignore[no-untyped-def]
+def _mips(cpu: CpuInfo, arch: str, virt: VirtFacts) -> Outcome:
     """arch/mips/kvm: VZ-only since Linux 5.13 (trap-and-emulate removed), on 64-bit VZ cores (Loongson-3 ...)."""
     ases = cpu.first("ases implemented")
     if ases is None:
@@ -292,7 +294,9 @@ def _mips(cpu, arch: str, virt) -> Outcome:  # type: ignore[no-untyped-def]
 
 # --- cpu.64bit -------------------------------------------------------------------------------------------
 CPU_64BIT_ARCHES = ("aarch64", "s390x", "ppc64", "ppc64le", "riscv64", "loongarch64", "sparc64")
-NO_KERNEL_BITS = "{neither} /proc/sys/kernel/arch, a release suffix nor /boot/config-<release> says how the kernel was built."
+NO_KERNEL_BITS = "{neither} /proc/sys/kernel/arch, a release suffix nor /boot/config-<release> says how the kernel " \
+                 "was built."
+UNKNOWN_ARCH = "The architecture is unknown (see cpu.virt-flags), and neither"
 
 
 @check("cpu.64bit", "64-bit CPU and kernel")
@@ -330,8 +334,7 @@ def cpu_64bit(cpuinfo, family, arch, kernel_bits, cpu_arch) -> Outcome:
         return Outcome.passed(f"64-bit CPU and 64-bit kernel ({how})", **evidence)
     if cpu_64 is None:
         return Outcome.skipped("neither the CPU's nor the kernel's bitness is recorded in this root",
-                               NO_KERNEL_BITS.format(neither="The architecture is unknown (see cpu.virt-flags), and neither"),
-                               **evidence)
+                               NO_KERNEL_BITS.format(neither=UNKNOWN_ARCH), **evidence)
     return Outcome.skipped("the CPU is 64-bit; the kernel's bitness is not recorded in this root",
                            NO_KERNEL_BITS.format(neither="Neither"), **evidence)
 
@@ -434,14 +437,14 @@ def cpu_vulnerabilities(vulnerabilities, smt, cmdline, distro_family, cpu_vendor
     open_ = [v for v in ranked if v.open_to_guests]
     smt_open = [v for v in ranked if v.smt_vulnerable and not v.open_to_guests]
     if open_ or smt_open or opt_outs:
-        package = _microcode_package(distro_family, cpu_vendor_id)
-        return Outcome.warned("CPU vulnerabilities open to guests: " + "; ".join(_open_summary(open_, smt_open, opt_outs, mitigations)),
+        package = _microcode_package(distro_family, cpu_vendor_id.get())
+        return Outcome.warned(_open_summary(open_, smt_open, opt_outs, mitigations),
                               _open_detail(open_ + smt_open, opt_outs, mitigations, Smt.line(smt.control)),
                               _open_fix(ranked, open_, smt_open, opt_outs, package), **evidence)
     return _all_closed(ranked, evidence)
 
 
-def _vuln_evidence(ranked: list, smt: Smt, mitigations: Optional[str], unreadable: List[str]) -> dict:
+def _vuln_evidence(ranked: List[Vulnerability], smt: Smt, mitigations: Optional[str], unreadable: List[str]) -> dict:
     mitigated = [v.name for v in ranked if v.state not in ("not-affected",) + UNJUDGED and not v.open_to_guests]
     evidence = {
         "entries": {v.name: v.text for v in ranked},
@@ -455,16 +458,17 @@ def _vuln_evidence(ranked: list, smt: Smt, mitigations: Optional[str], unreadabl
     return evidence
 
 
-def _microcode_package(distro_family: Optional[str], vendor_id) -> str:  # type: ignore[no-untyped-def]
-    """The distribution's microcode package, the vendor's only when both are known (vendor_id: a Later)."""
+def _microcode_package(distro_family: Optional[str], vendor: str) -> str:
+    """The distribution's microcode package; the vendor's alone when the vendor is Intel or AMD."""
     package = MICROCODE_PACKAGE.get(distro_family or "", "the distribution's microcode package")
-    vendor = vendor_id.get()
     if " / " in package and vendor in ("GenuineIntel", "AuthenticAMD"):
-        package = package.split(" / ")[0 if vendor == "GenuineIntel" else 1].replace(" (Intel)", "").replace(" (AMD)", "")
+        package = package.split(" / ")[0 if vendor == "GenuineIntel" else 1]
+        package = package.replace(" (Intel)", "").replace(" (AMD)", "")
     return package
 
 
-def _open_summary(open_: list, smt_open: list, opt_outs: List[str], mitigations: Optional[str]) -> List[str]:
+def _open_summary(open_: List[Vulnerability], smt_open: List[Vulnerability], opt_outs: List[str],
+                  mitigations: Optional[str]) -> str:
     what = []
     if open_:
         what.append(f"{len(open_)} vulnerable ({', '.join(v.name for v in open_)})")
@@ -472,10 +476,11 @@ def _open_summary(open_: list, smt_open: list, opt_outs: List[str], mitigations:
         what.append(f"{len(smt_open)} mitigated only with SMT off, which is on ({', '.join(v.name for v in smt_open)})")
     if opt_outs:
         what.append(f"guest mitigations switched off (mitigations={mitigations})")
-    return what
+    return "CPU vulnerabilities open to guests: " + "; ".join(what)
 
 
-def _open_detail(shown: list, opt_outs: List[str], mitigations: Optional[str], smt_control: Optional[str]) -> str:
+def _open_detail(shown: List[Vulnerability], opt_outs: List[str], mitigations: Optional[str],
+                 smt_control: Optional[str]) -> str:
     lines = [f"{v.name}: {v.text}" for v in shown]
     switched_off = (MITIGATIONS_OFF if opt_outs == ["off"] else
                     ATTACK_VECTORS_OFF.format(mitigations=mitigations) if opt_outs else "")
@@ -483,7 +488,8 @@ def _open_detail(shown: list, opt_outs: List[str], mitigations: Optional[str], s
             + f"SMT control: {smt_control or 'unknown'}.")
 
 
-def _open_fix(ranked: list, open_: list, smt_open: list, opt_outs: List[str], package: str) -> str:
+def _open_fix(ranked: List[Vulnerability], open_: List[Vulnerability], smt_open: List[Vulnerability],
+              opt_outs: List[str], package: str) -> str:
     remediation = []
     if opt_outs:
         what = "mitigations=off" if opt_outs == ["off"] else f"{', '.join(opt_outs)} from mitigations="
@@ -497,14 +503,14 @@ def _open_fix(ranked: list, open_: list, smt_open: list, opt_outs: List[str], pa
     return " ".join(remediation)
 
 
-def _all_closed(ranked: list, evidence: dict) -> Outcome:
+def _all_closed(ranked: List[Vulnerability], evidence: dict) -> Outcome:
     not_affected = sum(1 for v in ranked if v.state == vuln.NOT_AFFECTED)
     unknown = [v for v in ranked if v.state in UNJUDGED]
     mitigated = evidence["mitigated"]
     detail = (f"{not_affected} of {len(ranked)} do not affect this CPU; mitigated: {', '.join(mitigated) or 'none'}. "
               f"SMT control: {evidence['smt_control'] or 'unknown'}.")
     if unknown:
-        detail += " The kernel cannot tell for " + "; ".join(f"{v.name} ({v.text})" for v in unknown) + ": " + UNKNOWN_NOTE + "."
+        detail += f" The kernel cannot tell for {'; '.join(f'{v.name} ({v.text})' for v in unknown)}: {UNKNOWN_NOTE}."
     notes = [f"{v.name}: {'; '.join(v.vulnerable_parts)}" for v in ranked if v.vulnerable_parts and v.kvm_covered]
     if notes:
         detail += " Host user space only, guests covered by KVM: " + ", ".join(notes) + "."
