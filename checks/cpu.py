@@ -425,7 +425,7 @@ def cpu_vulnerabilities(vulnerabilities, smt, cmdline, distro_family, cpu_vendor
         return Outcome.skipped(f"{VULN_DIR}: {len(unreadable)} file(s) unreadable ({unreadable[0]})",
                                f"Unreadable: {', '.join(unreadable)}.", unreadable=unreadable)
     if not vulnerabilities.found:
-        return Outcome.skipped(NO_REPORT[0], NO_REPORT[1], unreadable=None)
+        return Outcome.skipped(*NO_REPORT, unreadable=None)
     order = {n: i for i, n in enumerate(GUEST_RELEVANT)}
     ranked = sorted(vulnerabilities.found.values(), key=lambda v: (order.get(v.name, len(order)), v.name))
     mitigations = cmdline.get("mitigations") if cmdline else None

@@ -98,8 +98,9 @@ CONTEXT_READS = (
     # host.container (Context.container): PID 1's cgroup, the mount table, the runtimes' marker files
     "/proc/1/cgroup", "/proc/self/mountinfo", "/.dockerenv", "/run/.containerenv",
 )
-# Directories whose existence is the fact: captured empty (/proc/xen/privcmd, xenbus can block).
-EXISTENCE_ONLY = ("/proc/xen",)
+# Directories whose existence or listing is the fact: captured empty (/proc/xen/privcmd, xenbus can block;
+# /boot is listed for /boot/config-*, which its own pattern captures, never for its kernels or grub.cfg).
+EXISTENCE_ONLY = ("/proc/xen", "/boot")
 LOG_FILES = ("/var/log/dmesg", "/var/log/kern.log", "/var/log/messages", "/var/log/syslog", "/var/log/boot.log")
 
 # -- the deny list: checked on every path, link target and file found in a declared directory ------
