@@ -238,6 +238,18 @@ def test_only_declared_paths_are_captured(host_root, tmp_path):
     assert "etc/libvirt/qemu.conf" in got
 
 
+def test_boot_is_listed_not_captured(tmp_path):
+    """cpu.64bit reads the listing of /boot (kernel_config globs /boot/config-*): the configs are captured,
+    not the kernels, grub's files or the password hash grub.cfg may hold."""
+    root = tmp_path / "root"
+    (root / "boot/grub").mkdir(parents=True)
+    (root / "boot/config-6.1.0").write_text("CONFIG_64BIT=y\n")
+    (root / "boot/System.map-6.1.0").write_text("ffffffff81000000 T _text\n")
+    (root / "boot/grub/grub.cfg").write_text("password_pbkdf2 root grub.pbkdf2.sha512.10000.ABCDEF\n")
+    got = sorted(name for name in members(take(root, tmp_path)) if name.startswith("boot"))
+    assert got == ["boot", "boot/config-6.1.0"]
+
+
 def test_deny_list():
     for path in ("/etc/shadow", "/etc/gshadow-", "/etc/ssh/sshd_config", "/root/.ssh/id_rsa", "/home/a/.ssh/x",
                  "/etc/pki/tls/private/x.key", "/etc/ssl/private/y", "/etc/dnf/vars/a.pem", "/etc/pki/libvirt/private",

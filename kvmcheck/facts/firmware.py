@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from kvmcheck.facts import Later, fact
+from kvmcheck.facts import system  # noqa: F401 - family and cpuid, which these are computed from
 from kvmcheck.parsers.msr import MSR_IA32_FEATURE_CONTROL, MSR_VM_CR, msr_value
 
 MSRS = {"feature_control": MSR_IA32_FEATURE_CONTROL, "vm_cr": MSR_VM_CR}
