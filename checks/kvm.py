@@ -9,11 +9,10 @@ from kvmcheck.facts.context import Context, quoted
 from kvmcheck.core.model import Outcome
 from kvmcheck.parsers.accounts import parse_group, parse_passwd
 from kvmcheck.core.host import Node
-from kvmcheck.parsers.modprobe import parse_modprobe_conf
 from kvmcheck.core.registry import check
+from kvmcheck.facts import kvm as _facts  # noqa: F401 - the facts judged here
+from kvmcheck.facts.kvm import MODPROBE_DIRS  # noqa: F401 - kept importable
 
-MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/usr/lib/modprobe.d",
-                 "/lib/modprobe.d")
 # Users that QEMU runs as under libvirt (qemu.conf "user"): Debian/Ubuntu, Fedora/RHEL, SUSE/Arch.
 QEMU_USERS = ("libvirt-qemu", "qemu")
 # Nodes devtmpfs creates at boot on any KVM-capable kernel: one of them in a root shows its /dev was captured.
@@ -24,59 +23,60 @@ UDEV_FIX = ("Give /dev/kvm to the kvm group: the udev rule KERNEL==\"kvm\", GROU
             "boot), and 'usermod -aG kvm USER' for each user who runs VMs.")
 
 
-def expected_vendor_modules(ctx: Context) -> List[str]:
-    family = ctx.family()
+def expected_vendor_modules(family: str, cpuinfo) -> List[str]:
     if family == "x86":
-        cpu = ctx.cpuinfo()
-        vendor = (cpu.first("vendor_id") if cpu else None) or ""
+        vendor = (cpuinfo.first("vendor_id") if cpuinfo else None) or ""
         return ["kvm_amd"] if vendor in ("AuthenticAMD", "HygonGenuine") else ["kvm_intel"]
     if family == "ppc64":
         return ["kvm_hv"]
     return []  # arm64, s390, riscv, loongarch: KVM is one module (often built in)
 
 
-def modprobe_blocks(ctx: Context, names: List[str]) -> List[str]:
-    """Lines of modprobe.d that keep these modules from loading: "PATH:LINE: blacklist MODULE" ...
-
-    As modprobe.d(5) says: a file in an earlier directory hides a file of the same name in a later one
-    (/etc over /usr/lib), and a directory reached twice (/lib -> usr/lib on merged-/usr) counts once.
-    """
-    found, seen_names, seen_dirs = [], set(), set()
-    for d in MODPROBE_DIRS:
-        real = ctx.host.resolve(d)
-        if real in seen_dirs:
-            continue
-        seen_dirs.add(real)
-        for fname in ctx.host.listdir(d):
-            if not fname.endswith(".conf") or fname in seen_names:
-                continue
-            seen_names.add(fname)
-            path = f"{d}/{fname}"
-            try:
-                text = ctx.host.read_optional(path, limit=1 << 20)
-            except OSError:
-                continue
-            for b in parse_modprobe_conf(text or ""):
-                if b.module in names:
-                    found.append(f"{path}:{b.line}: {b.how.split()[0]} {b.module}"
-                                 + ("" if b.how == "blacklist" else " " + b.how.split(" ", 1)[1]))
-    return found
+def block_lines(modprobe_d, names) -> List[str]:
+    """"PATH:LINE: blacklist MODULE" or "PATH:LINE: install MODULE CMD" for each modprobe.d block of names."""
+    return [f"{path}:{b.line}: {b.how.split()[0]} {b.module}" + ("" if b.how == "blacklist" else " " + b.how.split(" ", 1)[1])
+            for path, b in modprobe_d.blocks(names)]
 
 
-def _available_modules(ctx: Context) -> Dict[str, str]:
-    """kvm*.ko files installed under /lib/modules (a Kickstart target has these, not /sys/module)."""
-    found = {}
-    for path in ctx.host.glob("/lib/modules/*/kernel/arch/*/kvm/*.ko*"):
-        name = path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
-        found.setdefault(name, path)
-    return found
+PVM_DETAIL = ("kvm_pvm is a software KVM vendor module (Pagetable-based Virtual Machine) that cannot coexist with "
+              "kvm_intel/kvm_amd; /dev/kvm works without VT, but only PVM guest kernels run fast (see "
+              "cpu.virt-flags and kvm.acceleration).")
+PR_DETAIL = "kvm_pr emulates privileged instructions; it is slow and unmaintained. KVM-HV needs a bare-metal PowerNV host."
+FULL_KERNEL_FIX = ("Install the distribution's full kernel package (for example kernel-modules or "
+                   "linux-modules-extra).")
 
 
-@check("kvm.modules", "KVM kernel modules", reads=(
-    "/sys/module/kvm*", "/proc/modules", "/lib/modules/*/kernel/arch/*/kvm", "/etc/modprobe.d/*.conf",
-    "/usr/lib/modprobe.d/*.conf", "/run/modprobe.d/*.conf",
-))
-def kvm_modules(ctx: Context) -> Outcome:
+def _installed_verdict(installed_kvm_modules, wanted, evidence) -> Outcome:
+    """kvm.modules on a root without /sys/module: what is installed under /lib/modules."""
+    evidence["installed"] = sorted(installed_kvm_modules)
+    if not installed_kvm_modules:
+        return Outcome.skipped("no /sys/module in this root and no KVM modules under /lib/modules",
+                               "The root holds no record of loaded or installed modules.", **evidence)
+    missing = [m for m in ["kvm"] + wanted if m not in installed_kvm_modules]
+    if missing:
+        return Outcome.failed(f"installed kernel lacks {', '.join(missing)}",
+                              "These modules are not under /lib/modules/*/kernel/arch/*/kvm/.", FULL_KERNEL_FIX,
+                              **evidence)
+    return Outcome.passed(f"installed as modules: {', '.join(['kvm'] + wanted)} (udev loads them at boot)", **evidence)
+
+
+def _missing_verdict(missing, blocked, family, cpuinfo, evidence) -> Outcome:
+    detail = f"Not in /sys/module: {', '.join(missing)}."
+    fix = f"Load it now with 'modprobe {missing[-1]}' (it pulls in kvm) and check 'dmesg | tail' for the reason if it refuses."
+    if blocked:
+        detail += " Module loading is blocked by: " + "; ".join(blocked) + "."
+        fix = "Remove these lines: " + "; ".join(blocked) + f", then 'modprobe {missing[-1]}'."
+        return Outcome.failed(f"missing: {', '.join(missing)}", detail, fix, **evidence).because(
+            "kernel.modules-blacklist")
+    if family == "x86" and cpuinfo and not any(f in s for s in cpuinfo.x86_flags for f in ("vmx", "svm")):
+        detail += " The CPU flags show no vmx/svm, so the vendor module would refuse to load (see cpu.virt-flags)."
+        fix = "Enable virtualization first (see cpu.virt-flags and firmware.vt-enabled), then 'modprobe " + missing[-1] + "'."
+    return Outcome.failed(f"missing: {', '.join(missing)}", detail, fix, **evidence).because(
+        "cpu.virt-flags", "firmware.vt-enabled")
+
+
+@check("kvm.modules", "KVM kernel modules")
+def kvm_modules(modules, family, cpuinfo, sys_module, installed_kvm_modules, modprobe_d) -> Outcome:
     """The KVM core and the vendor part for this CPU are in the running kernel.
 
     What: kvm plus kvm_intel or kvm_amd (x86), kvm_hv (POWER), or KVM built in
@@ -89,55 +89,23 @@ def kvm_modules(ctx: Context) -> Outcome:
 
     Fix: 'modprobe kvm_intel' (or kvm_amd), and remove any blacklist line.
     """
-    mods = ctx.modules()
-    wanted = expected_vendor_modules(ctx)
-    family = ctx.family()
-    evidence: Dict[str, object] = {"present": mods, "expected": ["kvm"] + wanted}
-    if not ctx.host.is_dir("/sys/module"):
-        available = _available_modules(ctx)
-        evidence["installed"] = sorted(available)
-        if not available:
-            return Outcome.skipped("no /sys/module in this root and no KVM modules under /lib/modules",
-                                   "The root holds no record of loaded or installed modules.", **evidence)
-        missing = [m for m in ["kvm"] + wanted if m not in available]
-        if missing:
-            return Outcome.failed(f"installed kernel lacks {', '.join(missing)}",
-                                  "These modules are not under /lib/modules/*/kernel/arch/*/kvm/.",
-                                  "Install the distribution's full kernel package (for example kernel-modules or "
-                                  "linux-modules-extra).", **evidence)
-        return Outcome.passed(f"installed as modules: {', '.join(['kvm'] + wanted)} (udev loads them at boot)",
-                              **evidence)
-
-    blocked = modprobe_blocks(ctx, ["kvm", "kvm_intel", "kvm_amd", "kvm_hv"])
+    wanted = expected_vendor_modules(family, cpuinfo)
+    evidence: Dict[str, object] = {"present": modules, "expected": ["kvm"] + wanted}
+    if not sys_module:
+        return _installed_verdict(installed_kvm_modules, wanted, evidence)
+    blocked = block_lines(modprobe_d, ["kvm", "kvm_intel", "kvm_amd", "kvm_hv"])
     evidence["blocked_by"] = blocked
-    provider = next((m for m in wanted + ["kvm_pvm", "kvm_pr"] if m in mods), None)
-    how = ", ".join(f"{m} ({state})" for m, state in mods.items())
-    if "kvm" in mods and (provider or not wanted):
+    provider = next((m for m in wanted + ["kvm_pvm", "kvm_pr"] if m in modules), None)
+    how = ", ".join(f"{m} ({state})" for m, state in modules.items())
+    if "kvm" in modules and (provider or not wanted):
         if provider == "kvm_pvm":
-            return Outcome.passed(
-                f"{how}: KVM through the software provider PVM",
-                "kvm_pvm is a software KVM vendor module (Pagetable-based Virtual Machine) that cannot coexist with "
-                "kvm_intel/kvm_amd; /dev/kvm works without VT, but only PVM guest kernels run fast (see "
-                "cpu.virt-flags and kvm.acceleration).", **evidence)
+            return Outcome.passed(f"{how}: KVM through the software provider PVM", PVM_DETAIL, **evidence)
         if provider == "kvm_pr":
-            return Outcome.warned(f"{how}: KVM-PR only", "kvm_pr emulates privileged instructions; it is slow and "
-                                  "unmaintained. KVM-HV needs a bare-metal PowerNV host.",
-                                  "On bare-metal POWER, 'modprobe kvm_hv'.", **evidence)
+            return Outcome.warned(f"{how}: KVM-PR only", PR_DETAIL, "On bare-metal POWER, 'modprobe kvm_hv'.",
+                                  **evidence)
         return Outcome.passed(how, **evidence)
-    missing = [m for m in ["kvm"] + wanted if m not in mods]
-    detail = f"Not in /sys/module: {', '.join(missing)}."
-    fix = f"Load it now with 'modprobe {missing[-1]}' (it pulls in kvm) and check 'dmesg | tail' for the reason if it refuses."
-    if blocked:
-        detail += " Module loading is blocked by: " + "; ".join(blocked) + "."
-        fix = "Remove these lines: " + "; ".join(blocked) + f", then 'modprobe {missing[-1]}'."
-    elif family == "x86" and ctx.cpuinfo() and not any(
-            f in s for s in ctx.cpuinfo().x86_flags for f in ("vmx", "svm")):  # type: ignore[union-attr]
-        detail += " The CPU flags show no vmx/svm, so the vendor module would refuse to load (see cpu.virt-flags)."
-        fix = "Enable virtualization first (see cpu.virt-flags and firmware.vt-enabled), then 'modprobe " + missing[-1] + "'."
-    outcome = Outcome.failed(f"missing: {', '.join(missing)}", detail, fix, **evidence)
-    if blocked:
-        return outcome.because("kernel.modules-blacklist")
-    return outcome.because("cpu.virt-flags", "firmware.vt-enabled")
+    missing = [m for m in ["kvm"] + wanted if m not in modules]
+    return _missing_verdict(missing, blocked, family, cpuinfo, evidence)
 
 
 def _group_access(ctx: Context, st: Node) -> Dict[str, object]:
@@ -294,23 +262,9 @@ def kvm_device(ctx: Context) -> Outcome:
 NESTED_PARAM_MODULES = {"x86": ("kvm_intel", "kvm_amd"), "ppc64": ("kvm_hv",), "s390": ("kvm",)}
 
 
-def _nested_options(ctx: Context, module: str) -> List[str]:
-    """'options MODULE ... nested=V' lines of modprobe.d, as "path:line: nested=V" (the last one wins)."""
-    found = []
-    for d in MODPROBE_DIRS:
-        for fname in ctx.host.listdir(d):
-            if not fname.endswith(".conf"):
-                continue
-            path = f"{d}/{fname}"
-            try:
-                text = ctx.host.read_optional(path, limit=1 << 20) or ""
-            except OSError:
-                continue
-            for num, raw in enumerate(text.splitlines(), 1):
-                words = raw.split("#", 1)[0].split()
-                if len(words) >= 3 and words[0] == "options" and words[1].replace("-", "_") == module:
-                    found.extend(f"{path}:{num}: {w}" for w in words[2:] if w.startswith("nested="))
-    return found
+def _nested_options(modprobe_d, module: str) -> List[str]:
+    """'options MODULE ... nested=V' of modprobe.d, as "path:line: nested=V" (the last one wins)."""
+    return [f"{path}:{line}: {word}" for path, line, word in modprobe_d.options(module, "nested")]
 
 
 def _nested_fix(module: str, state: str) -> str:
@@ -322,12 +276,8 @@ def _nested_fix(module: str, state: str) -> str:
             f"'modprobe -r {module} && modprobe {module}' (or reboot).")
 
 
-@check("kvm.nested", "Nested virtualization", reads=(
-    "/sys/module/kvm_intel/parameters/nested", "/sys/module/kvm_amd/parameters/nested",
-    "/sys/module/kvm_hv/parameters/nested", "/sys/module/kvm/parameters/nested", "/proc/cmdline",
-    "/etc/modprobe.d/*.conf",
-))
-def kvm_nested(ctx: Context) -> Outcome:
+@check("kvm.nested", "Nested virtualization")
+def kvm_nested(family, modules, cmdline, sys_module, nested_parameters, modprobe_d) -> Outcome:
     """Whether guests may run hypervisors of their own (informational).
 
     What: the nested parameter of kvm_intel or kvm_amd (x86: Y/N or 1/0),
@@ -343,12 +293,9 @@ def kvm_nested(ctx: Context) -> Outcome:
     Fix: 'options kvm_intel nested=1' (or kvm_amd) in /etc/modprobe.d/kvm.conf,
     then reload the module with no guest running (or reboot).
     """
-    host = ctx.host
-    family = ctx.family()
-    mods = ctx.modules()
+    mods = modules
     evidence: Dict[str, object] = {"family": family}
     if family == "arm64":
-        cmdline = ctx.cmdline()
         if cmdline is None:
             return Outcome.skipped("no /proc/cmdline to read kvm-arm.mode from", **evidence)
         mode = cmdline.get("kvm-arm.mode")
@@ -371,15 +318,15 @@ def kvm_nested(ctx: Context) -> Outcome:
                 "KVM comes from kvm_pvm, which has no nested parameter",
                 "Nested virtualization is a kvm_intel/kvm_amd switch; kvm_pvm (software KVM) runs without VT-x/AMD-V "
                 "and cannot offer it to its guests.", **evidence)
-        if not host.is_dir("/sys/module"):
-            configured = [line for m in candidates for line in _nested_options(ctx, m)]
+        if not sys_module:
+            configured = [line for m in candidates for line in _nested_options(modprobe_d, m)]
             evidence["configured"] = configured
             return Outcome.skipped("no /sys/module in this root: the loaded module's setting is unknown",
                                    ("modprobe.d sets " + "; ".join(configured)) if configured else "", **evidence)
         return Outcome.skipped(f"no {' or '.join(candidates)} loaded (see kvm.modules)", **evidence)
     path = f"/sys/module/{module}/parameters/nested"
-    value = host.first_line(path)
-    configured = _nested_options(ctx, module)
+    value = nested_parameters[module]
+    configured = _nested_options(modprobe_d, module)
     evidence.update(module=module, parameter=path, value=value, configured=configured)
     if value is None:
         return Outcome.skipped(f"{module} has no nested parameter ({path} is absent)",

@@ -1,0 +1,119 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Facts of the KVM modules and the kernel: modprobe.d as kmod applies it, /sys/module, installed kernels."""
+from __future__ import annotations
+
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from kvmcheck.facts import Readout, fact, read
+from kvmcheck.facts.system import module_state
+from kvmcheck.parsers.modprobe import Block, Option, parse_modprobe_conf, parse_modprobe_options
+
+# Every directory kmod reads, in its order of precedence (libkmod-config.c, modprobe.d(5)).
+MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/usr/lib/modprobe.d",
+                 "/lib/modprobe.d")
+MODPROBE_LIMIT = 1 << 20
+
+
+class ModprobeFile(NamedTuple):
+    """One modprobe.d file kmod applies: where, how it read, what it says."""
+
+    path: str
+    readout: Readout  # its text is dropped once parsed (state and reason kept)
+    blocks: Tuple[Block, ...]
+    options: Tuple[Option, ...]
+
+
+class ModprobeD(NamedTuple):
+    """modprobe.d as kmod applies it: the files in order, a name in an earlier directory hiding the same
+    name in a later one, a directory reached twice (/lib -> usr/lib) counted once."""
+
+    dirs: Tuple[str, ...]  # the directories that exist in this root
+    files: Tuple[ModprobeFile, ...]
+    shadowed: Tuple[str, ...]  # files hidden by a file of the same name in an earlier directory
+
+    def blocks(self, names) -> List[Tuple[str, Block]]:
+        """(path, block) of each line that keeps one of these modules from loading."""
+        return [(f.path, b) for f in self.files for b in f.blocks if b.module in names]
+
+    def options(self, module: str, param: str) -> List[Tuple[str, int, str]]:
+        """(path, line, "PARAM=VALUE") of each 'options MODULE PARAM=...' (the last one wins)."""
+        return [(f.path, o.line, w) for f in self.files for o in f.options if o.module == module
+                for w in o.words if w.startswith(param + "=")]
+
+
+@fact(reads=MODPROBE_DIRS + tuple(f"{d}/*" for d in MODPROBE_DIRS))
+def modprobe_d(host) -> ModprobeD:
+    """Every *.conf of the five modprobe.d directories kmod reads, shadowing applied.  A directory that
+    cannot be listed (a hung mount) raises, as the runner reports; a file that cannot be read is kept
+    with its state (denied, unreadable) and contributes nothing, as kmod skips it."""
+    dirs, files, shadowed = [], [], []
+    seen_names, seen_dirs = set(), set()
+    for d in MODPROBE_DIRS:
+        if host.is_dir(d):
+            dirs.append(d)
+        real = host.resolve(d)
+        if real in seen_dirs:
+            continue
+        seen_dirs.add(real)
+        for fname in host.listdir(d):
+            if not fname.endswith(".conf"):
+                continue
+            path = f"{d}/{fname}"
+            if fname in seen_names:
+                shadowed.append(path)
+                continue
+            seen_names.add(fname)
+            got = read(host, path, limit=MODPROBE_LIMIT)
+            text = got.text or ""
+            files.append(ModprobeFile(path, got._replace(text=None), tuple(parse_modprobe_conf(text)),
+                                      tuple(parse_modprobe_options(text))))
+    return ModprobeD(tuple(dirs), tuple(files), tuple(shadowed))
+
+
+@fact(reads=("/sys/module",))
+def sys_module(host) -> bool:
+    """Whether the root has /sys/module (an installer target or a bare capture has not)."""
+    return host.is_dir("/sys/module")
+
+
+@fact(reads=("/lib/modules/*/kernel/arch/*/kvm", "/lib/modules/*/kernel/arch/*/kvm/*"))
+def installed_kvm_modules(host) -> Dict[str, str]:
+    """kvm*.ko files installed under /lib/modules (a Kickstart target has these, not /sys/module): name -> path."""
+    found: Dict[str, str] = {}
+    for path in host.glob("/lib/modules/*/kernel/arch/*/kvm/*.ko*"):
+        name = path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
+        found.setdefault(name, path)
+    return found
+
+
+@fact(reads=("/lib/modules", "/lib/modules/*"))
+def installed_kernels(host) -> Tuple[str, ...]:
+    """Names of the directories under /lib/modules (one per installed kernel release)."""
+    return tuple(p.rsplit("/", 1)[-1] for p in host.glob("/lib/modules/*") if host.is_dir(p))
+
+
+# Modules whose blacklisting costs KVM, networking or device assignment (kernel.modules-blacklist).
+WATCHED_MODULES = ("kvm", "kvm_intel", "kvm_amd", "kvm_hv", "vhost_net", "vhost", "tun", "vfio", "vfio_pci",
+                   "vfio_iommu_type1")
+
+
+@fact(reads=tuple(f"/sys/module/{m}" for m in WATCHED_MODULES)
+      + tuple(f"/sys/module/{m}/initstate" for m in WATCHED_MODULES))
+def watched_module_states(host) -> Dict[str, Optional[str]]:
+    """name -> "loaded", "built-in" or None (not in /sys/module), for WATCHED_MODULES."""
+    return {m: module_state(host, m) for m in WATCHED_MODULES}
+
+
+def module_parameter(host, module: str, name: str) -> Optional[str]:
+    """The stripped first line of /sys/module/MODULE/parameters/NAME, None when absent or unreadable."""
+    return host.first_line(f"/sys/module/{module}/parameters/{name}")
+
+
+NESTED_MODULES = ("kvm_intel", "kvm_amd", "kvm_hv", "kvm")
+
+
+@fact(reads=tuple(f"/sys/module/{m}/parameters/nested" for m in NESTED_MODULES))
+def nested_parameters(host) -> Dict[str, Optional[str]]:
+    """module -> its nested parameter's first line (None: absent or unreadable), for kvm_intel, kvm_amd,
+    kvm_hv and kvm."""
+    return {m: module_parameter(host, m, "nested") for m in NESTED_MODULES}
