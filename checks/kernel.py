@@ -39,7 +39,7 @@ def kernel_version(settings, osrelease, osrelease_text, installed_kernels) -> Ou
                               release=text[:200], source=source).keyed("osrelease-not-a-release")
     if release is None:
         parsed = []
-        for rel in installed_kernels:
+        for rel in installed_kernels.get():
             try:
                 parsed.append(parse_kernel_release(rel))
             except ParseError:

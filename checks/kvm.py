@@ -5,18 +5,14 @@ from __future__ import annotations
 import errno
 from typing import Dict, List
 
-from kvmcheck.facts.context import Context, quoted
 from kvmcheck.core.model import Outcome
-from kvmcheck.parsers.accounts import parse_group, parse_passwd
-from kvmcheck.core.host import Node
 from kvmcheck.core.registry import check
+from kvmcheck.facts.system import quoted
 from kvmcheck.facts import kvm as _facts  # noqa: F401 - the facts judged here
-from kvmcheck.facts.kvm import MODPROBE_DIRS  # noqa: F401 - kept importable
+from kvmcheck.facts.kvm import DEVTMPFS_NODES, MODPROBE_DIRS  # noqa: F401 - kept importable
 
 # Users that QEMU runs as under libvirt (qemu.conf "user"): Debian/Ubuntu, Fedora/RHEL, SUSE/Arch.
 QEMU_USERS = ("libvirt-qemu", "qemu")
-# Nodes devtmpfs creates at boot on any KVM-capable kernel: one of them in a root shows its /dev was captured.
-DEVTMPFS_NODES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/net/tun", "/dev/vhost-net")
 UDEV_FIX = ("Give /dev/kvm to the kvm group: the udev rule KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\" "
             "(shipped by systemd/udev and qemu packages; add it as /etc/udev/rules.d/65-kvm.rules if missing), "
             "then 'udevadm trigger -c add /dev/kvm' (or 'chgrp kvm /dev/kvm && chmod 0660 /dev/kvm' until the next "
@@ -92,7 +88,7 @@ def kvm_modules(modules, family, cpuinfo, sys_module, installed_kvm_modules, mod
     wanted = expected_vendor_modules(family, cpuinfo)
     evidence: Dict[str, object] = {"present": modules, "expected": ["kvm"] + wanted}
     if not sys_module:
-        return _installed_verdict(installed_kvm_modules, wanted, evidence)
+        return _installed_verdict(installed_kvm_modules.get(), wanted, evidence)
     blocked = block_lines(modprobe_d, ["kvm", "kvm_intel", "kvm_amd", "kvm_hv"])
     evidence["blocked_by"] = blocked
     provider = next((m for m in wanted + ["kvm_pvm", "kvm_pr"] if m in modules), None)
@@ -108,14 +104,12 @@ def kvm_modules(modules, family, cpuinfo, sys_module, installed_kvm_modules, mod
     return _missing_verdict(missing, blocked, family, cpuinfo, evidence)
 
 
-def _group_access(ctx: Context, st: Node) -> Dict[str, object]:
-    """Who can open /dev/kvm: the owning group, its members, and who is locked out."""
+def _group_access(accounts, st) -> Dict[str, object]:
+    """Who can open /dev/kvm: the owning group, its members, and who is locked out ({} without accounts)."""
     info: Dict[str, object] = {}
-    try:
-        groups = parse_group(ctx.host.read_optional("/etc/group") or "")
-        users = parse_passwd(ctx.host.read_optional("/etc/passwd") or "")
-    except OSError:
+    if not accounts.ok:
         return info
+    groups, users = accounts.groups, accounts.users
     grp = groups.get(st.gid)
     info["group"] = grp.name if grp else str(st.gid)
     mode = st.mode
@@ -164,8 +158,69 @@ def _access_fix(access: Dict[str, object]) -> str:
     return "There is no kvm group yet: 'groupadd --system kvm' first. " + UDEV_FIX
 
 
-@check("kvm.device", "/dev/kvm device node", reads=("/dev/kvm", "/etc/group", "/etc/passwd"))
-def kvm_device(ctx: Context) -> Outcome:
+NO_DEV_DETAIL = ("Offline roots rarely hold /dev (devtmpfs and udev fill it at boot); see kvm.modules.")
+CAPTURED_NO_KVM = ("The root's /dev holds {nodes} but no kvm: devtmpfs creates /dev/kvm as soon as a KVM vendor module "
+                   "registers it, so no KVM driver was running when /dev was captured (modules not loaded, VT "
+                   "disabled in firmware, or a VM without nested virtualization).")
+CAPTURED_NO_KVM_FIX = ("See kvm.modules and firmware.vt-enabled for the cause; usually enable VT in the firmware setup "
+                       "or nested virtualization on the outer hypervisor, then 'modprobe kvm_intel' or 'modprobe kvm_amd'.")
+LIVE_NO_KVM = ("The KVM driver did not create its device node: the modules are not loaded, or firmware has VT "
+               "disabled so they refused to load.")
+LIVE_NO_KVM_FIX = "See kvm.modules and firmware.vt-enabled; usually 'modprobe kvm_intel' or 'modprobe kvm_amd'."
+RELOAD_FIX = "Remove it ('rm /dev/kvm') and reload the KVM modules so udev recreates it."
+ROOT_ONLY_WHY = ("QEMU under libvirt runs as its own user (libvirt-qemu or qemu), and people who run VMs themselves "
+                 "(GNOME Boxes, virt-manager's session mode, podman machine) use their own.")
+ROOT_ONLY_DETAIL = ("No group or other user can open /dev/kvm, so QEMU must run as root; libvirt's qemu user and "
+                    "unprivileged users (for example with GNOME Boxes or podman machine) fall back to emulation.")
+
+
+def _missing_node(live: bool, devtmpfs_nodes) -> Outcome:
+    """kvm.device when there is no /dev/kvm: a root without /dev, a captured /dev without it, or a live host."""
+    if live:
+        return Outcome.failed("/dev/kvm does not exist", LIVE_NO_KVM, LIVE_NO_KVM_FIX).because("kvm.modules")
+    present = list(devtmpfs_nodes.get())
+    if not present:
+        return Outcome.skipped("/dev/kvm is not in this root, whose /dev was not captured", NO_DEV_DETAIL,
+                               dev_captured=False)
+    return Outcome.failed("/dev/kvm is missing from this root's populated /dev",
+                          CAPTURED_NO_KVM.format(nodes=", ".join(present)), CAPTURED_NO_KVM_FIX,
+                          dev_captured=True, dev_nodes=present).because("kvm.modules", "firmware.vt-enabled")
+
+
+def _live_verdict(kvm_open, access, evidence) -> Outcome:
+    """kvm.device on a live host whose /dev/kvm is a character device: can the invoking user use it?"""
+    probe = kvm_open.get()
+    euid, mode, group = probe.euid, evidence["mode"], access.get("group")
+    evidence["invoking_uid"] = euid
+    evidence["accessible"] = probe.accessible
+    if not probe.accessible:
+        return Outcome.failed(
+            "the invoking user cannot open /dev/kvm",
+            f"/dev/kvm is mode {mode}, group {group}, and uid {euid} is neither the owner "
+            "nor in a group with read/write access.", _user_fix(access), **evidence)
+    if probe.open_errno is not None:
+        name = errno.errorcode.get(probe.open_errno, str(probe.open_errno))
+        evidence["open_errno"] = name
+        return Outcome.failed(
+            f"/dev/kvm exists but cannot be opened ({errno.errorcode.get(probe.open_errno, probe.open_errno)})",
+            "The node is there but no driver answers (ENXIO/ENODEV: a stale node with the module unloaded).",
+            "Reload the KVM modules (see kvm.modules) so the driver backs the node again.", **evidence,
+        ).because("kvm.modules")
+    if euid == 0 and access.get("locked_out"):
+        who = _locked_out_text(access)
+        return Outcome.warned(
+            f"usable by root only; locked out: {who}",
+            f"/dev/kvm is mode {mode}, group {group}. Root can open it, but these accounts cannot: {who}. "
+            + ROOT_ONLY_WHY, _access_fix(access), **evidence).because("kvm.consumer")  # QEMU's user: proven there
+    if euid == 0 and not access.get("group_rw") and not int(mode, 8) & 0o006:
+        return Outcome.warned(f"usable by root only (mode {mode}, group {group})", ROOT_ONLY_DETAIL,
+                              _access_fix(access), **evidence)
+    return Outcome.passed(f"character device {evidence['rdev']}, mode {mode}, group {group}, usable by uid {euid}",
+                          **evidence)
+
+
+@check("kvm.device", "/dev/kvm device node")
+def kvm_device(kvm_node, live, devtmpfs_nodes, accounts, kvm_open) -> Outcome:
     """/dev/kvm exists, is a character device, and the invoking user can open it.
 
     What: the node's type, owner and mode; read/write access for the user
@@ -179,83 +234,26 @@ def kvm_device(ctx: Context) -> Outcome:
     Fix: load the KVM modules (see kvm.modules); give the node to the kvm group
     with mode 0660 and add users to that group.
     """
-    host = ctx.host
-    st = host.node("/dev/kvm")
+    st = kvm_node
     if st is None:
-        if not host.live:
-            present = [p for p in DEVTMPFS_NODES if host.exists(p)]
-            if not present:
-                return Outcome.skipped("/dev/kvm is not in this root, whose /dev was not captured",
-                                       "Offline roots rarely hold /dev (devtmpfs and udev fill it at boot); "
-                                       "see kvm.modules.", dev_captured=False)
-            return Outcome.failed(
-                "/dev/kvm is missing from this root's populated /dev",
-                f"The root's /dev holds {', '.join(present)} but no kvm: devtmpfs creates /dev/kvm as soon as a "
-                "KVM vendor module registers it, so no KVM driver was running when /dev was captured (modules "
-                "not loaded, VT disabled in firmware, or a VM without nested virtualization).",
-                "See kvm.modules and firmware.vt-enabled for the cause; usually enable VT in the firmware setup "
-                "or nested virtualization on the outer hypervisor, then 'modprobe kvm_intel' or 'modprobe kvm_amd'.",
-                dev_captured=True, dev_nodes=present,
-            ).because("kvm.modules", "firmware.vt-enabled")
-        return Outcome.failed(
-            "/dev/kvm does not exist",
-            "The KVM driver did not create its device node: the modules are not loaded, or firmware has VT "
-            "disabled so they refused to load.",
-            "See kvm.modules and firmware.vt-enabled; usually 'modprobe kvm_intel' or 'modprobe kvm_amd'.",
-        ).because("kvm.modules")
+        return _missing_node(live, devtmpfs_nodes)
     if st.kind == "link":
         return Outcome.failed("/dev/kvm is a dangling symlink", "The link points nowhere.",
                               "Remove the link and reload the KVM modules so udev recreates the node.")
-    mode = st.mode
-    evidence: Dict[str, object] = {"mode": f"{mode:04o}", "uid": st.uid, "gid": st.gid, "kind": st.kind}
+    evidence: Dict[str, object] = {"mode": f"{st.mode:04o}", "uid": st.uid, "gid": st.gid, "kind": st.kind}
     if st.kind != "char":
         return Outcome.failed("/dev/kvm is not a character device",
-                              "Something other than the KVM driver's node sits at /dev/kvm.",
-                              "Remove it ('rm /dev/kvm') and reload the KVM modules so udev recreates it.", **evidence)
+                              "Something other than the KVM driver's node sits at /dev/kvm.", RELOAD_FIX, **evidence)
     evidence["rdev"] = f"{st.major}:{st.minor}"
-    euid, _ = host.invoking_user()
-    access = _group_access(ctx, st)
+    access = _group_access(accounts, st)
     evidence.update(access)
-    if not host.live:
-        if access.get("locked_out"):
-            return Outcome.warned(f"/dev/kvm {evidence['mode']} group {access.get('group')}: users locked out",
-                                  f"Locked out: {_locked_out_text(access)}.", _access_fix(access),
-                                  **evidence).because("kvm.consumer")  # type: ignore[arg-type]
-        return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}", **evidence)
-
-    can_use = host.access("/dev/kvm", "rw")
-    evidence["invoking_uid"] = euid
-    evidence["accessible"] = can_use
-    if not can_use:
-        return Outcome.failed(
-            "the invoking user cannot open /dev/kvm",
-            f"/dev/kvm is mode {evidence['mode']}, group {access.get('group')}, and uid {euid} is neither the owner "
-            "nor in a group with read/write access.",
-            _user_fix(access), **evidence)
-    err = host.device_open_error("/dev/kvm")
-    if err is not None:
-        evidence["open_errno"] = errno.errorcode.get(err, str(err))
-        return Outcome.failed(
-            f"/dev/kvm exists but cannot be opened ({errno.errorcode.get(err, err)})",
-            "The node is there but no driver answers (ENXIO/ENODEV: a stale node with the module unloaded).",
-            "Reload the KVM modules (see kvm.modules) so the driver backs the node again.", **evidence,
-        ).because("kvm.modules")
-    if euid == 0 and access.get("locked_out"):
-        who = _locked_out_text(access)
-        return Outcome.warned(
-            f"usable by root only; locked out: {who}",
-            f"/dev/kvm is mode {evidence['mode']}, group {access.get('group')}. Root can open it, but these "
-            f"accounts cannot: {who}. QEMU under libvirt runs as its own user (libvirt-qemu or qemu), and people "
-            "who run VMs themselves (GNOME Boxes, virt-manager's session mode, podman machine) use their own.",
-            _access_fix(access), **evidence).because("kvm.consumer")  # QEMU's user: proven there
-    if euid == 0 and not access.get("group_rw") and not mode & 0o006:
-        return Outcome.warned(
-            f"usable by root only (mode {evidence['mode']}, group {access.get('group')})",
-            "No group or other user can open /dev/kvm, so QEMU must run as root; libvirt's qemu user and "
-            "unprivileged users (for example with GNOME Boxes or podman machine) fall back to emulation.",
-            _access_fix(access), **evidence)
-    return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}, "
-                          f"group {access.get('group')}, usable by uid {euid}", **evidence)
+    if live:
+        return _live_verdict(kvm_open, access, evidence)
+    if access.get("locked_out"):
+        return Outcome.warned(f"/dev/kvm {evidence['mode']} group {access.get('group')}: users locked out",
+                              f"Locked out: {_locked_out_text(access)}.", _access_fix(access),
+                              **evidence).because("kvm.consumer")  # type: ignore[arg-type]
+    return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}", **evidence)
 
 
 # Where each KVM flavour keeps its nested-virtualization switch (a module parameter).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from kvmcheck.facts import Readout, fact, read
+from kvmcheck.facts import Later, Readout, fact, read
 from kvmcheck.facts.system import module_state
 from kvmcheck.parsers.modprobe import Block, Option, parse_modprobe_conf, parse_modprobe_options
 
@@ -76,20 +76,27 @@ def sys_module(host) -> bool:
     return host.is_dir("/sys/module")
 
 
-@fact(reads=("/lib/modules/*/kernel/arch/*/kvm", "/lib/modules/*/kernel/arch/*/kvm/*"))
-def installed_kvm_modules(host) -> Dict[str, str]:
-    """kvm*.ko files installed under /lib/modules (a Kickstart target has these, not /sys/module): name -> path."""
-    found: Dict[str, str] = {}
-    for path in host.glob("/lib/modules/*/kernel/arch/*/kvm/*.ko*"):
-        name = path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
-        found.setdefault(name, path)
-    return found
+# The glob walks from /lib down, so each level it lists is a read.
+@fact(reads=("/lib", "/lib/modules", "/lib/modules/*/kernel", "/lib/modules/*/kernel/arch",
+             "/lib/modules/*/kernel/arch/*/kvm", "/lib/modules/*/kernel/arch/*/kvm/*"))
+def installed_kvm_modules(host) -> Later:
+    """Later: kvm*.ko files installed under /lib/modules (a Kickstart target has these, not /sys/module):
+    {name: path}.  Later because only a root without /sys/module needs it."""
+    def walk() -> Dict[str, str]:
+        found: Dict[str, str] = {}
+        for path in host.glob("/lib/modules/*/kernel/arch/*/kvm/*.ko*"):
+            name = path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
+            found.setdefault(name, path)
+        return found
+
+    return Later(walk)
 
 
-@fact(reads=("/lib/modules", "/lib/modules/*"))
-def installed_kernels(host) -> Tuple[str, ...]:
-    """Names of the directories under /lib/modules (one per installed kernel release)."""
-    return tuple(p.rsplit("/", 1)[-1] for p in host.glob("/lib/modules/*") if host.is_dir(p))
+@fact(reads=("/lib", "/lib/modules", "/lib/modules/*"))
+def installed_kernels(host) -> Later:
+    """Later: names of the directories under /lib/modules (one per installed kernel release), a tuple.
+    Later because only a root without /proc/sys/kernel/osrelease needs it."""
+    return Later(lambda: tuple(p.rsplit("/", 1)[-1] for p in host.glob("/lib/modules/*") if host.is_dir(p)))
 
 
 # Modules whose blacklisting costs KVM, networking or device assignment (kernel.modules-blacklist).
@@ -117,3 +124,63 @@ def nested_parameters(host) -> Dict[str, Optional[str]]:
     """module -> its nested parameter's first line (None: absent or unreadable), for kvm_intel, kvm_amd,
     kvm_hv and kvm."""
     return {m: module_parameter(host, m, "nested") for m in NESTED_MODULES}
+
+
+# --- /dev/kvm ----------------------------------------------------------------------------------------------
+# Nodes devtmpfs creates at boot on any KVM-capable kernel: one of them in a root shows its /dev was captured.
+DEVTMPFS_NODES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/net/tun", "/dev/vhost-net")
+
+
+@fact(reads=("/dev/kvm",))
+def kvm_node(host):
+    """The node at /dev/kvm (kvmcheck.core.host.Node: kind, mode, uid, gid, major, minor), None when absent."""
+    return host.node("/dev/kvm")
+
+
+@fact(reads=DEVTMPFS_NODES)
+def devtmpfs_nodes(host) -> Later:
+    """Later: which of DEVTMPFS_NODES the root holds (a tuple): whether its /dev was captured."""
+    return Later(lambda: tuple(p for p in DEVTMPFS_NODES if host.exists(p)))
+
+
+class Accounts(NamedTuple):
+    """/etc/group and /etc/passwd, parsed; ok is False when either exists but cannot be read."""
+
+    group: Readout  # text dropped once parsed
+    passwd: Readout
+    groups: Dict[int, object]  # gid -> kvmcheck.parsers.accounts.Group
+    users: Tuple[object, ...]  # kvmcheck.parsers.accounts.User
+
+    @property
+    def ok(self) -> bool:
+        return self.group.state in ("ok", "absent") and self.passwd.state in ("ok", "absent")
+
+
+@fact(reads=("/etc/group", "/etc/passwd"))
+def accounts(host) -> Accounts:
+    """The root's groups and users (an absent file is empty; a denied or unreadable one is kept apart)."""
+    from kvmcheck.parsers.accounts import parse_group, parse_passwd
+
+    group, passwd = read(host, "/etc/group"), read(host, "/etc/passwd")
+    return Accounts(group._replace(text=None), passwd._replace(text=None), parse_group(group.text or ""),
+                    tuple(parse_passwd(passwd.text or "")))
+
+
+class KvmOpen(NamedTuple):
+    """Whether the invoking user can use /dev/kvm on a live host."""
+
+    euid: int
+    accessible: bool  # read/write access by mode, owner and groups
+    open_errno: Optional[int]  # None: it opened (or was not tried because not accessible)
+
+
+@fact(reads=("/dev/kvm",))
+def kvm_open(host) -> Later:
+    """Later: KvmOpen for the process running kvmcheck; the device is opened once (no ioctl) only when the
+    user may open it.  Later because it only makes sense for a live host whose /dev/kvm is a char device."""
+    def probe() -> KvmOpen:
+        euid, _ = host.invoking_user()
+        can_use = host.access("/dev/kvm", "rw")
+        return KvmOpen(euid, can_use, host.device_open_error("/dev/kvm") if can_use else None)
+
+    return Later(probe)
