@@ -274,6 +274,36 @@ def _nested_fix(module: str, state: str) -> str:
             f"'modprobe -r {module} && modprobe {module}' (or reboot).")
 
 
+def _arm64_nested(cmdline, evidence) -> Outcome:
+    """kvm.nested on arm64: kvm-arm.mode on the kernel command line."""
+    if cmdline is None:
+        return Outcome.skipped("no /proc/cmdline to read kvm-arm.mode from", **evidence)
+    mode = cmdline.get("kvm-arm.mode")
+    evidence["kvm-arm.mode"] = mode
+    if mode == "nested":
+        return Outcome.passed("enabled (kvm-arm.mode=nested)", "Needs FEAT_NV2 hardware and Linux >= 6.16; "
+                              "without them KVM falls back to non-nested.", **evidence)
+    return Outcome.passed(
+        "disabled (fine unless guests run hypervisors)",
+        f"kvm-arm.mode={mode or '(default)'}. To enable: add kvm-arm.mode=nested to the kernel command line and "
+        "reboot (needs ARMv8.4 FEAT_NV2 hardware and Linux >= 6.16).", **evidence)
+
+
+def _no_nested_module(candidates, mods, sys_module, modprobe_d, evidence) -> Outcome:
+    """kvm.nested when none of the modules with a nested switch is loaded."""
+    if "kvm_pvm" in mods:
+        return Outcome.skipped(
+            "KVM comes from kvm_pvm, which has no nested parameter",
+            "Nested virtualization is a kvm_intel/kvm_amd switch; kvm_pvm (software KVM) runs without VT-x/AMD-V "
+            "and cannot offer it to its guests.", **evidence)
+    if not sys_module:
+        configured = [line for m in candidates for line in _nested_options(modprobe_d, m)]
+        evidence["configured"] = configured
+        return Outcome.skipped("no /sys/module in this root: the loaded module's setting is unknown",
+                               ("modprobe.d sets " + "; ".join(configured)) if configured else "", **evidence)
+    return Outcome.skipped(f"no {' or '.join(candidates)} loaded (see kvm.modules)", **evidence)
+
+
 @check("kvm.nested", "Nested virtualization")
 def kvm_nested(family, modules, cmdline, sys_module, nested_parameters, modprobe_d) -> Outcome:
     """Whether guests may run hypervisors of their own (informational).
@@ -294,34 +324,14 @@ def kvm_nested(family, modules, cmdline, sys_module, nested_parameters, modprobe
     mods = modules
     evidence: Dict[str, object] = {"family": family}
     if family == "arm64":
-        if cmdline is None:
-            return Outcome.skipped("no /proc/cmdline to read kvm-arm.mode from", **evidence)
-        mode = cmdline.get("kvm-arm.mode")
-        evidence["kvm-arm.mode"] = mode
-        if mode == "nested":
-            return Outcome.passed("enabled (kvm-arm.mode=nested)", "Needs FEAT_NV2 hardware and Linux >= 6.16; "
-                                  "without them KVM falls back to non-nested.", **evidence)
-        return Outcome.passed(
-            "disabled (fine unless guests run hypervisors)",
-            f"kvm-arm.mode={mode or '(default)'}. To enable: add kvm-arm.mode=nested to the kernel command line and "
-            "reboot (needs ARMv8.4 FEAT_NV2 hardware and Linux >= 6.16).", **evidence)
+        return _arm64_nested(cmdline, evidence)
     candidates = NESTED_PARAM_MODULES.get(family)
     if not candidates:
         return Outcome.skipped(f"no nested-virtualization switch known for {family if family != 'unknown' else 'an unknown architecture'}",
                                **evidence)
     module = next((m for m in candidates if m in mods), None)
     if module is None:
-        if "kvm_pvm" in mods:
-            return Outcome.skipped(
-                "KVM comes from kvm_pvm, which has no nested parameter",
-                "Nested virtualization is a kvm_intel/kvm_amd switch; kvm_pvm (software KVM) runs without VT-x/AMD-V "
-                "and cannot offer it to its guests.", **evidence)
-        if not sys_module:
-            configured = [line for m in candidates for line in _nested_options(modprobe_d, m)]
-            evidence["configured"] = configured
-            return Outcome.skipped("no /sys/module in this root: the loaded module's setting is unknown",
-                                   ("modprobe.d sets " + "; ".join(configured)) if configured else "", **evidence)
-        return Outcome.skipped(f"no {' or '.join(candidates)} loaded (see kvm.modules)", **evidence)
+        return _no_nested_module(candidates, mods, sys_module, modprobe_d, evidence)
     path = f"/sys/module/{module}/parameters/nested"
     value = nested_parameters[module]
     configured = _nested_options(modprobe_d, module)
