@@ -76,27 +76,30 @@ def sys_module(host) -> bool:
     return host.is_dir("/sys/module")
 
 
-# The glob walks from /lib down, so each level it lists is a read.
-@fact(reads=("/lib", "/lib/modules", "/lib/modules/*/kernel", "/lib/modules/*/kernel/arch",
-             "/lib/modules/*/kernel/arch/*/kvm", "/lib/modules/*/kernel/arch/*/kvm/*"))
+# Listed level by level rather than globbed: a glob notes every directory on its way (/lib), and a snapshot
+# captures a declared directory as a whole tree.
+@fact(reads=("/lib/modules", "/lib/modules/*/kernel/arch", "/lib/modules/*/kernel/arch/*/kvm"))
 def installed_kvm_modules(host) -> Later:
     """Later: kvm*.ko files installed under /lib/modules (a Kickstart target has these, not /sys/module):
     {name: path}.  Later because only a root without /sys/module needs it."""
     def walk() -> Dict[str, str]:
         found: Dict[str, str] = {}
-        for path in host.glob("/lib/modules/*/kernel/arch/*/kvm/*.ko*"):
-            name = path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
-            found.setdefault(name, path)
+        for rel in host.listdir("/lib/modules"):
+            for arch in host.listdir(f"/lib/modules/{rel}/kernel/arch"):
+                for fname in host.listdir(f"/lib/modules/{rel}/kernel/arch/{arch}/kvm"):
+                    if ".ko" in fname:
+                        found.setdefault(fname.split(".ko", 1)[0].replace("-", "_"),
+                                         f"/lib/modules/{rel}/kernel/arch/{arch}/kvm/{fname}")
         return found
 
     return Later(walk)
 
 
-@fact(reads=("/lib", "/lib/modules", "/lib/modules/*"))
+@fact(reads=("/lib/modules", "/lib/modules/*"))
 def installed_kernels(host) -> Later:
     """Later: names of the directories under /lib/modules (one per installed kernel release), a tuple.
     Later because only a root without /proc/sys/kernel/osrelease needs it."""
-    return Later(lambda: tuple(p.rsplit("/", 1)[-1] for p in host.glob("/lib/modules/*") if host.is_dir(p)))
+    return Later(lambda: tuple(n for n in host.listdir("/lib/modules") if host.is_dir(f"/lib/modules/{n}")))
 
 
 # Modules whose blacklisting costs KVM, networking or device assignment (kernel.modules-blacklist).
