@@ -2,18 +2,33 @@
 """The kernel release, and module blacklists that keep KVM from loading."""
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
-from kvmcheck.checks.kvm import MODPROBE_DIRS, expected_vendor_modules, modprobe_blocks
-from kvmcheck.facts.context import Context, quoted
+from kvmcheck.checks.kvm import block_lines, expected_vendor_modules
+from kvmcheck.facts import kvm as _facts  # noqa: F401 - the facts judged here
+from kvmcheck.facts.system import quoted
 from kvmcheck.core.model import Outcome
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.kernel_version import parse_kernel_release, parse_min_version
 from kvmcheck.core.registry import check
 
 
-@check("kernel.version", "Kernel version", reads=("/proc/sys/kernel/osrelease", "/lib/modules/*"))
-def kernel_version(ctx: Context) -> Outcome:
+def _newest_installed(installed) -> Optional[Tuple[str, str]]:
+    """(release, source) of the newest parsable release under /lib/modules, None when there is none."""
+    parsed = []
+    for rel in installed:
+        try:
+            parsed.append(parse_kernel_release(rel))
+        except ParseError:
+            continue
+    if not parsed:
+        return None
+    newest = max(parsed, key=lambda k: k.version)
+    return newest.release, f"newest of /lib/modules ({len(parsed)} installed)"
+
+
+@check("kernel.version", "Kernel version")
+def kernel_version(settings, osrelease, osrelease_text, installed_kernels) -> Outcome:
     """The running kernel is at least the configured minimum (default 2.6.20, the first with KVM).
 
     What: the release from the root's /proc/sys/kernel/osrelease (never the
@@ -24,11 +39,11 @@ def kernel_version(ctx: Context) -> Outcome:
 
     Fix: update the kernel package and reboot into it.
     """
-    minimum = parse_min_version(ctx.settings.min_kernel)
+    minimum = parse_min_version(settings.min_kernel)
     min_text = ".".join(map(str, minimum))
-    release = ctx.osrelease()
+    release = osrelease
     source = "/proc/sys/kernel/osrelease"
-    text = ctx.osrelease_text()
+    text = osrelease_text
     if release is None and text is not None:
         what = "is empty" if not text else "does not hold a kernel release"
         return Outcome.failed(f"{source} {what}",
@@ -37,18 +52,11 @@ def kernel_version(ctx: Context) -> Outcome:
                               "damaged.", "Capture the root again, or check what wrote that file.",
                               release=text[:200], source=source).keyed("osrelease-not-a-release")
     if release is None:
-        installed = [p.rsplit("/", 1)[-1] for p in ctx.host.glob("/lib/modules/*") if ctx.host.is_dir(p)]
-        parsed = []
-        for rel in installed:
-            try:
-                parsed.append(parse_kernel_release(rel))
-            except ParseError:
-                continue
-        if not parsed:
+        newest = _newest_installed(installed_kernels.get())
+        if newest is None:
             return Outcome.skipped("no kernel release in this root",
                                    "Neither /proc/sys/kernel/osrelease nor /lib/modules/<release> is present.")
-        newest = max(parsed, key=lambda k: k.version)
-        release, source = newest.release, f"newest of /lib/modules ({len(parsed)} installed)"
+        release, source = newest
     try:
         kv = parse_kernel_release(release)
     except ParseError as exc:
@@ -74,8 +82,7 @@ KVM_HELPER_MODULES = ("vhost_net", "vhost", "tun", "vfio", "vfio_pci", "vfio_iom
 CMDLINE_BLACKLISTS = ("modprobe.blacklist", "module_blacklist", "rd.driver.blacklist")
 
 
-def _cmdline_blocks(ctx: Context, names: List[str]) -> List[Tuple[str, str, bool]]:
-    cmdline = ctx.cmdline()
+def _cmdline_blocks(cmdline, names: List[str]) -> List[Tuple[str, str, bool]]:
     if cmdline is None:
         return []
     found = []
@@ -87,61 +94,13 @@ def _cmdline_blocks(ctx: Context, names: List[str]) -> List[Tuple[str, str, bool
     return found
 
 
-@check("kernel.modules-blacklist", "KVM modules not blacklisted", reads=(
-    "/etc/modprobe.d/*.conf", "/run/modprobe.d/*.conf", "/usr/local/lib/modprobe.d/*.conf",
-    "/usr/lib/modprobe.d/*.conf", "/lib/modprobe.d/*.conf", "/proc/cmdline", "/sys/module/*/initstate",
-    "/proc/cpuinfo",
-))
-def kernel_modules_blacklist(ctx: Context) -> Outcome:
-    """No modprobe.d line or kernel parameter keeps the KVM, vhost, tun or VFIO modules from loading.
-
-    What: 'blacklist MODULE' and 'install MODULE /bin/false' (or /bin/true)
-    lines in /etc, /run, /usr/local/lib, /usr/lib and /lib modprobe.d, and
-    modprobe.blacklist=, module_blacklist= and rd.driver.blacklist= on
-    /proc/cmdline, for kvm, kvm_intel, kvm_amd, kvm_hv, vhost_net, vhost,
-    tun, vfio, vfio_pci and vfio_iommu_type1.  Module parameters such as
-    kvm_intel.nested=1 are not blacklists.  Blocking kvm or this CPU's
-    vendor module fails; blocking the other vendor's module (kvm_amd on an
-    Intel host) is noted only; blocking vhost/tun/VFIO, rd.driver.blacklist=
-    (initramfs only) or a module that is built in (so unaffected) warns.
-    A root with neither modprobe.d nor /proc/cmdline is a skip.
-
-    Why: udev loads kvm_intel/kvm_amd at boot through the CPU's modalias; a
-    blacklist stops exactly that, so /dev/kvm is missing after every reboot,
-    even if someone loaded the module by hand since.  Hardening guides (CIS,
-    STIG) and GPU passthrough recipes add such lines.
-
-    Fix: delete the line from the named modprobe.d file (a package's file in
-    /usr/lib/modprobe.d is overridden by an empty file of the same name in
-    /etc/modprobe.d), or remove the parameter from the kernel command line
-    (GRUB_CMDLINE_LINUX in /etc/default/grub, then regenerate the GRUB
-    config; 'grubby --update-kernel=ALL --remove-args=...' on RHEL), and
-    rebuild the initramfs ('dracut -f' or 'update-initramfs -u').
-    """
-    watched = list(KVM_CORE_MODULES + KVM_HELPER_MODULES)
-    blocks = []  # (module, where, initramfs-only)
-    for line in modprobe_blocks(ctx, watched):  # "PATH:LINE: blacklist MODULE" or "PATH:LINE: install MODULE CMD"
-        blocks.append((line.split(": ", 1)[1].split()[1], line, False))
-    blocks.extend(_cmdline_blocks(ctx, watched))
-    cmdline_read = ctx.host.exists("/proc/cmdline")
-    if not blocks and not cmdline_read and not any(ctx.host.is_dir(d) for d in MODPROBE_DIRS):
-        return Outcome.skipped("no modprobe.d directory and no /proc/cmdline in this root",
-                               "There is no module configuration to read.", blocked_by=[], cmdline_read=False)
-    if not blocks:
-        return Outcome.passed("no blacklist for kvm, vhost, tun or vfio modules",
-                              "" if cmdline_read else "No /proc/cmdline in this root: only modprobe.d was read.",
-                              blocked_by=[], cmdline_read=cmdline_read)
-    vendor = expected_vendor_modules(ctx)
-    if ctx.family() == "x86":  # without a vendor_id, kvm_intel and kvm_amd are both taken as this CPU's
-        cpu = ctx.cpuinfo()
-        cpu_known = bool(cpu and cpu.first("vendor_id"))
-    else:
-        cpu_known = ctx.arch()[0] is not None
+def _sort_blocks(blocks, vendor, cpu_known, states) -> Tuple[List[str], List[str], List[str]]:
+    """(fatal, warn, noted) of the (module, where, initramfs-only) blocks."""
     fatal, warn, noted = [], [], []
     for module, where, initramfs_only in blocks:
         if module in KVM_CORE_MODULES and module != "kvm" and cpu_known and module not in vendor:
             noted.append(f"{where} (not this CPU's module)")
-        elif ctx.module_state(module) == "built-in":  # no blacklist can stop a built-in module
+        elif states.get(module) == "built-in":  # no blacklist can stop a built-in module
             warn.append(f"{where} (ineffective: {module} is built into the kernel; a stale line)")
         elif module in KVM_CORE_MODULES and not initramfs_only:
             fatal.append(where)
@@ -149,16 +108,63 @@ def kernel_modules_blacklist(ctx: Context) -> Outcome:
             warn.append(f"{where} (initramfs only)")
         else:
             warn.append(where)
+    return fatal, warn, noted
+
+
+def _blacklist_fix(wheres: List[str]) -> str:
+    return ("Remove these: " + "; ".join(w.split(" (", 1)[0] for w in wheres) + ". In modprobe.d delete the "
+            "line (override a /usr/lib/modprobe.d file with an empty one of the same name in /etc/modprobe.d); on "
+            "the kernel command line edit GRUB_CMDLINE_LINUX in /etc/default/grub and regenerate the GRUB config "
+            "(or 'grubby --update-kernel=ALL --remove-args=...'); then rebuild the initramfs "
+            "('dracut -f' or 'update-initramfs -u') and reboot.")
+
+
+@check("kernel.modules-blacklist", "KVM modules not blacklisted")
+def kernel_modules_blacklist(modprobe_d, cmdline, family, cpuinfo, arch, watched_module_states, modules) -> Outcome:
+    """No modprobe.d line or kernel parameter keeps the KVM, vhost, tun or VFIO modules from loading.
+
+    What: 'blacklist MODULE' and 'install MODULE /bin/false' (or /bin/true)
+    in modprobe.d as kmod applies it (/etc, /run, /usr/local/lib, /usr/lib,
+    /lib), and modprobe.blacklist=, module_blacklist= and rd.driver.blacklist=
+    on /proc/cmdline, for kvm, kvm_intel, kvm_amd, kvm_hv, vhost_net, vhost,
+    tun and vfio*.  Blocking kvm or this CPU's vendor module fails; the other
+    vendor's module is noted only; vhost/tun/VFIO, rd.driver.blacklist=
+    (initramfs only) or a built-in module warns.  No modprobe.d and no
+    /proc/cmdline: skip.
+
+    Why: udev loads kvm_intel/kvm_amd at boot through the CPU's modalias; a
+    blacklist stops exactly that, so /dev/kvm is missing after every reboot.
+    Hardening guides (CIS, STIG) and GPU passthrough recipes add such lines.
+
+    Fix: delete the line (override a /usr/lib/modprobe.d file with an empty
+    one of the same name in /etc/modprobe.d), or remove the kernel parameter
+    (GRUB_CMDLINE_LINUX, or grubby on RHEL), then rebuild the initramfs.
+    """
+    watched = list(KVM_CORE_MODULES + KVM_HELPER_MODULES)
+    blocks = []  # (module, where, initramfs-only)
+    for line in block_lines(modprobe_d, watched):  # "PATH:LINE: blacklist MODULE" or "PATH:LINE: install MODULE CMD"
+        blocks.append((line.split(": ", 1)[1].split()[1], line, False))
+    blocks.extend(_cmdline_blocks(cmdline, watched))
+    cmdline_read = cmdline is not None
+    if not blocks and not cmdline_read and not modprobe_d.dirs:
+        return Outcome.skipped("no modprobe.d directory and no /proc/cmdline in this root",
+                               "There is no module configuration to read.", blocked_by=[], cmdline_read=False)
+    if not blocks:
+        return Outcome.passed("no blacklist for kvm, vhost, tun or vfio modules",
+                              "" if cmdline_read else "No /proc/cmdline in this root: only modprobe.d was read.",
+                              blocked_by=[], cmdline_read=cmdline_read)
+    vendor = expected_vendor_modules(family, cpuinfo)
+    if family == "x86":  # without a vendor_id, kvm_intel and kvm_amd are both taken as this CPU's
+        cpu_known = bool(cpuinfo and cpuinfo.first("vendor_id"))
+    else:
+        cpu_known = arch[0] is not None
+    fatal, warn, noted = _sort_blocks(blocks, vendor, cpu_known, watched_module_states)
     evidence = {"blocked_by": [w for _, w, _ in blocks], "fatal": fatal, "warnings": warn, "noted": noted,
                 "cmdline_read": cmdline_read, "vendor_modules": vendor}
-    fix = ("Remove these: " + "; ".join(w.split(" (", 1)[0] for w in fatal + warn) + ". In modprobe.d delete the "
-           "line (override a /usr/lib/modprobe.d file with an empty one of the same name in /etc/modprobe.d); on "
-           "the kernel command line edit GRUB_CMDLINE_LINUX in /etc/default/grub and regenerate the GRUB config "
-           "(or 'grubby --update-kernel=ALL --remove-args=...'); then rebuild the initramfs "
-           "('dracut -f' or 'update-initramfs -u') and reboot.")
+    fix = _blacklist_fix(fatal + warn)
     note = (" Not a problem: " + "; ".join(noted) + ".") if noted else ""
     if fatal:
-        loaded = [m for m, state in ctx.modules().items() if state == "loaded"]
+        loaded = [m for m, state in modules.items() if state == "loaded"]
         return Outcome.failed(
             "KVM module blocked: " + "; ".join(fatal),
             "These lines keep the KVM modules from loading at boot, so there is no /dev/kvm"

@@ -5,78 +5,74 @@ from __future__ import annotations
 import errno
 from typing import Dict, List
 
-from kvmcheck.facts.context import Context, quoted
 from kvmcheck.core.model import Outcome
-from kvmcheck.parsers.accounts import parse_group, parse_passwd
-from kvmcheck.core.host import Node
-from kvmcheck.parsers.modprobe import parse_modprobe_conf
 from kvmcheck.core.registry import check
+from kvmcheck.facts.system import quoted
+from kvmcheck.facts import kvm as _facts  # noqa: F401 - the facts judged here
+from kvmcheck.facts.kvm import DEVTMPFS_NODES, MODPROBE_DIRS  # noqa: F401 - kept importable
 
-MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/usr/lib/modprobe.d",
-                 "/lib/modprobe.d")
 # Users that QEMU runs as under libvirt (qemu.conf "user"): Debian/Ubuntu, Fedora/RHEL, SUSE/Arch.
 QEMU_USERS = ("libvirt-qemu", "qemu")
-# Nodes devtmpfs creates at boot on any KVM-capable kernel: one of them in a root shows its /dev was captured.
-DEVTMPFS_NODES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/net/tun", "/dev/vhost-net")
 UDEV_FIX = ("Give /dev/kvm to the kvm group: the udev rule KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\" "
             "(shipped by systemd/udev and qemu packages; add it as /etc/udev/rules.d/65-kvm.rules if missing), "
             "then 'udevadm trigger -c add /dev/kvm' (or 'chgrp kvm /dev/kvm && chmod 0660 /dev/kvm' until the next "
             "boot), and 'usermod -aG kvm USER' for each user who runs VMs.")
 
 
-def expected_vendor_modules(ctx: Context) -> List[str]:
-    family = ctx.family()
+def expected_vendor_modules(family: str, cpuinfo) -> List[str]:
     if family == "x86":
-        cpu = ctx.cpuinfo()
-        vendor = (cpu.first("vendor_id") if cpu else None) or ""
+        vendor = (cpuinfo.first("vendor_id") if cpuinfo else None) or ""
         return ["kvm_amd"] if vendor in ("AuthenticAMD", "HygonGenuine") else ["kvm_intel"]
     if family == "ppc64":
         return ["kvm_hv"]
     return []  # arm64, s390, riscv, loongarch: KVM is one module (often built in)
 
 
-def modprobe_blocks(ctx: Context, names: List[str]) -> List[str]:
-    """Lines of modprobe.d that keep these modules from loading: "PATH:LINE: blacklist MODULE" ...
-
-    As modprobe.d(5) says: a file in an earlier directory hides a file of the same name in a later one
-    (/etc over /usr/lib), and a directory reached twice (/lib -> usr/lib on merged-/usr) counts once.
-    """
-    found, seen_names, seen_dirs = [], set(), set()
-    for d in MODPROBE_DIRS:
-        real = ctx.host.resolve(d)
-        if real in seen_dirs:
-            continue
-        seen_dirs.add(real)
-        for fname in ctx.host.listdir(d):
-            if not fname.endswith(".conf") or fname in seen_names:
-                continue
-            seen_names.add(fname)
-            path = f"{d}/{fname}"
-            try:
-                text = ctx.host.read_optional(path, limit=1 << 20)
-            except OSError:
-                continue
-            for b in parse_modprobe_conf(text or ""):
-                if b.module in names:
-                    found.append(f"{path}:{b.line}: {b.how.split()[0]} {b.module}"
-                                 + ("" if b.how == "blacklist" else " " + b.how.split(" ", 1)[1]))
-    return found
+def block_lines(modprobe_d, names) -> List[str]:
+    """"PATH:LINE: blacklist MODULE" or "PATH:LINE: install MODULE CMD" for each modprobe.d block of names."""
+    return [f"{path}:{b.line}: {b.how.split()[0]} {b.module}" + ("" if b.how == "blacklist" else " " + b.how.split(" ", 1)[1])
+            for path, b in modprobe_d.blocks(names)]
 
 
-def _available_modules(ctx: Context) -> Dict[str, str]:
-    """kvm*.ko files installed under /lib/modules (a Kickstart target has these, not /sys/module)."""
-    found = {}
-    for path in ctx.host.glob("/lib/modules/*/kernel/arch/*/kvm/*.ko*"):
-        name = path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
-        found.setdefault(name, path)
-    return found
+PVM_DETAIL = ("kvm_pvm is a software KVM vendor module (Pagetable-based Virtual Machine) that cannot coexist with "
+              "kvm_intel/kvm_amd; /dev/kvm works without VT, but only PVM guest kernels run fast (see "
+              "cpu.virt-flags and kvm.acceleration).")
+PR_DETAIL = "kvm_pr emulates privileged instructions; it is slow and unmaintained. KVM-HV needs a bare-metal PowerNV host."
+FULL_KERNEL_FIX = ("Install the distribution's full kernel package (for example kernel-modules or "
+                   "linux-modules-extra).")
 
 
-@check("kvm.modules", "KVM kernel modules", reads=(
-    "/sys/module/kvm*", "/proc/modules", "/lib/modules/*/kernel/arch/*/kvm", "/etc/modprobe.d/*.conf",
-    "/usr/lib/modprobe.d/*.conf", "/run/modprobe.d/*.conf",
-))
-def kvm_modules(ctx: Context) -> Outcome:
+def _installed_verdict(installed_kvm_modules, wanted, evidence) -> Outcome:
+    """kvm.modules on a root without /sys/module: what is installed under /lib/modules."""
+    evidence["installed"] = sorted(installed_kvm_modules)
+    if not installed_kvm_modules:
+        return Outcome.skipped("no /sys/module in this root and no KVM modules under /lib/modules",
+                               "The root holds no record of loaded or installed modules.", **evidence)
+    missing = [m for m in ["kvm"] + wanted if m not in installed_kvm_modules]
+    if missing:
+        return Outcome.failed(f"installed kernel lacks {', '.join(missing)}",
+                              "These modules are not under /lib/modules/*/kernel/arch/*/kvm/.", FULL_KERNEL_FIX,
+                              **evidence)
+    return Outcome.passed(f"installed as modules: {', '.join(['kvm'] + wanted)} (udev loads them at boot)", **evidence)
+
+
+def _missing_verdict(missing, blocked, family, cpuinfo, evidence) -> Outcome:
+    detail = f"Not in /sys/module: {', '.join(missing)}."
+    fix = f"Load it now with 'modprobe {missing[-1]}' (it pulls in kvm) and check 'dmesg | tail' for the reason if it refuses."
+    if blocked:
+        detail += " Module loading is blocked by: " + "; ".join(blocked) + "."
+        fix = "Remove these lines: " + "; ".join(blocked) + f", then 'modprobe {missing[-1]}'."
+        return Outcome.failed(f"missing: {', '.join(missing)}", detail, fix, **evidence).because(
+            "kernel.modules-blacklist")
+    if family == "x86" and cpuinfo and not any(f in s for s in cpuinfo.x86_flags for f in ("vmx", "svm")):
+        detail += " The CPU flags show no vmx/svm, so the vendor module would refuse to load (see cpu.virt-flags)."
+        fix = "Enable virtualization first (see cpu.virt-flags and firmware.vt-enabled), then 'modprobe " + missing[-1] + "'."
+    return Outcome.failed(f"missing: {', '.join(missing)}", detail, fix, **evidence).because(
+        "cpu.virt-flags", "firmware.vt-enabled")
+
+
+@check("kvm.modules", "KVM kernel modules")
+def kvm_modules(modules, family, cpuinfo, sys_module, installed_kvm_modules, modprobe_d) -> Outcome:
     """The KVM core and the vendor part for this CPU are in the running kernel.
 
     What: kvm plus kvm_intel or kvm_amd (x86), kvm_hv (POWER), or KVM built in
@@ -89,65 +85,31 @@ def kvm_modules(ctx: Context) -> Outcome:
 
     Fix: 'modprobe kvm_intel' (or kvm_amd), and remove any blacklist line.
     """
-    mods = ctx.modules()
-    wanted = expected_vendor_modules(ctx)
-    family = ctx.family()
-    evidence: Dict[str, object] = {"present": mods, "expected": ["kvm"] + wanted}
-    if not ctx.host.is_dir("/sys/module"):
-        available = _available_modules(ctx)
-        evidence["installed"] = sorted(available)
-        if not available:
-            return Outcome.skipped("no /sys/module in this root and no KVM modules under /lib/modules",
-                                   "The root holds no record of loaded or installed modules.", **evidence)
-        missing = [m for m in ["kvm"] + wanted if m not in available]
-        if missing:
-            return Outcome.failed(f"installed kernel lacks {', '.join(missing)}",
-                                  "These modules are not under /lib/modules/*/kernel/arch/*/kvm/.",
-                                  "Install the distribution's full kernel package (for example kernel-modules or "
-                                  "linux-modules-extra).", **evidence)
-        return Outcome.passed(f"installed as modules: {', '.join(['kvm'] + wanted)} (udev loads them at boot)",
-                              **evidence)
-
-    blocked = modprobe_blocks(ctx, ["kvm", "kvm_intel", "kvm_amd", "kvm_hv"])
+    wanted = expected_vendor_modules(family, cpuinfo)
+    evidence: Dict[str, object] = {"present": modules, "expected": ["kvm"] + wanted}
+    if not sys_module:
+        return _installed_verdict(installed_kvm_modules.get(), wanted, evidence)
+    blocked = block_lines(modprobe_d, ["kvm", "kvm_intel", "kvm_amd", "kvm_hv"])
     evidence["blocked_by"] = blocked
-    provider = next((m for m in wanted + ["kvm_pvm", "kvm_pr"] if m in mods), None)
-    how = ", ".join(f"{m} ({state})" for m, state in mods.items())
-    if "kvm" in mods and (provider or not wanted):
+    provider = next((m for m in wanted + ["kvm_pvm", "kvm_pr"] if m in modules), None)
+    how = ", ".join(f"{m} ({state})" for m, state in modules.items())
+    if "kvm" in modules and (provider or not wanted):
         if provider == "kvm_pvm":
-            return Outcome.passed(
-                f"{how}: KVM through the software provider PVM",
-                "kvm_pvm is a software KVM vendor module (Pagetable-based Virtual Machine) that cannot coexist with "
-                "kvm_intel/kvm_amd; /dev/kvm works without VT, but only PVM guest kernels run fast (see "
-                "cpu.virt-flags and kvm.acceleration).", **evidence)
+            return Outcome.passed(f"{how}: KVM through the software provider PVM", PVM_DETAIL, **evidence)
         if provider == "kvm_pr":
-            return Outcome.warned(f"{how}: KVM-PR only", "kvm_pr emulates privileged instructions; it is slow and "
-                                  "unmaintained. KVM-HV needs a bare-metal PowerNV host.",
-                                  "On bare-metal POWER, 'modprobe kvm_hv'.", **evidence)
+            return Outcome.warned(f"{how}: KVM-PR only", PR_DETAIL, "On bare-metal POWER, 'modprobe kvm_hv'.",
+                                  **evidence)
         return Outcome.passed(how, **evidence)
-    missing = [m for m in ["kvm"] + wanted if m not in mods]
-    detail = f"Not in /sys/module: {', '.join(missing)}."
-    fix = f"Load it now with 'modprobe {missing[-1]}' (it pulls in kvm) and check 'dmesg | tail' for the reason if it refuses."
-    if blocked:
-        detail += " Module loading is blocked by: " + "; ".join(blocked) + "."
-        fix = "Remove these lines: " + "; ".join(blocked) + f", then 'modprobe {missing[-1]}'."
-    elif family == "x86" and ctx.cpuinfo() and not any(
-            f in s for s in ctx.cpuinfo().x86_flags for f in ("vmx", "svm")):  # type: ignore[union-attr]
-        detail += " The CPU flags show no vmx/svm, so the vendor module would refuse to load (see cpu.virt-flags)."
-        fix = "Enable virtualization first (see cpu.virt-flags and firmware.vt-enabled), then 'modprobe " + missing[-1] + "'."
-    outcome = Outcome.failed(f"missing: {', '.join(missing)}", detail, fix, **evidence)
-    if blocked:
-        return outcome.because("kernel.modules-blacklist")
-    return outcome.because("cpu.virt-flags", "firmware.vt-enabled")
+    missing = [m for m in ["kvm"] + wanted if m not in modules]
+    return _missing_verdict(missing, blocked, family, cpuinfo, evidence)
 
 
-def _group_access(ctx: Context, st: Node) -> Dict[str, object]:
-    """Who can open /dev/kvm: the owning group, its members, and who is locked out."""
+def _group_access(accounts, st) -> Dict[str, object]:
+    """Who can open /dev/kvm: the owning group, its members, and who is locked out ({} without accounts)."""
     info: Dict[str, object] = {}
-    try:
-        groups = parse_group(ctx.host.read_optional("/etc/group") or "")
-        users = parse_passwd(ctx.host.read_optional("/etc/passwd") or "")
-    except OSError:
+    if not accounts.ok:
         return info
+    groups, users = accounts.groups, accounts.users
     grp = groups.get(st.gid)
     info["group"] = grp.name if grp else str(st.gid)
     mode = st.mode
@@ -196,8 +158,69 @@ def _access_fix(access: Dict[str, object]) -> str:
     return "There is no kvm group yet: 'groupadd --system kvm' first. " + UDEV_FIX
 
 
-@check("kvm.device", "/dev/kvm device node", reads=("/dev/kvm", "/etc/group", "/etc/passwd"))
-def kvm_device(ctx: Context) -> Outcome:
+NO_DEV_DETAIL = ("Offline roots rarely hold /dev (devtmpfs and udev fill it at boot); see kvm.modules.")
+CAPTURED_NO_KVM = ("The root's /dev holds {nodes} but no kvm: devtmpfs creates /dev/kvm as soon as a KVM vendor module "
+                   "registers it, so no KVM driver was running when /dev was captured (modules not loaded, VT "
+                   "disabled in firmware, or a VM without nested virtualization).")
+CAPTURED_NO_KVM_FIX = ("See kvm.modules and firmware.vt-enabled for the cause; usually enable VT in the firmware setup "
+                       "or nested virtualization on the outer hypervisor, then 'modprobe kvm_intel' or 'modprobe kvm_amd'.")
+LIVE_NO_KVM = ("The KVM driver did not create its device node: the modules are not loaded, or firmware has VT "
+               "disabled so they refused to load.")
+LIVE_NO_KVM_FIX = "See kvm.modules and firmware.vt-enabled; usually 'modprobe kvm_intel' or 'modprobe kvm_amd'."
+RELOAD_FIX = "Remove it ('rm /dev/kvm') and reload the KVM modules so udev recreates it."
+ROOT_ONLY_WHY = ("QEMU under libvirt runs as its own user (libvirt-qemu or qemu), and people who run VMs themselves "
+                 "(GNOME Boxes, virt-manager's session mode, podman machine) use their own.")
+ROOT_ONLY_DETAIL = ("No group or other user can open /dev/kvm, so QEMU must run as root; libvirt's qemu user and "
+                    "unprivileged users (for example with GNOME Boxes or podman machine) fall back to emulation.")
+
+
+def _missing_node(live: bool, devtmpfs_nodes) -> Outcome:
+    """kvm.device when there is no /dev/kvm: a root without /dev, a captured /dev without it, or a live host."""
+    if live:
+        return Outcome.failed("/dev/kvm does not exist", LIVE_NO_KVM, LIVE_NO_KVM_FIX).because("kvm.modules")
+    present = list(devtmpfs_nodes.get())
+    if not present:
+        return Outcome.skipped("/dev/kvm is not in this root, whose /dev was not captured", NO_DEV_DETAIL,
+                               dev_captured=False)
+    return Outcome.failed("/dev/kvm is missing from this root's populated /dev",
+                          CAPTURED_NO_KVM.format(nodes=", ".join(present)), CAPTURED_NO_KVM_FIX,
+                          dev_captured=True, dev_nodes=present).because("kvm.modules", "firmware.vt-enabled")
+
+
+def _live_verdict(kvm_open, access, evidence) -> Outcome:
+    """kvm.device on a live host whose /dev/kvm is a character device: can the invoking user use it?"""
+    probe = kvm_open.get()
+    euid, mode, group = probe.euid, evidence["mode"], access.get("group")
+    evidence["invoking_uid"] = euid
+    evidence["accessible"] = probe.accessible
+    if not probe.accessible:
+        return Outcome.failed(
+            "the invoking user cannot open /dev/kvm",
+            f"/dev/kvm is mode {mode}, group {group}, and uid {euid} is neither the owner "
+            "nor in a group with read/write access.", _user_fix(access), **evidence)
+    if probe.open_errno is not None:
+        name = errno.errorcode.get(probe.open_errno, str(probe.open_errno))
+        evidence["open_errno"] = name
+        return Outcome.failed(
+            f"/dev/kvm exists but cannot be opened ({errno.errorcode.get(probe.open_errno, probe.open_errno)})",
+            "The node is there but no driver answers (ENXIO/ENODEV: a stale node with the module unloaded).",
+            "Reload the KVM modules (see kvm.modules) so the driver backs the node again.", **evidence,
+        ).because("kvm.modules")
+    if euid == 0 and access.get("locked_out"):
+        who = _locked_out_text(access)
+        return Outcome.warned(
+            f"usable by root only; locked out: {who}",
+            f"/dev/kvm is mode {mode}, group {group}. Root can open it, but these accounts cannot: {who}. "
+            + ROOT_ONLY_WHY, _access_fix(access), **evidence).because("kvm.consumer")  # QEMU's user: proven there
+    if euid == 0 and not access.get("group_rw") and not int(mode, 8) & 0o006:
+        return Outcome.warned(f"usable by root only (mode {mode}, group {group})", ROOT_ONLY_DETAIL,
+                              _access_fix(access), **evidence)
+    return Outcome.passed(f"character device {evidence['rdev']}, mode {mode}, group {group}, usable by uid {euid}",
+                          **evidence)
+
+
+@check("kvm.device", "/dev/kvm device node")
+def kvm_device(kvm_node, live, devtmpfs_nodes, accounts, kvm_open) -> Outcome:
     """/dev/kvm exists, is a character device, and the invoking user can open it.
 
     What: the node's type, owner and mode; read/write access for the user
@@ -211,106 +234,35 @@ def kvm_device(ctx: Context) -> Outcome:
     Fix: load the KVM modules (see kvm.modules); give the node to the kvm group
     with mode 0660 and add users to that group.
     """
-    host = ctx.host
-    st = host.node("/dev/kvm")
+    st = kvm_node
     if st is None:
-        if not host.live:
-            present = [p for p in DEVTMPFS_NODES if host.exists(p)]
-            if not present:
-                return Outcome.skipped("/dev/kvm is not in this root, whose /dev was not captured",
-                                       "Offline roots rarely hold /dev (devtmpfs and udev fill it at boot); "
-                                       "see kvm.modules.", dev_captured=False)
-            return Outcome.failed(
-                "/dev/kvm is missing from this root's populated /dev",
-                f"The root's /dev holds {', '.join(present)} but no kvm: devtmpfs creates /dev/kvm as soon as a "
-                "KVM vendor module registers it, so no KVM driver was running when /dev was captured (modules "
-                "not loaded, VT disabled in firmware, or a VM without nested virtualization).",
-                "See kvm.modules and firmware.vt-enabled for the cause; usually enable VT in the firmware setup "
-                "or nested virtualization on the outer hypervisor, then 'modprobe kvm_intel' or 'modprobe kvm_amd'.",
-                dev_captured=True, dev_nodes=present,
-            ).because("kvm.modules", "firmware.vt-enabled")
-        return Outcome.failed(
-            "/dev/kvm does not exist",
-            "The KVM driver did not create its device node: the modules are not loaded, or firmware has VT "
-            "disabled so they refused to load.",
-            "See kvm.modules and firmware.vt-enabled; usually 'modprobe kvm_intel' or 'modprobe kvm_amd'.",
-        ).because("kvm.modules")
+        return _missing_node(live, devtmpfs_nodes)
     if st.kind == "link":
         return Outcome.failed("/dev/kvm is a dangling symlink", "The link points nowhere.",
                               "Remove the link and reload the KVM modules so udev recreates the node.")
-    mode = st.mode
-    evidence: Dict[str, object] = {"mode": f"{mode:04o}", "uid": st.uid, "gid": st.gid, "kind": st.kind}
+    evidence: Dict[str, object] = {"mode": f"{st.mode:04o}", "uid": st.uid, "gid": st.gid, "kind": st.kind}
     if st.kind != "char":
         return Outcome.failed("/dev/kvm is not a character device",
-                              "Something other than the KVM driver's node sits at /dev/kvm.",
-                              "Remove it ('rm /dev/kvm') and reload the KVM modules so udev recreates it.", **evidence)
+                              "Something other than the KVM driver's node sits at /dev/kvm.", RELOAD_FIX, **evidence)
     evidence["rdev"] = f"{st.major}:{st.minor}"
-    euid, _ = host.invoking_user()
-    access = _group_access(ctx, st)
+    access = _group_access(accounts, st)
     evidence.update(access)
-    if not host.live:
-        if access.get("locked_out"):
-            return Outcome.warned(f"/dev/kvm {evidence['mode']} group {access.get('group')}: users locked out",
-                                  f"Locked out: {_locked_out_text(access)}.", _access_fix(access),
-                                  **evidence).because("kvm.consumer")  # type: ignore[arg-type]
-        return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}", **evidence)
-
-    can_use = host.access("/dev/kvm", "rw")
-    evidence["invoking_uid"] = euid
-    evidence["accessible"] = can_use
-    if not can_use:
-        return Outcome.failed(
-            "the invoking user cannot open /dev/kvm",
-            f"/dev/kvm is mode {evidence['mode']}, group {access.get('group')}, and uid {euid} is neither the owner "
-            "nor in a group with read/write access.",
-            _user_fix(access), **evidence)
-    err = host.device_open_error("/dev/kvm")
-    if err is not None:
-        evidence["open_errno"] = errno.errorcode.get(err, str(err))
-        return Outcome.failed(
-            f"/dev/kvm exists but cannot be opened ({errno.errorcode.get(err, err)})",
-            "The node is there but no driver answers (ENXIO/ENODEV: a stale node with the module unloaded).",
-            "Reload the KVM modules (see kvm.modules) so the driver backs the node again.", **evidence,
-        ).because("kvm.modules")
-    if euid == 0 and access.get("locked_out"):
-        who = _locked_out_text(access)
-        return Outcome.warned(
-            f"usable by root only; locked out: {who}",
-            f"/dev/kvm is mode {evidence['mode']}, group {access.get('group')}. Root can open it, but these "
-            f"accounts cannot: {who}. QEMU under libvirt runs as its own user (libvirt-qemu or qemu), and people "
-            "who run VMs themselves (GNOME Boxes, virt-manager's session mode, podman machine) use their own.",
-            _access_fix(access), **evidence).because("kvm.consumer")  # QEMU's user: proven there
-    if euid == 0 and not access.get("group_rw") and not mode & 0o006:
-        return Outcome.warned(
-            f"usable by root only (mode {evidence['mode']}, group {access.get('group')})",
-            "No group or other user can open /dev/kvm, so QEMU must run as root; libvirt's qemu user and "
-            "unprivileged users (for example with GNOME Boxes or podman machine) fall back to emulation.",
-            _access_fix(access), **evidence)
-    return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}, "
-                          f"group {access.get('group')}, usable by uid {euid}", **evidence)
+    if live:
+        return _live_verdict(kvm_open, access, evidence)
+    if access.get("locked_out"):
+        return Outcome.warned(f"/dev/kvm {evidence['mode']} group {access.get('group')}: users locked out",
+                              f"Locked out: {_locked_out_text(access)}.", _access_fix(access),
+                              **evidence).because("kvm.consumer")  # type: ignore[arg-type]
+    return Outcome.passed(f"character device {evidence['rdev']}, mode {evidence['mode']}", **evidence)
 
 
 # Where each KVM flavour keeps its nested-virtualization switch (a module parameter).
 NESTED_PARAM_MODULES = {"x86": ("kvm_intel", "kvm_amd"), "ppc64": ("kvm_hv",), "s390": ("kvm",)}
 
 
-def _nested_options(ctx: Context, module: str) -> List[str]:
-    """'options MODULE ... nested=V' lines of modprobe.d, as "path:line: nested=V" (the last one wins)."""
-    found = []
-    for d in MODPROBE_DIRS:
-        for fname in ctx.host.listdir(d):
-            if not fname.endswith(".conf"):
-                continue
-            path = f"{d}/{fname}"
-            try:
-                text = ctx.host.read_optional(path, limit=1 << 20) or ""
-            except OSError:
-                continue
-            for num, raw in enumerate(text.splitlines(), 1):
-                words = raw.split("#", 1)[0].split()
-                if len(words) >= 3 and words[0] == "options" and words[1].replace("-", "_") == module:
-                    found.extend(f"{path}:{num}: {w}" for w in words[2:] if w.startswith("nested="))
-    return found
+def _nested_options(modprobe_d, module: str) -> List[str]:
+    """'options MODULE ... nested=V' of modprobe.d, as "path:line: nested=V" (the last one wins)."""
+    return [f"{path}:{line}: {word}" for path, line, word in modprobe_d.options(module, "nested")]
 
 
 def _nested_fix(module: str, state: str) -> str:
@@ -322,12 +274,38 @@ def _nested_fix(module: str, state: str) -> str:
             f"'modprobe -r {module} && modprobe {module}' (or reboot).")
 
 
-@check("kvm.nested", "Nested virtualization", reads=(
-    "/sys/module/kvm_intel/parameters/nested", "/sys/module/kvm_amd/parameters/nested",
-    "/sys/module/kvm_hv/parameters/nested", "/sys/module/kvm/parameters/nested", "/proc/cmdline",
-    "/etc/modprobe.d/*.conf",
-))
-def kvm_nested(ctx: Context) -> Outcome:
+def _arm64_nested(cmdline, evidence) -> Outcome:
+    """kvm.nested on arm64: kvm-arm.mode on the kernel command line."""
+    if cmdline is None:
+        return Outcome.skipped("no /proc/cmdline to read kvm-arm.mode from", **evidence)
+    mode = cmdline.get("kvm-arm.mode")
+    evidence["kvm-arm.mode"] = mode
+    if mode == "nested":
+        return Outcome.passed("enabled (kvm-arm.mode=nested)", "Needs FEAT_NV2 hardware and Linux >= 6.16; "
+                              "without them KVM falls back to non-nested.", **evidence)
+    return Outcome.passed(
+        "disabled (fine unless guests run hypervisors)",
+        f"kvm-arm.mode={mode or '(default)'}. To enable: add kvm-arm.mode=nested to the kernel command line and "
+        "reboot (needs ARMv8.4 FEAT_NV2 hardware and Linux >= 6.16).", **evidence)
+
+
+def _no_nested_module(candidates, mods, sys_module, modprobe_d, evidence) -> Outcome:
+    """kvm.nested when none of the modules with a nested switch is loaded."""
+    if "kvm_pvm" in mods:
+        return Outcome.skipped(
+            "KVM comes from kvm_pvm, which has no nested parameter",
+            "Nested virtualization is a kvm_intel/kvm_amd switch; kvm_pvm (software KVM) runs without VT-x/AMD-V "
+            "and cannot offer it to its guests.", **evidence)
+    if not sys_module:
+        configured = [line for m in candidates for line in _nested_options(modprobe_d, m)]
+        evidence["configured"] = configured
+        return Outcome.skipped("no /sys/module in this root: the loaded module's setting is unknown",
+                               ("modprobe.d sets " + "; ".join(configured)) if configured else "", **evidence)
+    return Outcome.skipped(f"no {' or '.join(candidates)} loaded (see kvm.modules)", **evidence)
+
+
+@check("kvm.nested", "Nested virtualization")
+def kvm_nested(family, modules, cmdline, sys_module, nested_parameters, modprobe_d) -> Outcome:
     """Whether guests may run hypervisors of their own (informational).
 
     What: the nested parameter of kvm_intel or kvm_amd (x86: Y/N or 1/0),
@@ -343,43 +321,20 @@ def kvm_nested(ctx: Context) -> Outcome:
     Fix: 'options kvm_intel nested=1' (or kvm_amd) in /etc/modprobe.d/kvm.conf,
     then reload the module with no guest running (or reboot).
     """
-    host = ctx.host
-    family = ctx.family()
-    mods = ctx.modules()
+    mods = modules
     evidence: Dict[str, object] = {"family": family}
     if family == "arm64":
-        cmdline = ctx.cmdline()
-        if cmdline is None:
-            return Outcome.skipped("no /proc/cmdline to read kvm-arm.mode from", **evidence)
-        mode = cmdline.get("kvm-arm.mode")
-        evidence["kvm-arm.mode"] = mode
-        if mode == "nested":
-            return Outcome.passed("enabled (kvm-arm.mode=nested)", "Needs FEAT_NV2 hardware and Linux >= 6.16; "
-                                  "without them KVM falls back to non-nested.", **evidence)
-        return Outcome.passed(
-            "disabled (fine unless guests run hypervisors)",
-            f"kvm-arm.mode={mode or '(default)'}. To enable: add kvm-arm.mode=nested to the kernel command line and "
-            "reboot (needs ARMv8.4 FEAT_NV2 hardware and Linux >= 6.16).", **evidence)
+        return _arm64_nested(cmdline, evidence)
     candidates = NESTED_PARAM_MODULES.get(family)
     if not candidates:
         return Outcome.skipped(f"no nested-virtualization switch known for {family if family != 'unknown' else 'an unknown architecture'}",
                                **evidence)
     module = next((m for m in candidates if m in mods), None)
     if module is None:
-        if "kvm_pvm" in mods:
-            return Outcome.skipped(
-                "KVM comes from kvm_pvm, which has no nested parameter",
-                "Nested virtualization is a kvm_intel/kvm_amd switch; kvm_pvm (software KVM) runs without VT-x/AMD-V "
-                "and cannot offer it to its guests.", **evidence)
-        if not host.is_dir("/sys/module"):
-            configured = [line for m in candidates for line in _nested_options(ctx, m)]
-            evidence["configured"] = configured
-            return Outcome.skipped("no /sys/module in this root: the loaded module's setting is unknown",
-                                   ("modprobe.d sets " + "; ".join(configured)) if configured else "", **evidence)
-        return Outcome.skipped(f"no {' or '.join(candidates)} loaded (see kvm.modules)", **evidence)
+        return _no_nested_module(candidates, mods, sys_module, modprobe_d, evidence)
     path = f"/sys/module/{module}/parameters/nested"
-    value = host.first_line(path)
-    configured = _nested_options(ctx, module)
+    value = nested_parameters[module]
+    configured = _nested_options(modprobe_d, module)
     evidence.update(module=module, parameter=path, value=value, configured=configured)
     if value is None:
         return Outcome.skipped(f"{module} has no nested parameter ({path} is absent)",

@@ -44,6 +44,40 @@ def parse_modprobe_conf(text: str) -> List[Block]:
     return blocks
 
 
+class Option(NamedTuple):
+    module: str
+    words: Tuple[str, ...]  # the parameters, as written: ("nested=1", "ept=0")
+    line: int  # where the (possibly continued) line starts
+
+
+def logical_lines(text: str) -> List[Tuple[int, str]]:
+    """(first line number, text) of each logical line: backslash continuations joined as kmod does."""
+    out: List[Tuple[int, str]] = []
+    pending: List[str] = []
+    start = 0
+    for num, raw in enumerate(text.splitlines(), 1):
+        if not pending:
+            start = num
+        if raw.endswith("\\"):
+            pending.append(raw[:-1] + " ")
+            continue
+        out.append((start, "".join(pending) + raw))
+        pending = []
+    if pending:
+        out.append((start, "".join(pending)))
+    return out
+
+
+def parse_modprobe_options(text: str) -> List[Option]:
+    """'options MODULE PARAM=VALUE ...' lines, continuations joined, comments dropped."""
+    found = []
+    for start, line in logical_lines(text):
+        words = line.split("#", 1)[0].split()
+        if len(words) >= 3 and words[0] == "options":
+            found.append(Option(normalize(words[1]), tuple(words[2:]), start))
+    return found
+
+
 def parse_modules_builtin(text: str) -> FrozenSet[str]:
     """Module names from /lib/modules/$(uname -r)/modules.builtin (``kernel/arch/x86/kvm/kvm.ko``)."""
     names = set()
