@@ -2,22 +2,13 @@
 """Security modules: sVirt confinement of guests by SELinux or AppArmor."""
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional
 
-from kvmcheck.facts.context import Context
 from kvmcheck.core.model import Outcome
 from kvmcheck.core.registry import check
-
-QEMU_CONF = "/etc/libvirt/qemu.conf"
-SELINUX_CONFIG = "/etc/selinux/config"
-SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
-AA_PARAM = "/sys/module/apparmor/parameters/enabled"
-AA_FS = "/sys/kernel/security/apparmor"
-AA_DIR = "/etc/apparmor.d"
-# libvirt's AppArmor files: the daemon profile (monolithic or modular), the guest abstraction, the template.
-AA_DAEMON_PROFILES = ("usr.sbin.libvirtd", "usr.sbin.virtqemud")
-AA_GUEST_FILES = ("abstractions/libvirt-qemu", "libvirt/TEMPLATE.qemu")
-AA_PARSERS = ("/sbin/apparmor_parser", "/usr/sbin/apparmor_parser", "/usr/lib/apparmor", "/lib/apparmor")
+from kvmcheck.facts import security  # noqa: F401 - the facts judged here
+from kvmcheck.facts.security import AA_DIR, AA_FS, QEMU_CONF, SELINUX_CONFIG, first_line
+from kvmcheck.parsers.security_conf import Setting, drivers
 
 FIX = {
     "rhel": ("Set SELINUX=enforcing in /etc/selinux/config and run 'setenforce 1' (from permissive this takes effect "
@@ -38,74 +29,193 @@ FIX = {
 }
 FIX["ubuntu"] = FIX["debian"].replace("keep apparmor=0", "AppArmor is on by default on Ubuntu; keep apparmor=0")
 
+RESTART = "restart libvirtd (or virtqemud)"
+ESCAPED = "an escaped QEMU has the host."
+OFFLINE_NOTE = " Runtime state unknown (offline root): only the configuration was read."
+SELINUX_PASS = "libvirt labels each guest svirt_t with its own MCS category."
+# summary, detail, fix of each finding; {line} {text} and the like are filled in by the judge.
+TEXT = {
+    "driver-none": (
+        "sVirt is switched off in qemu.conf",
+        f"{QEMU_CONF} line {{line}}: '{{text}}'. libvirt starts every QEMU unconfined, whatever SELinux or AppArmor "
+        f"do: a guest that escapes QEMU has the host.",
+        f"Delete line {{line}} of {QEMU_CONF} (the default picks the host's security module), then 'systemctl "
+        "restart libvirtd' (or virtqemud)."),
+    "unconfined": (
+        "guests are unconfined by default (qemu.conf)",
+        f"{QEMU_CONF} line {{line}}: '{{text}}': domains without an explicit <seclabel> run unconfined.",
+        f"Delete line {{line}} of {QEMU_CONF} and {RESTART}."),
+    "mismatch": (
+        "qemu.conf's security_driver leaves out {lsm}",
+        f"{QEMU_CONF} line {{line}}: '{{text}}', while the host's security module is {{lsm}}: libvirt refuses to "
+        "start with a driver the host lacks, or runs guests without sVirt.",
+        f"Delete line {{line}} of {QEMU_CONF} (or set security_driver = \"{{lsm}}\"), then {RESTART}."),
+    "aa-no-profiles": (
+        "AppArmor {state}, but libvirt's AppArmor profiles are not installed",
+        f"AppArmor {{state}}, but there is no {AA_DIR}/usr.sbin.libvirtd (or usr.sbin.virtqemud) with "
+        f"abstractions/libvirt-qemu, so guests get no profile and run unconfined: {ESCAPED}"),
+    "aa-disabled": (
+        "AppArmor {state}, but libvirt's AppArmor profile is disabled",
+        f"{{links}} switches off {{names}} (aa-disable), so guests get no profile and run unconfined: {ESCAPED}",
+        f"Re-enable it: 'rm {{rm}}' and 'aa-enforce {{paths}}', then {RESTART}."),
+    "aa-pass": ("AppArmor {state} with libvirt's profiles ({names})",
+                "libvirt's virt-aa-helper gives each guest its own profile (libvirt-UUID)."),
+    "aa-complain": (
+        "libvirt's AppArmor profile is in complain mode",
+        "Loaded: {names}: AppArmor logs but does not block, so guests are not confined.",
+        f"'aa-enforce {{paths}}', then {RESTART}."),
+    "selinux-configured-off": (
+        "SELinux configured {value}",
+        f"{SELINUX_CONFIG} line {{line}}: SELINUX={{value}}: the host boots without SELinux enforcing, so guests are "
+        f"not confined: {ESCAPED}"),
+    "no-system": ("no SELinux or AppArmor configuration in this root",
+                  "Not an installed system tree (no os-release); runtime state unknown."),
+    "none-configured": (
+        "neither SELinux nor AppArmor is configured",
+        f"No {SELINUX_CONFIG} with SELINUX=enforcing and no AppArmor in this root, so guests would run unconfined: "
+        f"{ESCAPED}"),
+    "selinux-next-boot": (
+        "SELinux enforcing now, but configured {value}",
+        f"{SELINUX_CONFIG} line {{line}}: SELINUX={{value}}: after the next boot guests are no longer confined.",
+        f"Set SELINUX=enforcing in {SELINUX_CONFIG}."),
+    "selinux-permissive": (
+        "SELinux permissive: guests are not confined",
+        "SELinux is loaded but permissive{where}: it logs denials and blocks nothing, so sVirt labels do not "
+        f"confine QEMU: {ESCAPED}"),
+    "none-active": (
+        "no SELinux or AppArmor: guests are not confined",
+        "Neither SELinux (no /sys/fs/selinux/enforce) nor AppArmor is active, so libvirt cannot confine QEMU "
+        "processes: a guest that escapes QEMU has the host.{extra}"),
+}
+NOT_ACTIVE = {
+    "selinux": (f" {SELINUX_CONFIG} says SELINUX=enforcing, but SELinux is not active (selinux=0 on the kernel "
+                "command line, or a kernel without it)."),
+    "apparmor": f" AppArmor is enabled in the kernel but {AA_FS} is absent (securityfs not mounted?).",
+}
 
-class Setting(NamedTuple):
-    value: str
-    line: int
-    text: str
+
+class Seen(NamedTuple):
+    """What the judge goes by once qemu.conf leaves sVirt on."""
+
+    driver: Optional[Setting]
+    names: List[str]  # security_driver's names
+    sel: Optional[Setting]  # SELINUX= of /etc/selinux/config
+    aa: object  # AppArmorFiles
+    fix: str  # the distribution's way to a confining security module
+    note: str  # OFFLINE_NOTE on an offline root
+    ev: Dict[str, object]
 
 
-def parse_libvirt_conf(text: str, keys: Tuple[str, ...]) -> Dict[str, Setting]:
-    """The last assignment of each key in a libvirt .conf file (KEY = "str" | NUM | [ "list", ... ])."""
-    found: Dict[str, Setting] = {}
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        start = i
-        first = lines[i].split("#", 1)[0]
-        parts = [first]
-        # A list may span lines until its closing bracket.  Only each new line is searched for it:
-        # rescanning the joined text made an unclosed '[' quadratic in the file's length.
-        if "[" in first and "]" not in first:
-            while i + 1 < len(lines):
-                i += 1
-                parts.append(lines[i].split("#", 1)[0])
-                if "]" in parts[-1]:
-                    break
-        stmt = " ".join(parts)
-        i += 1
-        key, sep, value = stmt.partition("=")
-        key = key.strip()
-        if sep and key in keys:
-            found[key] = Setting(value.strip(), start + 1, " ".join(stmt.split()))
-    return found
+def _warn(key: str, ev: dict, fix: Optional[str] = None, **fill: object) -> Outcome:
+    summary, detail, *own_fix = TEXT[key]
+    return Outcome.warned(summary.format(**fill), detail.format(**fill), fix or own_fix[0].format(**fill), **ev)
 
 
-def drivers(value: str) -> List[str]:
-    """security_driver's value as a list of names: "selinux" or [ "selinux", "dac" ]."""
-    return [w.strip().strip('"').strip("'") for w in value.strip().strip("[]").split(",") if w.strip()]
+def _switched_off(qemu_conf, names: List[str], ev: dict) -> Optional[Outcome]:
+    """qemu.conf turns sVirt off: security_driver = "none", or security_default_confined = 0."""
+    driver, confined = qemu_conf.driver, qemu_conf.confined
+    if driver and "none" in names:
+        return _warn("driver-none", ev, line=driver.line, text=driver.text)
+    if confined and confined.value.strip() == "0":
+        ev["security_default_confined"] = f"{QEMU_CONF}:{confined.line}: {confined.text}"
+        return _warn("unconfined", ev, line=confined.line, text=confined.text)
+    return None
 
 
-def parse_selinux_config(text: str) -> Dict[str, Setting]:
-    found: Dict[str, Setting] = {}
-    for num, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        key, sep, value = line.partition("=")
-        if sep:
-            found[key.strip()] = Setting(value.strip().strip('"').lower(), num, line)
-    return found
+def _mismatch(s: Seen, lsm: str) -> Optional[Outcome]:
+    if s.driver and s.names and lsm not in s.names:
+        return _warn("mismatch", s.ev, lsm=lsm, line=s.driver.line, text=s.driver.text)
+    return None
 
 
-def _fix(ctx: Context) -> str:
-    return FIX.get(ctx.distro_family(), FIX[None])
+def _apparmor(s: Seen, state: str) -> Outcome:
+    """AppArmor is there: are libvirt's profiles installed and not disabled?"""
+    aa = s.aa
+    if not aa.daemon_profiles or not aa.guest_files:
+        summary, detail = TEXT["aa-no-profiles"]
+        return Outcome.warned(summary.format(state=state), detail.format(state=state) + s.note, s.fix, **s.ev)
+    if aa.disabled:
+        links = [f"{AA_DIR}/disable/{p}" for p in aa.disabled]
+        summary, detail, fix = TEXT["aa-disabled"]
+        detail = detail.format(links=", ".join(links), names=", ".join(aa.disabled)) + s.note
+        fix = fix.format(rm=" ".join(links), paths=" ".join(f"{AA_DIR}/{p}" for p in aa.disabled))
+        return Outcome.warned(summary.format(state=state), detail, fix, **s.ev)
+    summary, detail = TEXT["aa-pass"]
+    return _mismatch(s, "apparmor") or Outcome.passed(
+        summary.format(state=state, names=", ".join(aa.daemon_profiles)), detail + s.note, **s.ev)
 
 
-@check("security.svirt", "sVirt guest confinement", reads=(
-    SELINUX_ENFORCE, SELINUX_CONFIG, AA_PARAM, AA_FS, "/sys/kernel/security/lsm", AA_DIR + "/usr.sbin.libvirtd",
-    AA_DIR + "/usr.sbin.virtqemud", AA_DIR + "/abstractions/libvirt-qemu", AA_DIR + "/disable", AA_DIR + "/libvirt/*",
-    AA_DIR, "/usr/sbin/apparmor_parser", "/sbin/apparmor_parser", QEMU_CONF,
-))
-def security_svirt(ctx: Context) -> Outcome:
+def _offline(s: Seen, has_os_release: bool, qemu_conf_present: bool) -> Outcome:
+    """An offline root: only the configuration counts."""
+    if s.sel and s.sel.value == "enforcing":
+        return _mismatch(s, "selinux") or Outcome.passed("SELinux configured enforcing", SELINUX_PASS + s.note, **s.ev)
+    if s.aa.installed and s.aa.daemon_profiles:
+        return _apparmor(s, "configured")
+    if s.sel and s.sel.value in ("permissive", "disabled"):
+        summary, detail = TEXT["selinux-configured-off"]
+        fill = {"value": s.sel.value, "line": s.sel.line}
+        return Outcome.warned(summary.format(**fill), detail.format(**fill) + s.note, s.fix, **s.ev)
+    if s.aa.installed:
+        return _apparmor(s, "installed")
+    if not has_os_release and not qemu_conf_present:
+        return Outcome.skipped(*TEXT["no-system"], **s.ev)
+    summary, detail = TEXT["none-configured"]
+    return Outcome.warned(summary, detail + s.note, s.fix, **s.ev)
+
+
+def _complain(s: Seen, loaded: str) -> Optional[Outcome]:
+    """libvirt's daemon profile loaded in complain mode (the loaded list is readable by root only)."""
+    daemon = [line.strip() for line in loaded.splitlines()
+              if line.split(" (")[0].rsplit("/", 1)[-1] in ("libvirtd", "virtqemud")]
+    s.ev["loaded_daemon_profiles"] = daemon
+    complain = [d for d in daemon if d.endswith("(complain)")]
+    if s.aa.daemon_profiles and complain:
+        return _warn("aa-complain", s.ev, names=", ".join(complain),
+                     paths=" ".join(f"{AA_DIR}/{p}" for p in s.aa.daemon_profiles))
+    return None
+
+
+def _runtime(s: Seen, rt) -> Outcome:
+    """A live root: what the running kernel enforces."""
+    enforce, aa_param, lsm = first_line(rt.selinux_enforce), first_line(rt.apparmor_enabled), first_line(rt.lsm)
+    if lsm:
+        s.ev["lsm"] = lsm
+    s.ev["selinux_enforce"], s.ev["apparmor_enabled"] = enforce, aa_param
+    if enforce == "1":
+        if s.sel and s.sel.value != "enforcing":
+            return _warn("selinux-next-boot", s.ev, value=s.sel.value, line=s.sel.line)
+        return _mismatch(s, "selinux") or Outcome.passed("SELinux enforcing", SELINUX_PASS, **s.ev)
+    if aa_param in ("Y", "1") and (rt.apparmor_fs or "apparmor" in (lsm or "")):
+        loaded = rt.loaded_profiles
+        return (loaded is not None and loaded.ok and _complain(s, loaded.text or "")) or _apparmor(s, "enabled")
+    if enforce == "0":
+        where = f" ({SELINUX_CONFIG} line {s.sel.line}: SELINUX={s.sel.value})" if s.sel else ""
+        return _warn("selinux-permissive", s.ev, s.fix, where=where)
+    extra = (NOT_ACTIVE["selinux"] if s.sel and s.sel.value == "enforcing"
+             else NOT_ACTIVE["apparmor"] if aa_param in ("Y", "1") else "")
+    return _warn("none-active", s.ev, s.fix, extra=extra)
+
+
+def _files_evidence(sel: Optional[Setting], aa, ev: dict) -> None:
+    if sel:
+        ev["selinux_config"] = f"{SELINUX_CONFIG}:{sel.line}: SELINUX={sel.value}"
+    if aa.daemon_profiles or aa.guest_files:
+        ev["apparmor_profiles"] = [f"{AA_DIR}/{p}" for p in aa.daemon_profiles + aa.guest_files]
+    if aa.disabled:
+        ev["apparmor_disabled"] = [f"{AA_DIR}/disable/{p}" for p in aa.disabled]
+
+
+@check("security.svirt", "sVirt guest confinement")
+def security_svirt(qemu_conf, selinux_config, apparmor_files, lsm_runtime, has_os_release, distro_family,
+                   live) -> Outcome:
     """Guests are confined by SELinux or AppArmor (libvirt's sVirt).
 
-    What: SELinux enforcing (/sys/fs/selinux/enforce, and SELINUX= in
+    What: SELinux enforcing (/sys/fs/selinux/enforce, SELINUX= in
     /etc/selinux/config), or AppArmor enabled (/sys/module/apparmor/parameters/
     enabled, /sys/kernel/security/apparmor) with libvirt's profiles in
-    /etc/apparmor.d (usr.sbin.libvirtd or usr.sbin.virtqemud, abstractions/
-    libvirt-qemu), not disabled and, when root can read the loaded profiles,
-    not in complain mode; and security_driver / security_default_confined in
-    /etc/libvirt/qemu.conf.  On an offline root only the configuration files
-    count: the runtime state is unknown.
+    /etc/apparmor.d, not disabled and (when root can read the loaded profiles)
+    not in complain mode; security_driver and security_default_confined in
+    /etc/libvirt/qemu.conf.  Offline only the configuration counts.
 
     Why: libvirt gives each QEMU process its own SELinux label (svirt_t with a
     unique MCS category) or AppArmor profile, so a guest that breaks out of
@@ -116,145 +226,17 @@ def security_svirt(ctx: Context) -> Outcome:
     enable AppArmor and install libvirt's profiles ('aa-enforce').  Remove
     security_driver = "none" (and security_default_confined = 0) from qemu.conf.
     """
-    host = ctx.host
-    ev: Dict[str, object] = {"runtime": "live" if host.live else "unknown (offline root)"}
-    conf_text = host.read_optional(QEMU_CONF)
-    conf = parse_libvirt_conf(conf_text or "", ("security_driver", "security_default_confined"))
-    driver = conf.get("security_driver")
+    ev: Dict[str, object] = {"runtime": "live" if live else "unknown (offline root)"}
+    driver = qemu_conf.driver
     names = drivers(driver.value) if driver else []
     if driver:
         ev["security_driver"] = f"{QEMU_CONF}:{driver.line}: {driver.text}"
-    if conf_text is None:
+    if not qemu_conf.present:
         ev["qemu_conf"] = "absent (libvirt's QEMU driver not installed)"
-    if driver and "none" in names:
-        return Outcome.warned(
-            "sVirt is switched off in qemu.conf",
-            f"{QEMU_CONF} line {driver.line}: '{driver.text}'. libvirt starts every QEMU unconfined, whatever "
-            "SELinux or AppArmor do: a guest that escapes QEMU has the host.",
-            f"Delete line {driver.line} of {QEMU_CONF} (the default picks the host's security module), then "
-            "'systemctl restart libvirtd' (or virtqemud).", **ev)
-    confined = conf.get("security_default_confined")
-    if confined and confined.value.strip() == "0":
-        ev["security_default_confined"] = f"{QEMU_CONF}:{confined.line}: {confined.text}"
-        return Outcome.warned(
-            "guests are unconfined by default (qemu.conf)",
-            f"{QEMU_CONF} line {confined.line}: '{confined.text}': domains without an explicit <seclabel> run "
-            "unconfined.", f"Delete line {confined.line} of {QEMU_CONF} and restart libvirtd (or virtqemud).", **ev)
-
-    sel_cfg = parse_selinux_config(host.read_optional(SELINUX_CONFIG) or "").get("SELINUX")
-    if sel_cfg:
-        ev["selinux_config"] = f"{SELINUX_CONFIG}:{sel_cfg.line}: SELINUX={sel_cfg.value}"
-    profiles = [p for p in AA_DAEMON_PROFILES if host.exists(f"{AA_DIR}/{p}")]
-    guest_files = [p for p in AA_GUEST_FILES if host.exists(f"{AA_DIR}/{p}")]
-    disabled = [p for p in profiles if host.node(f"{AA_DIR}/disable/{p}") is not None]
-    # AppArmor itself is installed when its parser is: libvirt's packages ship their profiles into apparmor.d
-    # whether or not AppArmor is there to load them (Debian's libvirt-daemon-system on a host without it).
-    aa_installed = host.is_dir(AA_DIR) and any(host.exists(p) for p in AA_PARSERS)
-    if profiles or guest_files:
-        ev["apparmor_profiles"] = [f"{AA_DIR}/{p}" for p in profiles + guest_files]
-    if disabled:
-        ev["apparmor_disabled"] = [f"{AA_DIR}/disable/{p}" for p in disabled]
-
-    def mismatch(lsm: str) -> Optional[Outcome]:
-        if driver and names and lsm not in names:
-            return Outcome.warned(
-                f"qemu.conf's security_driver leaves out {lsm}",
-                f"{QEMU_CONF} line {driver.line}: '{driver.text}', while the host's security module is {lsm}: "
-                "libvirt refuses to start with a driver the host lacks, or runs guests without sVirt.",
-                f"Delete line {driver.line} of {QEMU_CONF} (or set security_driver = \"{lsm}\"), then restart "
-                "libvirtd (or virtqemud).", **ev)
-        return None
-
-    offline_note = "" if host.live else " Runtime state unknown (offline root): only the configuration was read."
-
-    def apparmor_verdict(state: str) -> Outcome:
-        if not profiles or not guest_files:
-            return Outcome.warned(
-                f"AppArmor {state}, but libvirt's AppArmor profiles are not installed",
-                f"AppArmor {state}, but there is no {AA_DIR}/usr.sbin.libvirtd (or usr.sbin.virtqemud) with "
-                "abstractions/libvirt-qemu, so guests get no profile and run unconfined: an escaped QEMU has the "
-                "host." + offline_note, _fix(ctx), **ev)
-        if disabled:
-            links = [f"{AA_DIR}/disable/{p}" for p in disabled]
-            return Outcome.warned(
-                f"AppArmor {state}, but libvirt's AppArmor profile is disabled",
-                f"{', '.join(links)} switches off {', '.join(disabled)} (aa-disable), so guests get no profile and "
-                "run unconfined: an escaped QEMU has the host." + offline_note,
-                f"Re-enable it: 'rm {' '.join(links)}' and 'aa-enforce "
-                + " ".join(f"{AA_DIR}/{p}" for p in disabled) + "', then restart libvirtd (or virtqemud).", **ev)
-        return mismatch("apparmor") or Outcome.passed(
-            f"AppArmor {state} with libvirt's profiles ({', '.join(profiles)})",
-            "libvirt's virt-aa-helper gives each guest its own profile (libvirt-UUID)." + offline_note, **ev)
-
-    if not host.live:
-        note = offline_note
-        if sel_cfg and sel_cfg.value == "enforcing":
-            return mismatch("selinux") or Outcome.passed(
-                "SELinux configured enforcing", "libvirt labels each guest svirt_t with its own MCS category." + note,
-                **ev)
-        if aa_installed and profiles:
-            return apparmor_verdict("configured")
-        if sel_cfg and sel_cfg.value in ("permissive", "disabled"):
-            return Outcome.warned(
-                f"SELinux configured {sel_cfg.value}",
-                f"{SELINUX_CONFIG} line {sel_cfg.line}: SELINUX={sel_cfg.value}: the host boots without SELinux "
-                "enforcing, so guests are not confined: an escaped QEMU has the host." + note, _fix(ctx), **ev)
-        if aa_installed:
-            return apparmor_verdict("installed")
-        if not host.exists("/etc/os-release") and not host.exists("/usr/lib/os-release") and conf_text is None:
-            return Outcome.skipped("no SELinux or AppArmor configuration in this root",
-                                   "Not an installed system tree (no os-release); runtime state unknown.", **ev)
-        return Outcome.warned(
-            "neither SELinux nor AppArmor is configured",
-            f"No {SELINUX_CONFIG} with SELINUX=enforcing and no AppArmor in this root, so guests would run "
-            "unconfined: an escaped QEMU has the host." + note, _fix(ctx), **ev)
-
-    enforce = host.first_line(SELINUX_ENFORCE)
-    aa_param = host.first_line(AA_PARAM)
-    lsm = host.first_line("/sys/kernel/security/lsm")
-    if lsm:
-        ev["lsm"] = lsm
-    ev["selinux_enforce"] = enforce
-    ev["apparmor_enabled"] = aa_param
-    if enforce == "1":
-        if sel_cfg and sel_cfg.value != "enforcing":
-            return Outcome.warned(
-                f"SELinux enforcing now, but configured {sel_cfg.value}",
-                f"{SELINUX_CONFIG} line {sel_cfg.line}: SELINUX={sel_cfg.value}: after the next boot guests are "
-                "no longer confined.", f"Set SELINUX=enforcing in {SELINUX_CONFIG}.", **ev)
-        return mismatch("selinux") or Outcome.passed(
-            "SELinux enforcing", "libvirt labels each guest svirt_t with its own MCS category.", **ev)
-    aa_active = aa_param in ("Y", "1") and (host.is_dir(AA_FS) or "apparmor" in (lsm or ""))
-    if aa_active:
-        try:
-            loaded = host.read_optional(f"{AA_FS}/profiles")
-        except OSError:
-            loaded = None  # root only
-        if loaded is not None:
-            daemon = [line.strip() for line in loaded.splitlines()
-                      if line.split(" (")[0].rsplit("/", 1)[-1] in ("libvirtd", "virtqemud")]
-            ev["loaded_daemon_profiles"] = daemon
-            complain = [d for d in daemon if d.endswith("(complain)")]
-            if profiles and complain:
-                return Outcome.warned(
-                    "libvirt's AppArmor profile is in complain mode",
-                    f"Loaded: {', '.join(complain)}: AppArmor logs but does not block, so guests are not confined.",
-                    "'aa-enforce " + " ".join(f"{AA_DIR}/{p}" for p in profiles)
-                    + "', then restart libvirtd (or virtqemud).", **ev)
-        return apparmor_verdict("enabled")
-    if enforce == "0":
-        where = f" ({SELINUX_CONFIG} line {sel_cfg.line}: SELINUX={sel_cfg.value})" if sel_cfg else ""
-        return Outcome.warned(
-            "SELinux permissive: guests are not confined",
-            f"SELinux is loaded but permissive{where}: it logs denials and blocks nothing, so sVirt labels do not "
-            "confine QEMU: an escaped QEMU has the host.", _fix(ctx), **ev)
-    extra = ""
-    if sel_cfg and sel_cfg.value == "enforcing":
-        extra = (f" {SELINUX_CONFIG} says SELINUX=enforcing, but SELinux is not active (selinux=0 on the kernel "
-                 "command line, or a kernel without it).")
-    elif aa_param in ("Y", "1"):
-        extra = f" AppArmor is enabled in the kernel but {AA_FS} is absent (securityfs not mounted?)."
-    return Outcome.warned(
-        "no SELinux or AppArmor: guests are not confined",
-        "Neither SELinux (no /sys/fs/selinux/enforce) nor AppArmor is active, so libvirt cannot confine QEMU "
-        "processes: a guest that escapes QEMU has the host." + extra, _fix(ctx), **ev)
+    off = _switched_off(qemu_conf, names, ev)
+    if off:
+        return off
+    _files_evidence(selinux_config, apparmor_files, ev)
+    seen = Seen(driver, names, selinux_config, apparmor_files, FIX.get(distro_family, FIX[None]),
+                "" if live else OFFLINE_NOTE, ev)
+    return _runtime(seen, lsm_runtime) if live else _offline(seen, has_os_release, qemu_conf.present)

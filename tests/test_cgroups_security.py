@@ -345,7 +345,7 @@ def test_libvirt_conf_lists_span_lines_and_an_unclosed_one_is_linear():
     one pass: rescanning the joined text each line once made 80,000 such lines take seconds."""
     import time
 
-    from kvmcheck.checks.security import parse_libvirt_conf
+    from kvmcheck.parsers.security_conf import parse_libvirt_conf
 
     keys = ("security_driver", "b")
     found = parse_libvirt_conf('a = 1\nsecurity_driver = [ "selinux",\n # c\n "dac" ] # x\nb=2\n', keys)
