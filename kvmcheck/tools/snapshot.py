@@ -98,8 +98,9 @@ CONTEXT_READS = (
     # host.container (Context.container): PID 1's cgroup, the mount table, the runtimes' marker files
     "/proc/1/cgroup", "/proc/self/mountinfo", "/.dockerenv", "/run/.containerenv",
 )
-# Directories whose existence is the fact: captured empty (/proc/xen/privcmd, xenbus can block).
-EXISTENCE_ONLY = ("/proc/xen",)
+# Directories whose existence is the fact: captured empty (/proc/xen/privcmd, xenbus can block; a check that
+# asks whether the root has /etc or globs /boot/config-* does not want all of /etc or the kernel images).
+EXISTENCE_ONLY = ("/proc/xen", "/etc", "/boot")
 LOG_FILES = ("/var/log/dmesg", "/var/log/kern.log", "/var/log/messages", "/var/log/syslog", "/var/log/boot.log")
 
 # -- the deny list: checked on every path, link target and file found in a declared directory ------
