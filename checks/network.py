@@ -244,6 +244,21 @@ def network_bridge(bridges, ipv4_routes, network_stack) -> Outcome:
 
 
 # --- network.tun and network.vhost-net ----------------------------------------------------------------------
+def availability(drv: DriverFacts) -> Optional[str]:
+    """How the driver is available (the evidence's 'driver'), or None."""
+    if drv.sys_module == "loaded":
+        return "module loaded"
+    if drv.sys_module == "built-in" or drv.modules_builtin or drv.config_value == "y":
+        return "built into the kernel"
+    if drv.registered:
+        return "registered in /proc/misc"
+    if drv.installed:
+        how = "installed as a module"
+        return how + (", loaded on first open through its modules.devname entry" if drv.modules_devname
+                      else ", loaded on first open through its char-major alias")
+    return None
+
+
 def _recreate(dev: Driver) -> str:
     return f"'rm {dev.path}; mknod -m 0666 {dev.path} c {dev.rdev[0]} {dev.rdev[1]}'"
 
@@ -307,7 +322,7 @@ def _without_node(dev: Driver, drv: DriverFacts, live: bool, missing, why: str, 
 def _device(dev: Driver, drv: DriverFacts, node, live: bool, missing, why: str,  # type: ignore[no-untyped-def]
             fix_module: str) -> Outcome:
     evidence: Dict[str, object] = drv.evidence()
-    evidence["driver"] = drv.availability()
+    evidence["driver"] = availability(drv)
     if node is None:
         return _without_node(dev, drv, live, missing, why, fix_module, evidence)
     evidence.update(kind=node.kind, mode=f"{node.mode:04o}", rdev=f"{node.major}:{node.minor}")

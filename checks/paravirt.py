@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Tuple
 
 from kvmcheck.core.model import Outcome
+from kvmcheck.checks.network import availability
 from kvmcheck.core.registry import check
 from kvmcheck.facts import paravirt  # noqa: F401 - the facts judged here
 from kvmcheck.facts.drivers import VHOST_NET, VHOST_SCSI, VHOST_VSOCK, DriverFacts
@@ -32,7 +33,7 @@ def _state(drv: DriverFacts, dep: Tuple[str, ...]) -> Tuple[Optional[str], bool,
     evidence = drv.evidence()
     if dep:
         evidence["modules_dep"] = list(dep)
-    avail = drv.availability()
+    avail = availability(drv)
     if avail is None and dep:
         avail = "installed as a module (modules.dep)"
     if avail is None and drv.config_value == "m" and not drv.kernels:

@@ -90,20 +90,6 @@ class DriverFacts(NamedTuple):
             found["config_value"] = self.config_value
         return found
 
-    def availability(self) -> Optional[str]:
-        """How the driver is available, or None."""
-        if self.sys_module == "loaded":
-            return "module loaded"
-        if self.sys_module == "built-in" or self.modules_builtin or self.config_value == "y":
-            return "built into the kernel"
-        if self.registered:
-            return "registered in /proc/misc"
-        if self.installed:
-            how = "installed as a module"
-            return how + (", loaded on first open through its modules.devname entry" if self.modules_devname
-                          else ", loaded on first open through its char-major alias")
-        return None
-
     @property
     def kernel_is_known(self) -> bool:
         """Whether any source describes the kernel's drivers at all."""
