@@ -3,37 +3,33 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
-from kvmcheck.facts.context import Context
-from kvmcheck.facts.drivers import TUN, VHOST_NET, Driver, availability, driver_facts, kernel_is_known
 from kvmcheck.core.model import Outcome
-from kvmcheck.parsers import ParseError
-from kvmcheck.parsers.libvirt_xml import parse_network_xml
-from kvmcheck.parsers.netroute import Route, parse_proc_net_route
 from kvmcheck.core.registry import check
+from kvmcheck.facts import Readout
+from kvmcheck.facts.drivers import TUN, VHOST_NET, Driver, DriverFacts
+from kvmcheck.facts.network import DEFAULT_XML, DefaultNetwork, NetworkStack, RouteTable
 
-NETDIR = "/etc/libvirt/qemu/networks"
-BIG_ENDIAN = ("s390", "s390x", "ppc", "ppc64", "sparc", "sparc64", "mips", "mips64", "m68k", "parisc", "parisc64")
 # Bridges that are NAT'ed by their owner, so nothing outside the host reaches guests on them.
 NAT_BRIDGE_PREFIXES = ("virbr",)  # libvirt's own networks
 CONTAINER_BRIDGES = ("docker0", "lxcbr0", "lxdbr0", "cni0", "podman0", "cni-podman0")
 GUEST_PORT_PREFIXES = ("vnet", "tap", "veth", "macvtap")
 
 
-def routes(ctx: Context) -> Tuple[Optional[List[Route]], str]:
-    """The IPv4 routing table, or (None, why not)."""
-    try:
-        text = ctx.host.read_optional("/proc/net/route")
-    except OSError as exc:
-        return None, f"cannot read /proc/net/route: {exc.strerror or exc}"
-    if text is None:
-        return None, "no /proc/net/route in this root"
-    hint = "big" if (ctx.arch()[0] or "") in BIG_ENDIAN else "little"
-    try:
-        return parse_proc_net_route(text, hint=hint), "/proc/net/route"
-    except ParseError as exc:
-        return None, f"/proc/net/route cannot be parsed: {exc}"
+def _route_source(table: RouteTable) -> str:
+    """Where the routes came from, or why there are none (the evidence's 'routes')."""
+    if table.state == "ok":
+        return "/proc/net/route"
+    if table.state == "absent":
+        return "no /proc/net/route in this root"
+    if table.state == "unparsable":
+        return f"/proc/net/route cannot be parsed: {table.reason}"
+    return f"cannot read /proc/net/route: {table.reason}"
+
+
+def _first_line(got: Readout) -> Optional[str]:
+    return (got.text or "").split("\n", 1)[0].strip() if got.ok else None
 
 
 def _free_subnet(taken: List[ipaddress.IPv4Network]) -> str:
@@ -45,23 +41,64 @@ def _free_subnet(taken: List[ipaddress.IPv4Network]) -> str:
 
 
 # --- network.default-nat ------------------------------------------------------------------------------
-@check("network.default-nat", "libvirt default NAT network", reads=(
-    f"{NETDIR}/*.xml", f"{NETDIR}/autostart/*.xml", "/run/libvirt/network/default.xml",
-    "/proc/sys/net/ipv4/ip_forward", "/proc/net/route", "/sys/class/net/virbr0",
-))
-def default_nat(ctx: Context) -> Outcome:
+NAT_NOT_INSTALLED = "libvirt's daemon is not installed (no /etc/libvirt/qemu.conf); see libvirt.layout"
+NAT_ROOT_ONLY = "libvirt keeps network definitions readable by root only; run kvmcheck as root."
+NAT_DEFINE = ("'virsh net-define /usr/share/libvirt/networks/default.xml', 'virsh net-autostart default', 'virsh "
+              "net-start default' (the file comes with libvirt-daemon-config-network on Fedora/RHEL and with "
+              "libvirt-daemon-system on Debian/Ubuntu); or attach guests to a host bridge (see network.bridge).")
+NAT_UNPARSABLE_WHY = ("libvirt skips a network definition it cannot parse, so 'default' does not exist for it and "
+                      "guests attached to it fail to start ('Network not found').")
+NAT_UNPARSABLE_FIX = (f"Move {DEFAULT_XML} aside, then 'virsh net-define /usr/share/libvirt/networks/default.xml', "
+                      "'virsh net-autostart default' and 'virsh net-start default'. Edit networks with 'virsh "
+                      "net-edit', not in /etc directly.")
+FORWARD_OFF_WHY = ("libvirt turned forwarding on when it started the network; something turned it off since (a "
+                   "'sysctl --system' with net.ipv4.ip_forward = 0 in /etc/sysctl.d, or a firewall script), so "
+                   "guests cannot reach beyond the host.")
+FORWARD_OFF_FIX = ("'sysctl -w net.ipv4.ip_forward=1' now, remove the net.ipv4.ip_forward = 0 setting, or restart "
+                   "the network ('virsh net-destroy default; virsh net-start default').")
+FORWARD_OFF_NOTE = ("net.ipv4.ip_forward is 0, which is fine while the network is stopped: libvirt turns it on "
+                    "when it starts a NAT network.")
+NOT_AUTOSTARTED_WHY = ("After a reboot the network stays down and guests attached to it fail to start ('network "
+                       "'default' is not active'). ")
+
+
+def _undefined(net: DefaultNetwork, evidence: dict) -> Outcome:
+    others, auto = list(net.others), list(net.others_autostarted)
+    evidence.update(other_networks=others, other_autostarted=auto)
+    if auto:
+        return Outcome.passed(f"no 'default' network; autostarted instead: {', '.join(auto)}",
+                              "Guests must name one of these networks (or a bridge) instead of 'default'.", **evidence)
+    return Outcome.warned(
+        "libvirt's default NAT network is not defined",
+        f"No {DEFAULT_XML}" + (f"; defined but not autostarted: {', '.join(others)}" if others else "")
+        + ". virt-install and virt-manager attach new guests to 'default' and fail without it.", NAT_DEFINE, **evidence)
+
+
+def _collision(what: str, collisions: list, routes: tuple, bridge: str, evidence: dict) -> Outcome:
+    subnet, r = collisions[0]
+    taken = [x.network for x in routes if not x.is_default and x.iface != bridge]
+    return Outcome.failed(
+        f"{what} collides with the host route {r.describe()}",
+        "; ".join(f"{s} overlaps {x.describe()}" for s, x in collisions) + ". "
+        + (f"libvirt refuses to start the network ('Network is already in use by interface {r.iface}')."
+           if r.network == subnet else "Traffic between the host and that route's destinations goes the wrong way, "
+           "and guests cannot reach them."),
+        f"'virsh net-edit default' and move <ip address=...> and the <dhcp> range to an unused subnet (for "
+        f"example {_free_subnet(taken)}), then 'virsh net-destroy default; virsh net-start default'.", **evidence)
+
+
+@check("network.default-nat", "libvirt default NAT network")
+def default_nat(default_network, ip_forward, ipv4_routes) -> Outcome:
     """libvirt's 'default' NAT network is defined, autostarted, and its subnet is free.
 
-    What: /etc/libvirt/qemu/networks/default.xml (parsed: forward mode,
-    bridge, addresses), its autostart link in networks/autostart/, whether
-    it runs (libvirt's status file /run/libvirt/network/default.xml or the
-    bridge in /sys/class/net), net.ipv4.ip_forward, and whether a host
-    route other than through the network's own bridge overlaps its IPv4
-    subnet (from /proc/net/route; the default route is not a collision).
-    ip_forward=0 is fine while the network is stopped: libvirt turns it on
-    when it starts a NAT or routed network.  It is a failure only while the
-    network runs, because then something turned it off again (a sysctl
-    reload, a firewall script) and guests cannot get past the host.
+    What: /etc/libvirt/qemu/networks/default.xml (forward mode, bridge,
+    addresses), its autostart link, whether it runs (libvirt's status file
+    /run/libvirt/network/default.xml or the bridge in /sys/class/net),
+    net.ipv4.ip_forward, and whether a host route other than through the
+    network's own bridge overlaps its IPv4 subnet (/proc/net/route; the
+    default route is no collision).  ip_forward=0 is fine while the network
+    is stopped (libvirt turns it on at start); while it runs, something
+    turned it off again and guests cannot get past the host: a failure.
 
     Why: virt-install, virt-manager and most guest definitions attach to
     'default'.  Not autostarted, guests fail to start after a reboot with
@@ -73,102 +110,39 @@ def default_nat(ctx: Context) -> Outcome:
     collision, 'virsh net-edit default' and move <ip> to an unused subnet,
     then 'virsh net-destroy default; virsh net-start default'.
     """
-    host = ctx.host
-    path = f"{NETDIR}/default.xml"
-    try:
-        if not (host.exists("/etc/libvirt/qemu.conf") or host.is_dir(NETDIR)):
-            return Outcome.skipped("libvirt's daemon is not installed (no /etc/libvirt/qemu.conf); see libvirt.layout")
-        text = host.read_optional(path, limit=1 << 20)
-        autostart = host.node(f"{NETDIR}/autostart/default.xml") is not None
-    except OSError as exc:
-        return Outcome.skipped(f"cannot read {path}: {exc.strerror or exc}",
-                               "libvirt keeps network definitions readable by root only; run kvmcheck as root.")
-    evidence: Dict[str, object] = {"path": path, "defined": text is not None, "autostart": autostart}
-    if text is None:
-        try:
-            others = [n[:-4] for n in host.listdir(NETDIR) if n.endswith(".xml")]
-            auto = [n for n in others if host.node(f"{NETDIR}/autostart/{n}.xml") is not None]
-        except OSError:
-            others, auto = [], []
-        evidence.update(other_networks=others, other_autostarted=auto)
-        if auto:
-            return Outcome.passed(f"no 'default' network; autostarted instead: {', '.join(auto)}",
-                                  "Guests must name one of these networks (or a bridge) instead of 'default'.",
-                                  **evidence)
-        return Outcome.warned(
-            "libvirt's default NAT network is not defined",
-            f"No {path}" + (f"; defined but not autostarted: {', '.join(others)}" if others else "")
-            + ". virt-install and virt-manager attach new guests to 'default' and fail without it.",
-            "'virsh net-define /usr/share/libvirt/networks/default.xml', 'virsh net-autostart default', 'virsh "
-            "net-start default' (the file comes with libvirt-daemon-config-network on Fedora/RHEL and with "
-            "libvirt-daemon-system on Debian/Ubuntu); or attach guests to a host bridge (see network.bridge).",
-            **evidence)
-    try:
-        net = parse_network_xml(text)
-    except ParseError as exc:
-        return Outcome.failed(
-            f"cannot parse {path}: {exc}",
-            "libvirt skips a network definition it cannot parse, so 'default' does not exist for it and guests "
-            "attached to it fail to start ('Network not found').",
-            f"Move {path} aside, then 'virsh net-define /usr/share/libvirt/networks/default.xml', 'virsh "
-            "net-autostart default' and 'virsh net-start default'. Edit networks with 'virsh net-edit', not in "
-            "/etc directly.", **evidence)
-    bridge = net.bridge or "virbr0"
-    subnets = [ip.network for ip in net.ipv4 if ip.network is not None]
-    try:
-        active = host.exists("/run/libvirt/network/default.xml") or host.is_dir(f"/sys/class/net/{bridge}")
-    except OSError:  # /run/libvirt closed to this user
-        active = host.is_dir(f"/sys/class/net/{bridge}")
-    forward = host.first_line("/proc/sys/net/ipv4/ip_forward")
-    table, table_source = routes(ctx)
-    mode = net.forward_mode or "isolated"
+    net = default_network
+    if not net.installed:
+        return Outcome.skipped(NAT_NOT_INSTALLED)
+    if net.error:
+        return Outcome.skipped(f"cannot read {DEFAULT_XML}: {net.error}", NAT_ROOT_ONLY)
+    evidence: Dict[str, object] = {"path": DEFAULT_XML, "defined": net.defined, "autostart": net.autostart}
+    if not net.defined:
+        return _undefined(net, evidence)
+    if net.network is None:
+        return Outcome.failed(f"cannot parse {DEFAULT_XML}: {net.parse_error}", NAT_UNPARSABLE_WHY,
+                              NAT_UNPARSABLE_FIX, **evidence)
+    conf, routes, forward = net.network, ipv4_routes.routes, _first_line(ip_forward)
+    bridge, mode = conf.bridge or "virbr0", conf.forward_mode or "isolated"
+    subnets = [ip.network for ip in conf.ipv4 if ip.network is not None]
     evidence.update(forward_mode=mode, bridge=bridge, subnets=[str(s) for s in subnets],
-                    ipv6=[f"{ip.address}/{ip.prefix}" for ip in net.ipv6], active=active, ip_forward=forward,
-                    routes=table_source)
-    collisions = []
-    for subnet in subnets:
-        for r in table or []:
-            if r.iface != bridge and not r.is_default and subnet.overlaps(r.network):
-                collisions.append((subnet, r))
+                    ipv6=[f"{ip.address}/{ip.prefix}" for ip in conf.ipv6], active=net.active, ip_forward=forward,
+                    routes=_route_source(ipv4_routes))
+    collisions = [(s, r) for s in subnets for r in routes or ()
+                  if r.iface != bridge and not r.is_default and s.overlaps(r.network)]
     evidence["collisions"] = [f"{s} overlaps {r.describe()}" for s, r in collisions]
     what = f"'default' ({mode}, {', '.join(map(str, subnets)) or 'no IPv4 subnet'}, bridge {bridge})"
-    notes = []
-    if table is None:
-        notes.append(f"Route collisions not checked: {table_source}.")
-    elif not subnets:
-        notes.append("No IPv4 subnet, so no IPv4 route collision to check.")
+    notes = [f"Route collisions not checked: {_route_source(ipv4_routes)}."] if routes is None else [
+        "No IPv4 subnet, so no IPv4 route collision to check."] if not subnets else []
     if collisions:
-        subnet, r = collisions[0]
-        exact = r.network == subnet
-        taken = [x.network for x in table or [] if not x.is_default and x.iface != bridge]
-        return Outcome.failed(
-            f"{what} collides with the host route {r.describe()}",
-            "; ".join(f"{s} overlaps {x.describe()}" for s, x in collisions) + ". "
-            + ("libvirt refuses to start the network ('Network is already in use by interface "
-               f"{r.iface}')." if exact else
-               "Traffic between the host and that route's destinations goes the wrong way, and guests cannot "
-               "reach them."),
-            f"'virsh net-edit default' and move <ip address=...> and the <dhcp> range to an unused subnet (for "
-            f"example {_free_subnet(taken)}), then 'virsh net-destroy default; virsh net-start default'.",
-            **evidence)
-    if active and forward == "0" and mode in ("nat", "route"):
-        return Outcome.failed(
-            f"{what} runs but net.ipv4.ip_forward is 0",
-            "libvirt turned forwarding on when it started the network; something turned it off since (a "
-            "'sysctl --system' with net.ipv4.ip_forward = 0 in /etc/sysctl.d, or a firewall script), so guests "
-            "cannot reach beyond the host.",
-            "'sysctl -w net.ipv4.ip_forward=1' now, remove the net.ipv4.ip_forward = 0 setting, or restart the "
-            "network ('virsh net-destroy default; virsh net-start default').", **evidence)
-    if forward == "0":
-        notes.append("net.ipv4.ip_forward is 0, which is fine while the network is stopped: libvirt turns it on "
-                     "when it starts a NAT network.")
-    if not autostart:
-        return Outcome.warned(
-            f"{what} is defined but not autostarted",
-            "After a reboot the network stays down and guests attached to it fail to start ('network "
-            "'default' is not active'). " + " ".join(notes),
-            "'virsh net-autostart default' and 'virsh net-start default'.", **evidence)
-    return Outcome.passed(f"{what}, autostarted" + (", running" if active else ""), " ".join(notes), **evidence)
+        return _collision(what, collisions, routes or (), bridge, evidence)
+    if net.active and forward == "0" and mode in ("nat", "route"):
+        return Outcome.failed(f"{what} runs but net.ipv4.ip_forward is 0", FORWARD_OFF_WHY, FORWARD_OFF_FIX,
+                              **evidence)
+    notes += [FORWARD_OFF_NOTE] if forward == "0" else []
+    if not net.autostart:
+        return Outcome.warned(f"{what} is defined but not autostarted", NOT_AUTOSTARTED_WHY + " ".join(notes),
+                              "'virsh net-autostart default' and 'virsh net-start default'.", **evidence)
+    return Outcome.passed(f"{what}, autostarted" + (", running" if net.active else ""), " ".join(notes), **evidence)
 
 
 # --- network.bridge -----------------------------------------------------------------------------------
@@ -179,62 +153,32 @@ def _nat_bridge(name: str) -> bool:
     return name.startswith("br-") and len(tail) == 12 and all(c in "0123456789abcdef" for c in tail)  # Docker
 
 
-def _uplink_guess(ctx: Context, bridges: List[str]) -> str:
-    table, _ = routes(ctx)
-    for r in table or []:
+def _uplink_guess(table: RouteTable, bridges: List[str]) -> str:
+    for r in table.routes or ():
         if r.is_default and r.iface not in bridges:
             return r.iface
     return "eno1"
 
 
-# Where each network stack keeps its state or configuration, most specific first: netplan renders to
-# NetworkManager or systemd-networkd, so its files decide before theirs.
-NETWORK_STACK_EVIDENCE = (
-    ("netplan", ("/etc/netplan/*.yaml",)),
-    ("networkmanager", ("/run/NetworkManager", "/etc/NetworkManager/system-connections/*")),
-    ("networkd", ("/run/systemd/netif", "/etc/systemd/network/*.network")),
-    ("ifupdown", ("/etc/network/interfaces.d/*", "/run/network/ifstate")),
-)
-# Without such evidence, the distribution's default: Ubuntu server uses netplan, the RHEL family and SUSE
-# NetworkManager.  Debian has no single default (ifupdown, networkd or NetworkManager by installer choice).
-STACK_BY_FAMILY = {"ubuntu": "netplan", "rhel": "networkmanager", "fedora": "networkmanager",
-                   "suse": "networkmanager"}
-
-
-def network_stack(ctx: Context) -> Tuple[Optional[str], str]:
-    """(the network stack this host uses or None, what says so)."""
-    host = ctx.host
-    for stack, paths in NETWORK_STACK_EVIDENCE:
-        for path in paths:
-            if host.glob(path) if "*" in path else host.exists(path):
-                return stack, path
-    interfaces = host.read_optional("/etc/network/interfaces") or ""
-    if any(line.split()[:1] == ["iface"] and line.split()[1:2] != ["lo"] for line in interfaces.splitlines()):
-        return "ifupdown", "/etc/network/interfaces"
-    family = ctx.distro_family()
-    if family in STACK_BY_FAMILY:
-        return STACK_BY_FAMILY[family], f"the {family} family's default"
-    return None, "no netplan, NetworkManager, systemd-networkd or ifupdown configuration"
-
-
-def bridge_howto(ctx: Context, nic: str) -> str:
+def bridge_howto(stack: NetworkStack, nic: str) -> str:
     """How to bridge nic with the network stack this host really uses."""
-    stack, why = network_stack(ctx)
+    why = stack.source or (f"the {stack.family} family's default" if stack.name else
+                           "no netplan, NetworkManager, systemd-networkd or ifupdown configuration")
     console = " Work from a console: the host's address moves to br0."
-    if stack == "netplan":
+    if stack.name == "netplan":
         return (f"With netplan ({why}): in /etc/netplan/01-br0.yaml put 'network: {{version: 2, ethernets: "
                 f"{{{nic}: {{dhcp4: false}}}}, bridges: {{br0: {{interfaces: [{nic}], dhcp4: true}}}}}}', then "
                 "'netplan try'." + console)
-    if stack == "networkmanager":
+    if stack.name == "networkmanager":
         return (f"With NetworkManager ({why}): 'nmcli con add type bridge ifname br0 con-name br0', "
                 f"'nmcli con add type ethernet ifname {nic} master br0', then 'nmcli con up br0' and move the IP "
                 f"settings from {nic} to br0." + console)
-    if stack == "networkd":
+    if stack.name == "networkd":
         return (f"With systemd-networkd ({why}): create /etc/systemd/network/25-br0.netdev with "
                 f"'[NetDev] Name=br0 Kind=bridge', 25-br0-port.network with '[Match] Name={nic}' and "
                 f"'[Network] Bridge=br0', and 25-br0.network with '[Match] Name=br0' and '[Network] DHCP=yes' "
                 f"(move {nic}'s address settings there), then 'networkctl reload'." + console)
-    if stack == "ifupdown":
+    if stack.name == "ifupdown":
         return (f"With ifupdown ({why}): 'apt-get install bridge-utils'; in /etc/network/interfaces change the "
                 f"{nic} stanza to 'iface {nic} inet manual' and add 'auto br0', 'iface br0 inet dhcp', "
                 f"'bridge_ports {nic}', then 'ifdown {nic}; ifup br0'." + console)
@@ -243,13 +187,16 @@ def bridge_howto(ctx: Context, nic: str) -> str:
             f"{nic}'s address to br0; make it permanent in the tool that configures the network here." + console)
 
 
-@check("network.bridge", "Linux bridge for guests", reads=(
-    "/sys/class/net/*/bridge", "/sys/class/net/*/brif", "/sys/class/net/*/tun_flags", "/proc/net/route",
-    "/etc/os-release", "/etc/netplan/*.yaml", "/run/NetworkManager", "/etc/NetworkManager/system-connections/*",
-    "/run/systemd/netif", "/etc/systemd/network/*.network", "/etc/network/interfaces.d/*", "/run/network/ifstate",
-    "/etc/network/interfaces",
-))
-def network_bridge(ctx: Context) -> Outcome:
+NO_SYSFS_NET = ("no /sys/class/net in this root: bridges are runtime state",
+                "An offline root records interfaces in its network configuration, not in sysfs.")
+NAT_ONLY_WHY = ("Guests can use libvirt's NAT network: they reach out through the host but nothing on the LAN "
+                "reaches them. ")
+NO_BRIDGE_WHY = "Without a bridge, guests only get NAT: libvirt's default network or QEMU's user networking. "
+BRIDGE_WHY = "For guests that serve the network, bridge the host's uplink and attach them to the bridge."
+
+
+@check("network.bridge", "Linux bridge for guests")
+def network_bridge(bridges, ipv4_routes, network_stack) -> Outcome:
     """A Linux bridge with a real uplink exists, for guests the network must reach.
 
     What: the bridges in /sys/class/net (those with a bridge/ directory)
@@ -266,34 +213,23 @@ def network_bridge(ctx: Context) -> Outcome:
     the host uses (found from its files: netplan, NetworkManager,
     systemd-networkd or ifupdown; else the distribution's default).
     """
-    host = ctx.host
-    if not host.is_dir("/sys/class/net"):
-        return Outcome.skipped("no /sys/class/net in this root: bridges are runtime state",
-                               "An offline root records interfaces in its network configuration, not in sysfs.")
-    names = host.listdir("/sys/class/net")
-    bridges = [n for n in names if host.is_dir(f"/sys/class/net/{n}/bridge")]
-    ports = {b: host.listdir(f"/sys/class/net/{b}/brif") for b in bridges}
-    nat = [b for b in bridges if _nat_bridge(b)]
-    external = [b for b in bridges if b not in nat]
-
-    def guest_side(port: str) -> bool:
-        return port.startswith(GUEST_PORT_PREFIXES) or host.exists(f"/sys/class/net/{port}/tun_flags")
-
+    if not bridges.sysfs:
+        return Outcome.skipped(*NO_SYSFS_NET)
+    ports = bridges.ports
+    nat = [b for b in ports if _nat_bridge(b)]
+    external = [b for b in ports if b not in nat]
     portless = [b for b in external if not ports[b]]
-    no_uplink = [b for b in external if ports[b] and all(guest_side(p) for p in ports[b])]
+    no_uplink = [b for b in external if ports[b] and all(
+        p.startswith(GUEST_PORT_PREFIXES) or p in bridges.tap_ports for p in ports[b])]
     good = [b for b in external if b not in portless and b not in no_uplink]
-    evidence: Dict[str, object] = {"bridges": {b: ports[b] for b in bridges}, "nat_bridges": nat,
+    evidence: Dict[str, object] = {"bridges": {b: list(p) for b, p in ports.items()}, "nat_bridges": nat,
                                    "portless": portless, "no_uplink": no_uplink}
-    listing = "; ".join(f"{b} (ports: {', '.join(ports[b]) or 'none'})" for b in external)
-    nic = _uplink_guess(ctx, bridges)
+    nic = _uplink_guess(ipv4_routes, list(ports))
     if not external:
-        head = (f"only NAT bridges ({', '.join(nat)}): guests are not reachable from outside" if nat
-                else "no Linux bridge")
-        return Outcome.warned(
-            head, ("Guests can use libvirt's NAT network: they reach out through the host but nothing on the LAN "
-                   "reaches them. " if nat else "Without a bridge, guests only get NAT: libvirt's default network or QEMU's user networking. ")
-            + "For guests that serve the network, bridge the host's uplink and attach them to the bridge.",
-            bridge_howto(ctx, nic) + " Then attach guests with '--network bridge=br0'.", **evidence)
+        head = f"only NAT bridges ({', '.join(nat)}): guests are not reachable from outside" if nat else "no Linux bridge"
+        return Outcome.warned(head, (NAT_ONLY_WHY if nat else NO_BRIDGE_WHY) + BRIDGE_WHY,
+                              bridge_howto(network_stack.get(), nic) + " Then attach guests with '--network bridge=br0'.",
+                              **evidence)
     if portless or no_uplink:
         bad = [f"{b} has no ports" for b in portless] + [
             f"{b} has only guest ports ({', '.join(ports[b])})" for b in no_uplink]
@@ -301,75 +237,110 @@ def network_bridge(ctx: Context) -> Outcome:
             "; ".join(bad), "Guests attached to these bridges reach each other and nothing else."
             + (f" Usable: {', '.join(good)}." if good else ""),
             f"Add the uplink: 'ip link set {nic} master {(portless + no_uplink)[0]}' for now, and the same in the "
-            "network configuration to keep it; or remove the bridge if it is unused. " + bridge_howto(ctx, nic),
-            **evidence)
+            "network configuration to keep it; or remove the bridge if it is unused. "
+            + bridge_howto(network_stack.get(), nic), **evidence)
+    listing = "; ".join(f"{b} (ports: {', '.join(ports[b]) or 'none'})" for b in external)
     return Outcome.passed(listing, ("NAT bridges not counted: " + ", ".join(nat) + ".") if nat else "", **evidence)
 
 
 # --- network.tun and network.vhost-net ----------------------------------------------------------------------
-def _device(ctx: Context, dev: Driver, missing, why: str, fix_module: str) -> Outcome:  # type: ignore[no-untyped-def]
-    host = ctx.host
-    facts = driver_facts(ctx, dev)
-    node = host.node(dev.path)
-    avail = availability(facts)
-    evidence: Dict[str, object] = dict(facts)
-    evidence["driver"] = avail
-    if node is not None:
-        evidence.update(kind=node.kind, mode=f"{node.mode:04o}", rdev=f"{node.major}:{node.minor}")
-    if node is not None and node.kind != "char":
+def availability(drv: DriverFacts) -> Optional[str]:
+    """How the driver is available (the evidence's 'driver'), or None."""
+    if drv.sys_module == "loaded":
+        return "module loaded"
+    if drv.sys_module == "built-in" or drv.modules_builtin or drv.config_value == "y":
+        return "built into the kernel"
+    if drv.registered:
+        return "registered in /proc/misc"
+    if drv.installed:
+        how = "installed as a module"
+        return how + (", loaded on first open through its modules.devname entry" if drv.modules_devname
+                      else ", loaded on first open through its char-major alias")
+    return None
+
+
+def _recreate(dev: Driver) -> str:
+    return f"'rm {dev.path}; mknod -m 0666 {dev.path} c {dev.rdev[0]} {dev.rdev[1]}'"
+
+
+def _with_node(dev: Driver, drv: DriverFacts, node, missing, why: str, fix_module: str,  # type: ignore[no-untyped-def]
+               evidence: dict) -> Outcome:
+    """The verdict when something sits at the device's path."""
+    avail = evidence["driver"]
+    if node.kind != "char":
         return missing(f"{dev.path} is a {node.kind}, not a character device",
                        f"Something other than the {dev.module} driver's node sits at {dev.path}. {why}",
-                       f"Remove it and recreate the node: 'rm {dev.path}; mknod -m 0666 {dev.path} c "
-                       f"{dev.rdev[0]} {dev.rdev[1]}' (udev does this at boot).", **evidence)
-    if node is not None:
-        notes = []
-        if (node.major, node.minor) != dev.rdev:
-            return missing(f"{dev.path} is character device {node.major}:{node.minor}, not "
-                           f"{dev.rdev[0]}:{dev.rdev[1]}", f"The node points at another driver. {why}",
-                           f"'rm {dev.path}; mknod -m 0666 {dev.path} c {dev.rdev[0]} {dev.rdev[1]}'.", **evidence)
-        # A captured /proc/misc says what the running kernel had registered, as the live one does.
-        if avail is None and facts.get("registered") is False and "kernels" in facts:
-            return missing(f"{dev.path} exists but no {dev.module} driver is in the kernel or installed",
-                           f"/proc/misc does not list {dev.misc} and there is no {dev.ko}* under /lib/modules, "
-                           f"so opening the node fails with ENODEV. {why}", fix_module, **evidence)
-        if dev is TUN and node.mode & 0o006 != 0o006:
-            notes.append(f"Mode {node.mode:04o}: only root (and its group) can open it. That is enough for libvirt's "
-                         "system daemon; unprivileged QEMU (qemu:///session with a tap the user owns), passt and "
-                         "rootless containers need the usual 0666.")
-        return Outcome.passed(f"character device {node.major}:{node.minor}, mode {node.mode:04o}"
-                              + (f"; {avail}" if avail else ""),
-                              " ".join(notes) if avail else " ".join(
-                                  ["The driver could not be confirmed from this root (no /proc/misc, /sys/module "
-                                   "or /lib/modules entry); the node is taken as its sign."] + notes), **evidence)
-    # No node.
-    if host.live:
-        if avail:
-            fix = (f"'modprobe {dev.module}' creates it." if avail.startswith("installed") else
-                   f"The driver is there but the node is not (no devtmpfs or udev?): 'mkdir -p "
-                   f"{dev.path.rsplit('/', 1)[0]}; mknod -m 0666 {dev.path} c {dev.rdev[0]} {dev.rdev[1]}'.")
-            return missing(f"{dev.path} does not exist ({dev.module}: {avail})",
-                           f"No node at {dev.path}. {why}", fix, **evidence)
+                       f"Remove it and recreate the node: {_recreate(dev)} (udev does this at boot).", **evidence)
+    if (node.major, node.minor) != dev.rdev:
+        return missing(f"{dev.path} is character device {node.major}:{node.minor}, not {dev.rdev[0]}:{dev.rdev[1]}",
+                       f"The node points at another driver. {why}", f"{_recreate(dev)}.", **evidence)
+    # A captured /proc/misc says what the running kernel had registered, as the live one does.
+    if avail is None and drv.registered is False and drv.kernels:
+        return missing(f"{dev.path} exists but no {dev.module} driver is in the kernel or installed",
+                       f"/proc/misc does not list {dev.misc} and there is no {dev.ko}* under /lib/modules, "
+                       f"so opening the node fails with ENODEV. {why}", fix_module, **evidence)
+    notes = []
+    if dev is TUN and node.mode & 0o006 != 0o006:
+        notes.append(f"Mode {node.mode:04o}: only root (and its group) can open it. That is enough for libvirt's "
+                     "system daemon; unprivileged QEMU (qemu:///session with a tap the user owns), passt and "
+                     "rootless containers need the usual 0666.")
+    if not avail:
+        notes.insert(0, "The driver could not be confirmed from this root (no /proc/misc, /sys/module or "
+                        "/lib/modules entry); the node is taken as its sign.")
+    return Outcome.passed(f"character device {node.major}:{node.minor}, mode {node.mode:04o}"
+                          + (f"; {avail}" if avail else ""), " ".join(notes), **evidence)
+
+
+def _without_node(dev: Driver, drv: DriverFacts, live: bool, missing, why: str,  # type: ignore[no-untyped-def]
+                  fix_module: str, evidence: dict) -> Outcome:
+    """The verdict when the device's path is empty: live, a missing node; offline, the modules decide."""
+    avail = evidence["driver"]
+    config = f", {drv.config}" if drv.config_value is not None else ""
+    if live and avail:
+        fix = (f"'modprobe {dev.module}' creates it." if avail.startswith("installed") else
+               f"The driver is there but the node is not (no devtmpfs or udev?): 'mkdir -p "
+               f"{dev.path.rsplit('/', 1)[0]}; mknod -m 0666 {dev.path} c {dev.rdev[0]} {dev.rdev[1]}'.")
+        return missing(f"{dev.path} does not exist ({dev.module}: {avail})", f"No node at {dev.path}. {why}", fix,
+                       **evidence)
+    if live:
         return missing(f"{dev.path} does not exist and the kernel has no {dev.module} driver",
                        f"No node at {dev.path}, no {dev.misc} in /proc/misc, no /sys/module/{dev.module}"
-                       + ("" if "kernels" in facts else ", and no /lib/modules for this kernel")
-                       + (f", {facts['config']}" if "config" in facts else "") + f". {why}", fix_module, **evidence)
+                       + ("" if drv.kernels else ", and no /lib/modules for this kernel") + f"{config}. {why}",
+                       fix_module, **evidence)
     if avail:
         return Outcome.passed(f"{dev.module} {avail} (offline root: no {dev.path}, /dev is populated at boot)",
                               f"Decided from the kernel modules in this root, since an offline root rarely holds "
                               f"/dev; at boot udev or kmod-static-nodes creates {dev.path}.", **evidence)
-    if not kernel_is_known(facts):
+    if not drv.kernel_is_known:
         return Outcome.skipped(f"cannot tell: no {dev.path}, /proc/misc, /sys/module or /lib/modules in this root",
                                "The root holds no record of the kernel's devices or modules.", **evidence)
     return missing(f"the kernel in this root has no {dev.module} driver",
-                   f"No {dev.path}, no /sys/module/{dev.module}, no {dev.ko}* under /lib/modules"
-                   + (f", {facts['config']}" if "config" in facts else "") + f". {why}", fix_module, **evidence)
+                   f"No {dev.path}, no /sys/module/{dev.module}, no {dev.ko}* under /lib/modules{config}. {why}",
+                   fix_module, **evidence)
 
 
-@check("network.tun", "TUN/TAP device", reads=(
-    "/dev/net/tun", "/sys/module/tun", "/proc/misc", "/lib/modules/*/kernel/drivers/net/tun.ko*",
-    "/lib/modules/*/modules.builtin", "/lib/modules/*/modules.devname", "/boot/config-*",
-))
-def network_tun(ctx: Context) -> Outcome:
+def _device(dev: Driver, drv: DriverFacts, node, live: bool, missing, why: str,  # type: ignore[no-untyped-def]
+            fix_module: str) -> Outcome:
+    evidence: Dict[str, object] = drv.evidence()
+    evidence["driver"] = availability(drv)
+    if node is None:
+        return _without_node(dev, drv, live, missing, why, fix_module, evidence)
+    evidence.update(kind=node.kind, mode=f"{node.mode:04o}", rdev=f"{node.major}:{node.minor}")
+    return _with_node(dev, drv, node, missing, why, fix_module, evidence)
+
+
+TUN_WHY = ("Every tap interface of a guest NIC is created through /dev/net/tun, so guests with a NIC on a "
+           "bridge or libvirt network fail to start ('Could not open /dev/net/tun').")
+TUN_FIX = ("'modprobe tun'; if there is no such module, install the distribution's full kernel modules "
+           "package (for example linux-modules-extra or kernel-modules-core) or a kernel with CONFIG_TUN.")
+VHOST_NET_WHY = ("Without vhost-net, QEMU moves virtio-net packets in userspace: guests work, with more CPU per "
+                 "packet and higher latency.")
+VHOST_NET_FIX = ("'modprobe vhost_net'; if there is no such module, install the distribution's full kernel "
+                 "modules package or a kernel built with CONFIG_VHOST_NET=m.")
+
+
+@check("network.tun", "TUN/TAP device")
+def network_tun(tun_driver, tun_node, live) -> Outcome:
     """/dev/net/tun is a character device (10:200) backed by the tun driver.
 
     What: the node, and the tun driver: loaded or built in (/sys/module/tun,
@@ -387,18 +358,11 @@ def network_tun(ctx: Context) -> Outcome:
     needs the distribution's full modules package (linux-modules-extra,
     kernel-modules-core).
     """
-    return _device(ctx, TUN, Outcome.failed,
-                   "Every tap interface of a guest NIC is created through /dev/net/tun, so guests with a NIC on a "
-                   "bridge or libvirt network fail to start ('Could not open /dev/net/tun').",
-                   "'modprobe tun'; if there is no such module, install the distribution's full kernel modules "
-                   "package (for example linux-modules-extra or kernel-modules-core) or a kernel with CONFIG_TUN.")
+    return _device(TUN, tun_driver, tun_node, live, Outcome.failed, TUN_WHY, TUN_FIX)
 
 
-@check("network.vhost-net", "vhost-net in-kernel virtio networking", reads=(
-    "/dev/vhost-net", "/sys/module/vhost_net", "/proc/misc", "/lib/modules/*/kernel/drivers/vhost/vhost_net.ko*",
-    "/lib/modules/*/modules.builtin", "/lib/modules/*/modules.devname", "/boot/config-*",
-))
-def network_vhost_net(ctx: Context) -> Outcome:
+@check("network.vhost-net", "vhost-net in-kernel virtio networking")
+def network_vhost_net(vhost_net_driver, vhost_net_node, live) -> Outcome:
     """/dev/vhost-net is a character device (10:238) backed by the vhost_net driver.
 
     What: the node, and vhost_net loaded or built in (/sys/module/vhost_net,
@@ -416,8 +380,4 @@ def network_vhost_net(ctx: Context) -> Outcome:
     Fix: 'modprobe vhost_net' (it creates the node); or install a kernel
     built with CONFIG_VHOST_NET.
     """
-    return _device(ctx, VHOST_NET, Outcome.warned,
-                   "Without vhost-net, QEMU moves virtio-net packets in userspace: guests work, with more CPU per "
-                   "packet and higher latency.",
-                   "'modprobe vhost_net'; if there is no such module, install the distribution's full kernel "
-                   "modules package or a kernel built with CONFIG_VHOST_NET=m.")
+    return _device(VHOST_NET, vhost_net_driver, vhost_net_node, live, Outcome.warned, VHOST_NET_WHY, VHOST_NET_FIX)

@@ -1,18 +1,22 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Is a kernel driver available on this host, and by which evidence?
 
-Shared by the checks that need a driver behind a device node (tun, vhost-net,
-vhost-vsock...).  Every source is read through the Host, so a Kickstart target
-or a captured tree answers too: /sys/module (loaded or built in), /proc/misc,
-/lib/modules (installed .ko files, modules.builtin, modules.devname,
-modules.dep) and the kernel's build configuration.  The device node is never
-opened: opening /dev/vhost-net can load a module, and kvmcheck changes nothing.
+Facts for the checks that need a driver behind a device node (tun, vhost-net,
+vhost-vsock...) or a module (vhost-scsi).  Every source is read through the
+Host, so a Kickstart target or a captured tree answers too: /sys/module
+(loaded or built in), /proc/misc, /lib/modules (installed .ko files,
+modules.builtin, modules.devname, modules.dep) and the kernel's build
+configuration.  The device node is never opened: opening /dev/vhost-net can
+load a module, and kvmcheck changes nothing.
 """
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional, Tuple
+import fnmatch
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
-from kvmcheck.facts.context import Context
+from kvmcheck.core.host import Node
+from kvmcheck.facts import Readout, fact, read
+from kvmcheck.facts.system import KernelConfigFact, module_state
 from kvmcheck.parsers.modprobe import parse_modules_dep
 
 
@@ -21,7 +25,7 @@ class Driver(NamedTuple):
 
     path: str
     rdev: Tuple[int, int]
-    misc: str  # its name in /proc/misc
+    misc: str  # its name in /proc/misc ("" for a driver with no misc device)
     module: str
     ko: str  # under /lib/modules/RELEASE/
     config: str
@@ -31,86 +35,171 @@ class Driver(NamedTuple):
 TUN = Driver("/dev/net/tun", (10, 200), "tun", "tun", "kernel/drivers/net/tun.ko", "CONFIG_TUN", "net/tun")
 VHOST_NET = Driver("/dev/vhost-net", (10, 238), "vhost-net", "vhost_net", "kernel/drivers/vhost/vhost_net.ko",
                     "CONFIG_VHOST_NET", "vhost-net")
+VHOST_VSOCK = Driver("/dev/vhost-vsock", (10, 241), "vhost-vsock", "vhost_vsock",
+                      "kernel/drivers/vhost/vhost_vsock.ko", "CONFIG_VHOST_VSOCK", "vhost-vsock")
+# vhost-scsi has no device node: targets are set up through configfs (targetcli).
+VHOST_SCSI = Driver("", (0, 0), "", "vhost_scsi", "kernel/drivers/vhost/vhost_scsi.ko", "CONFIG_VHOST_SCSI", "")
 
 
-def driver_facts(ctx: Context, drv: Driver) -> Dict[str, object]:
-    """Everything this root says about the driver: /sys/module, /proc/misc, /lib/modules, the kernel config."""
-    host = ctx.host
-    facts: Dict[str, object] = {}
-    state = ctx.module_state(drv.module)
-    if state:
-        facts["sys_module"] = state
-    try:
-        misc = host.read_optional("/proc/misc", limit=65536)
-    except OSError:
-        misc = None
-    if misc is not None:
-        facts["registered"] = any(line.split()[1:2] == [drv.misc] for line in misc.splitlines())
-    rel = ctx.osrelease()
+# -- records ------------------------------------------------------------------------------------------------
+class MiscDevices(NamedTuple):
+    """/proc/misc: the misc devices the running kernel registered (names only when state is "ok")."""
+
+    state: str  # a Readout state: ok, absent, denied, unreadable
+    names: FrozenSet[str]
+    reason: Optional[str] = None
+
+
+class ModuleTrees(NamedTuple):
+    """The kernels under /lib/modules this root's drivers are looked up in, and their module lists."""
+
+    releases: Tuple[str, ...]  # the running kernel's when installed, else every installed one
+    complete: Tuple[str, ...]  # those with modules.builtin (every kernel package ships it)
+    builtin: Dict[str, Readout]  # release -> its modules.builtin
+    devname: Dict[str, Readout]  # release -> its modules.devname
+    dep: Dict[str, Readout]  # release -> its modules.dep
+
+
+class DriverFacts(NamedTuple):
+    """What this root says about one driver; None or () where a source says nothing."""
+
+    driver: Driver
+    sys_module: Optional[str]  # "loaded", "built-in", or None (not in /sys/module)
+    registered: Optional[bool]  # listed in /proc/misc; None when /proc/misc was not read (see misc_state)
+    misc_state: str  # the Readout state of /proc/misc ("none" for a driver with no misc device)
+    kernels: Tuple[str, ...]  # releases with a complete module record (modules.builtin)
+    installed: Tuple[str, ...]  # its .ko files
+    modules_builtin: Tuple[str, ...]  # releases whose modules.builtin lists it
+    modules_devname: Tuple[str, ...]  # releases whose modules.devname maps it to its node
+    config: Optional[str]  # "CONFIG_X=VALUE (PATH)"
+    config_value: Optional[str]
+    unreadable: Tuple[str, ...] = ()  # module lists that exist but could not be read: "PATH: reason"
+
+    def evidence(self) -> Dict[str, object]:
+        """The sources that said something, in a stable order (the checks' evidence)."""
+        found: Dict[str, object] = {}
+        if self.sys_module:
+            found["sys_module"] = self.sys_module
+        if self.registered is not None:
+            found["registered"] = self.registered
+        for key in ("kernels", "installed", "modules_builtin", "modules_devname"):
+            if getattr(self, key):
+                found[key] = list(getattr(self, key))
+        if self.config_value is not None:
+            found["config"] = self.config
+            found["config_value"] = self.config_value
+        return found
+
+    @property
+    def kernel_is_known(self) -> bool:
+        """Whether any source describes the kernel's drivers at all."""
+        return (self.registered is not None or bool(self.kernels) or self.config_value is not None
+                or self.sys_module is not None)
+
+
+# -- facts ------------------------------------------------------------------------------------------------------
+@fact(reads=("/proc/misc",))
+def misc_devices(host) -> MiscDevices:
+    got = read(host, "/proc/misc", limit=65536)
+    if not got.ok:
+        return MiscDevices(got.state, frozenset(), got.reason)
+    names = frozenset(line.split()[1] for line in (got.text or "").splitlines() if len(line.split()) >= 2)
+    return MiscDevices("ok", names)
+
+
+@fact(reads=("/lib/modules", "/lib/modules/*"))
+def module_trees(host, osrelease) -> ModuleTrees:
+    """The running kernel's module tree when installed, else every one; a list that cannot be read is kept
+    apart (denied, unreadable) from one that is absent."""
+    rel = osrelease
     releases = [rel] if rel and host.is_dir(f"/lib/modules/{rel}") else host.listdir("/lib/modules")
     releases = [r for r in releases if host.is_dir(f"/lib/modules/{r}")]
-    if releases:
-        # Only a release with modules.builtin (every kernel package ships it) is a complete record:
-        # a captured tree may hold a few .ko files and nothing else.
-        complete = [r for r in releases if host.exists(f"/lib/modules/{r}/modules.builtin")]
-        if complete:
-            facts["kernels"] = complete
-        installed = [p for r in releases for p in host.glob(f"/lib/modules/{r}/{drv.ko}*")]
-        if installed:
-            facts["installed"] = installed
-        builtin, devname = [], []
-        for r in releases:
-            try:
-                listed = host.read_optional(f"/lib/modules/{r}/modules.builtin") or ""
-                names = host.read_optional(f"/lib/modules/{r}/modules.devname") or ""
-            except OSError:
-                continue
-            if f"{drv.ko}\n" in listed + "\n":
-                builtin.append(r)
-            if any(line.split()[:2] == [drv.module, drv.devname] for line in names.splitlines()):
-                devname.append(r)
-        if builtin:
-            facts["modules_builtin"] = builtin
-        if devname:
-            facts["modules_devname"] = devname
-    config, path, _ = ctx.kernel_config()
-    value = config.get(drv.config) if config is not None else None
-    if value is not None:  # a partial capture without the line says nothing
-        facts["config"] = f"{drv.config}={value} ({path})"
-        facts["config_value"] = value
-    return facts
+    complete = tuple(r for r in releases if host.exists(f"/lib/modules/{r}/modules.builtin"))
+    lists = {name: {r: read(host, f"/lib/modules/{r}/modules.{name}") for r in releases}
+             for name in ("builtin", "devname", "dep")}
+    return ModuleTrees(tuple(releases), complete, lists["builtin"], lists["devname"], lists["dep"])
 
 
-def availability(facts: Dict[str, object]) -> Optional[str]:
-    """How the driver is available, or None."""
-    if facts.get("sys_module") == "loaded":
-        return "module loaded"
-    if facts.get("sys_module") == "built-in" or facts.get("modules_builtin") or facts.get("config_value") == "y":
-        return "built into the kernel"
-    if facts.get("registered"):
-        return "registered in /proc/misc"
-    if facts.get("installed"):
-        how = "installed as a module"
-        return how + (", loaded on first open through its modules.devname entry" if facts.get("modules_devname")
-                      else ", loaded on first open through its char-major alias")
-    return None
+@fact(reads=("/boot",))
+def kernel_build(kernel_config) -> KernelConfigFact:
+    """kernel_config, with the read it makes and does not declare: on a root with no kernel release to go by
+    it globs /boot/config-*, and Host.glob stats /boot itself (a bug of the shared fact, declared here until
+    kvmcheck.facts.system declares it)."""
+    return kernel_config
 
 
-def kernel_is_known(facts: Dict[str, object]) -> bool:
-    return "registered" in facts or "kernels" in facts or "config_value" in facts or "sys_module" in facts
-
-
-def modules_dep(ctx: Context) -> Dict[str, List[str]]:
+@fact()
+def modules_dep(module_trees) -> Dict[str, Tuple[str, ...]]:
     """Module name -> the releases whose modules.dep lists it (the installed, loadable modules)."""
-    host = ctx.host
-    rel = ctx.osrelease()
-    releases = [rel] if rel and host.is_dir(f"/lib/modules/{rel}") else host.listdir("/lib/modules")
     found: Dict[str, List[str]] = {}
-    for r in releases:
-        try:
-            text = host.read_optional(f"/lib/modules/{r}/modules.dep") or ""
-        except OSError:
-            continue
-        for name in parse_modules_dep(text):
+    for r, got in module_trees.dep.items():
+        for name in parse_modules_dep(got.text or "") if got.ok else ():
             found.setdefault(name, []).append(r)
-    return found
+    return {name: tuple(rels) for name, rels in found.items()}
+
+
+def driver_facts(host, drv: Driver, misc: MiscDevices, trees: ModuleTrees,
+                 kernel_build: KernelConfigFact) -> DriverFacts:
+    """Everything this root says about drv: /sys/module, /proc/misc, /lib/modules, the kernel config."""
+    registered = None
+    if drv.misc and misc.state == "ok":
+        registered = drv.misc in misc.names
+    folder, _, stem = f"{drv.ko}*".rpartition("/")
+    # Listed folder by folder, not globbed: Host.glob stats every directory on the way (/lib included).
+    installed = tuple(sorted(f"/lib/modules/{r}/{folder}/{name}" for r in trees.releases
+                             for name in host.listdir(f"/lib/modules/{r}/{folder}") if fnmatch.fnmatchcase(name, stem)))
+    builtin, devname, unreadable = [], [], []
+    for r in trees.releases:
+        listed, names = trees.builtin[r], trees.devname[r]
+        bad = [got for got in (listed, names) if got.state not in ("ok", "absent")]
+        if bad:
+            unreadable.extend(f"{got.path}: {got.reason or got.state}" for got in bad)
+            continue
+        if f"{drv.ko}\n" in (listed.text or "") + "\n":
+            builtin.append(r)
+        if any(line.split()[:2] == [drv.module, drv.devname] for line in (names.text or "").splitlines()):
+            devname.append(r)
+    config = kernel_build.config
+    value = config.get(drv.config) if config is not None else None
+    return DriverFacts(drv, module_state(host, drv.module), registered, misc.state if drv.misc else "none",
+                       trees.complete, installed, tuple(builtin), tuple(devname),
+                       None if value is None else f"{drv.config}={value} ({kernel_build.path})", value,
+                       tuple(unreadable))
+
+
+def _driver_reads(drv: Driver) -> Tuple[str, ...]:
+    folder = drv.ko.rpartition("/")[0]
+    return (f"/sys/module/{drv.module}", f"/sys/module/{drv.module}/initstate", f"/lib/modules/*/{folder}",
+            f"/lib/modules/*/{drv.ko}*")
+
+
+@fact(reads=_driver_reads(TUN))
+def tun_driver(host, misc_devices, module_trees, kernel_build) -> DriverFacts:
+    return driver_facts(host, TUN, misc_devices, module_trees, kernel_build)
+
+
+@fact(reads=_driver_reads(VHOST_NET))
+def vhost_net_driver(host, misc_devices, module_trees, kernel_build) -> DriverFacts:
+    return driver_facts(host, VHOST_NET, misc_devices, module_trees, kernel_build)
+
+
+@fact(reads=_driver_reads(VHOST_VSOCK))
+def vhost_vsock_driver(host, misc_devices, module_trees, kernel_build) -> DriverFacts:
+    return driver_facts(host, VHOST_VSOCK, misc_devices, module_trees, kernel_build)
+
+
+@fact(reads=_driver_reads(VHOST_SCSI))
+def vhost_scsi_driver(host, misc_devices, module_trees, kernel_build) -> DriverFacts:
+    return driver_facts(host, VHOST_SCSI, misc_devices, module_trees, kernel_build)
+
+
+@fact(reads=(TUN.path,))
+def tun_node(host) -> Optional[Node]:
+    """The node at /dev/net/tun or None; never opened."""
+    return host.node(TUN.path)
+
+
+@fact(reads=(VHOST_NET.path,))
+def vhost_net_node(host) -> Optional[Node]:
+    """The node at /dev/vhost-net or None; never opened."""
+    return host.node(VHOST_NET.path)
