@@ -7,7 +7,7 @@ from typing import Dict, List, NamedTuple, Optional
 from kvmcheck.core.model import Outcome
 from kvmcheck.core.registry import check
 from kvmcheck.facts import memory  # noqa: F401 - the facts judged here
-from kvmcheck.facts.memory import CPU_ONLINE, OnlineCpus
+from kvmcheck.facts.memory import CPU_ONLINE, Meminfo, OnlineCpus
 
 GIB = 1 << 30
 NO_SWAP = ("No swap: fine for hosts that never overcommit memory; with KSM or ballooning overcommit, a little swap "
@@ -99,6 +99,25 @@ def _shortfalls(cpus: Optional[int], mem, size: Sizing) -> Dict[str, str]:  # ty
     return found
 
 
+def _no_meminfo(meminfo: Meminfo) -> Outcome:
+    if meminfo.state == "absent":
+        return Outcome.skipped("no /proc/meminfo in this root",
+                               "Memory and CPUs are properties of a running system; an offline root has none.")
+    if meminfo.state == "unparsable":
+        return Outcome.skipped(f"/proc/meminfo unparsable: {meminfo.reason}")
+    return Outcome.skipped(f"/proc/meminfo unreadable ({meminfo.reason})")  # denied or unreadable
+
+
+def _evidence(mem, online: OnlineCpus, size: Sizing, live: bool) -> Dict[str, object]:  # type: ignore[no-untyped-def]
+    return {
+        "cpus_online": online.count, "cpu_source": _cpu_source(online), "online_list": online.cpulist,
+        "mem_total": mem.total, "mem_available": mem.available, "mem_available_estimated": mem.available_estimated,
+        "swap_total": mem.swap_total, "swap_free": mem.swap_free, "host_reserve": int(size.reserve),
+        "guest": {"vcpus": size.vcpus, "memory": int(size.memory)},
+        "guests_fit": size.by_memory, "guests_fit_by_memory": size.by_memory, "guests_fit_by_cpu": size.by_cpu,
+        "live": live}
+
+
 @check("capacity.resources", "CPU and memory capacity for guests")
 def capacity_resources(meminfo, online_cpus, live, root_label, settings) -> Outcome:
     """Enough online CPUs and memory to run guests, and how many guests of a typical size fit now.
@@ -119,22 +138,11 @@ def capacity_resources(meminfo, online_cpus, live, root_label, settings) -> Outc
     smaller.  Offline CPUs come back with 'echo 1 > /sys/devices/system/cpu/cpuN/online' (and check
     for maxcpus= or nr_cpus= on the kernel command line).
     """
-    if meminfo.state in ("denied", "unreadable"):
-        return Outcome.skipped(f"/proc/meminfo unreadable ({meminfo.reason})")
-    if meminfo.state == "absent":
-        return Outcome.skipped("no /proc/meminfo in this root",
-                               "Memory and CPUs are properties of a running system; an offline root has none.")
-    if meminfo.state == "unparsable":
-        return Outcome.skipped(f"/proc/meminfo unparsable: {meminfo.reason}")
+    if meminfo.state != "ok":
+        return _no_meminfo(meminfo)
     mem, cpus = meminfo.info, online_cpus.count
     size = _sizing(settings, mem, cpus)
-    evidence: Dict[str, object] = {
-        "cpus_online": cpus, "cpu_source": _cpu_source(online_cpus), "online_list": online_cpus.cpulist,
-        "mem_total": mem.total, "mem_available": mem.available, "mem_available_estimated": mem.available_estimated,
-        "swap_total": mem.swap_total, "swap_free": mem.swap_free, "host_reserve": int(size.reserve),
-        "guest": {"vcpus": size.vcpus, "memory": int(size.memory)},
-        "guests_fit": size.by_memory, "guests_fit_by_memory": size.by_memory, "guests_fit_by_cpu": size.by_cpu,
-        "live": live}
+    evidence = _evidence(mem, online_cpus, size, live)
     facts, notes = _facts_text(mem, online_cpus), " ".join(_notes(mem, online_cpus, live, root_label))
     if mem.total < size.min_mem:
         return Outcome.failed(f"only {_gib(mem.total)} of memory (minimum {_gib(size.min_mem)}): {facts}",

@@ -106,6 +106,19 @@ def _hugepage_lines(meminfo: Meminfo) -> Dict[str, int]:
                                                                                   "Hugetlb"))}
 
 
+def _no_sysfs(lines: Dict[str, int]) -> str:
+    return "Without sysfs neither the THP mode nor the per-size pools can be read" + (
+        " (/proc/meminfo: " + ", ".join(f"{k} {v}" for k, v in lines.items()) + ")." if lines else ".")
+
+
+def _add_default_pool(pools: Dict[str, Dict[str, int]], lines: Dict[str, int]) -> None:
+    """Old kernels (or a capture without sysfs): only the default-size pool, from /proc/meminfo."""
+    if not pools and lines.get("HugePages_Total"):
+        kib = lines.get("Hugepagesize", 0) // 1024
+        label = f"{kib // (1 << 20)}G" if kib >= 1 << 20 else f"{kib // 1024}M"
+        pools[label] = {"kib": kib, "total": lines["HugePages_Total"], "free": lines.get("HugePages_Free", 0)}
+
+
 def _pool_text(reserved: Dict[str, Dict[str, int]]) -> str:
     return ", ".join(f"{k} pool {p['total']} pages ({p['free']} free, {_mib(p['total'] * p['kib'] * 1024)})"
                      for k, p in sorted(reserved.items(), key=lambda kv: kv[1]["kib"])) or "no static pool"
@@ -127,37 +140,24 @@ def _pool_notes(reserved: Dict[str, Dict[str, int]], meminfo: Meminfo, thp: Thp)
 def memory_hugepages(hugepage_pools, meminfo, thp, sysfs_mm) -> Outcome:
     """Static huge page pools (2 MiB, 1 GiB, ...) and the transparent huge page (THP) mode.
 
-    What: every /sys/kernel/mm/hugepages/hugepages-SIZE pool (nr_hugepages,
-    free_hugepages), the HugePages_* lines of /proc/meminfo, and
-    /sys/kernel/mm/transparent_hugepage/enabled and defrag.  THP "always" or
-    "madvise" pass: QEMU asks for huge pages on guest RAM with
-    madvise(MADV_HUGEPAGE), so madvise is enough.  THP "never" is a warning
-    unless a static pool exists (then guests are expected to use hugetlbfs
-    through <memoryBacking><hugepages/>).  A kernel without THP is a pass
-    with a note.  A root without /sys/kernel/mm is a skip.
+    What: each /sys/kernel/mm/hugepages/hugepages-SIZE pool, the HugePages_* lines of /proc/meminfo,
+    and transparent_hugepage/enabled and defrag.  THP "always" or "madvise" pass (QEMU asks with
+    madvise(MADV_HUGEPAGE)); "never" warns unless a static pool exists for hugetlbfs backing.  A
+    kernel without THP passes with a note; a root without /sys/kernel/mm is a skip.
 
-    Why: huge pages cut the two-level (guest and host) page-walk cost of TLB
-    misses; without them memory-heavy guests lose several percent to tens of
-    percent of performance.
+    Why: huge pages cut the two-level (guest and host) page-walk cost of TLB misses; without them
+    memory-heavy guests lose several to tens of percent of performance.
 
-    Fix: 'echo madvise > /sys/kernel/mm/transparent_hugepage/enabled', and
-    transparent_hugepage=madvise on the kernel command line to keep it (or
-    remove transparent_hugepage=never; tuned profiles can set it too).  For
-    static pools: 'sysctl vm.nr_hugepages=N', or hugepagesz=1G hugepages=N
-    on the command line for 1 GiB pages.
+    Fix: 'echo madvise > /sys/kernel/mm/transparent_hugepage/enabled', kept with
+    transparent_hugepage=madvise on the kernel command line.  Static pools: 'sysctl
+    vm.nr_hugepages=N', or hugepagesz=1G hugepages=N on the command line.
     """
     pools = {k: dict(p) for k, p in hugepage_pools.items()}  # the fact stays as it was gathered
     lines = _hugepage_lines(meminfo)
     evidence: Dict[str, object] = {"pools": pools, "meminfo": lines, "thp": thp.mode, "thp_defrag": thp.defrag}
     if not sysfs_mm:
-        return Outcome.skipped("no /sys/kernel/mm in this root",
-                               "Without sysfs neither the THP mode nor the per-size pools can be read"
-                               + (" (/proc/meminfo: " + ", ".join(f"{k} {v}" for k, v in lines.items()) + ")."
-                                  if lines else "."), **evidence)
-    if not pools and lines.get("HugePages_Total"):  # old kernels: only the default-size pool, from /proc/meminfo
-        kib = lines.get("Hugepagesize", 0) // 1024
-        pools[f"{kib // (1 << 20)}G" if kib >= 1 << 20 else f"{kib // 1024}M"] = {
-            "kib": kib, "total": lines["HugePages_Total"], "free": lines.get("HugePages_Free", 0)}
+        return Outcome.skipped("no /sys/kernel/mm in this root", _no_sysfs(lines), **evidence)
+    _add_default_pool(pools, lines)
     reserved = {k: p for k, p in pools.items() if p["total"]}
     pool_text = _pool_text(reserved)
     notes = _pool_notes(reserved, meminfo, thp)

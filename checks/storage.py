@@ -119,6 +119,19 @@ def _shared_notes(table, s: San, images: PoolPath, backing: Optional[Mount],  # 
     return " ".join(notes)
 
 
+def _no_table(installed: bool, s: San) -> Outcome:
+    if not installed:
+        return Outcome.skipped("no mount table and no /etc in this root: nothing to judge", mount_table=None)
+    return Outcome.skipped("no mount table in this root (neither /proc/mounts nor /etc/fstab)",
+                           f"{MULTIPATH_CONF} exists, but no multipath map is active." if s.has_multipath_conf else "",
+                           mount_table=None)
+
+
+def _found_kinds(mounts: Tuple[Mount, ...], s: San) -> set:
+    kinds = set().union(*(_kinds(m) for m in mounts))
+    return kinds | {k for k, there in (("iscsi", s.iscsi_up), ("fc", s.fc_online), ("multipath", s.mpath)) if there}
+
+
 def _not_answering(stuck: List[Mount], probes: Probes, found: List[str], notes: str, evidence: dict) -> Outcome:
     whats = "; ".join(f"{m.target}: {probes.found[m.target].message}" for m in stuck)
     held = any(m is probes.images for m in stuck)
@@ -145,29 +158,22 @@ def _not_required(wanted: Tuple[str, ...], found: List[str], notes: str, evidenc
 def shared(storage_mounts, san, default_pool, storage_probes, settings) -> Outcome:
     """Is there storage that other hosts can reach too, so that guests can live-migrate?
 
-    What: network and cluster file systems in the mount table (NFS, NFSv4, CIFS/SMB, GlusterFS,
-    CephFS, OCFS2, GFS2, Lustre, GPFS, BeeGFS; /etc/fstab for an offline root without one), and SAN
-    block storage: logged-in iSCSI sessions, Online Fibre Channel ports, dm-multipath maps; which
-    of them holds the images directory (the default pool).  Every mount is probed with statvfs under
-    a time limit: one that does not answer is named and fails the check.
+    What: network and cluster file systems in the mount table (NFS, CIFS/SMB, GlusterFS, CephFS,
+    OCFS2, GFS2, Lustre, GPFS, BeeGFS; /etc/fstab offline), logged-in iSCSI sessions, Online Fibre
+    Channel ports and dm-multipath maps, and which holds the images directory.  Every mount is
+    probed with statvfs under a time limit: one that does not answer fails the check.
 
-    Why: live migration without copying disks ('virsh migrate --live' without --copy-storage-all)
-    needs the guest's disks on storage both hosts see.  A stand-alone host needs none, so its
-    absence is only a warning.  A mount that hangs is worse than none: every process that touches
-    it (libvirt refreshing a pool, QEMU doing guest I/O, df, backups) hangs with it.
+    Why: live migration without copying disks needs the guest's disks on storage both hosts see; a
+    stand-alone host needs none (a warning).  A hung mount is worse than none: libvirt, QEMU, df and
+    backups hang on it.
 
-    Fix: mount the shared export on every host at the same path (for example an NFS line in
-    /etc/fstab with '_netdev'), or log in to the iSCSI target ('iscsiadm -m node -L all') and use
-    multipath for SAN LUNs; then define a pool on it.  For a mount that does not answer: bring its
-    server back or detach it ('umount -f -l MOUNTPOINT').
+    Fix: mount the shared export on every host at the same path ('_netdev' in /etc/fstab), or log
+    in to the iSCSI target ('iscsiadm -m node -L all') with multipath; then define a pool on it.
+    A mount that does not answer: bring its server back or 'umount -f -l MOUNTPOINT'.
     """
     table, s = storage_mounts, san
     if table.path is None and not s.iscsi and not s.fc and not s.mpath:
-        if not table.installed:
-            return Outcome.skipped("no mount table and no /etc in this root: nothing to judge", mount_table=None)
-        return Outcome.skipped("no mount table in this root (neither /proc/mounts nor /etc/fstab)",
-                               f"{MULTIPATH_CONF} exists, but no multipath map is active."
-                               if s.has_multipath_conf else "", mount_table=None)
+        return _no_table(table.installed, s)
     mounts, probes = table.shared, storage_probes.get()
     backing = probes.images
     mpath = mpath_of(backing, s) if backing else None
@@ -182,8 +188,7 @@ def shared(storage_mounts, san, default_pool, storage_probes, settings) -> Outco
         return _not_answering(stuck, probes, found, notes, evidence)
     wanted = settings.required_shared_storage  # the configuration's [require] shared_storage
     if wanted:
-        kinds = set().union(*(_kinds(m) for m in mounts))  # the stuck ones have failed above
-        kinds |= {k for k, there in (("iscsi", s.iscsi_up), ("fc", s.fc_online), ("multipath", s.mpath)) if there}
+        kinds = _found_kinds(mounts, s)  # the stuck ones have failed above
         evidence.update(required_types=list(wanted), found_types=sorted(kinds))
         if not kinds & set(wanted):
             return _not_required(wanted, found, notes, evidence)
@@ -257,6 +262,14 @@ def _images_issues(pool: PoolPath, found: Probe, on: str, where: str, threshold:
     return _space(path, found.stat, on, where, threshold) if found.stat is not None else []
 
 
+def _examined(found: Probe, node) -> Probe:  # type: ignore[no-untyped-def]
+    """The probe, or "notdir" with what is there when the path answered but is no directory (a stat is
+    safe once it answered: images_node is asked only then)."""
+    if found.state == "ok" and node.get() != "directory":
+        return Probe("notdir", found.stat, node.get())
+    return found
+
+
 def _key(summary: str) -> str:
     """The cause key: summaries quote sizes and mount sources."""
     return ("read-only" if " is on a read-only file system " in summary else
@@ -283,17 +296,15 @@ def _verdict(issues: List[Issue], backing: Optional[Mount], on: str, evidence: d
 def images_dir(storage_mounts, default_pool, storage_probes, images_node, distro_family, settings) -> Outcome:
     """Does the default pool's directory exist, what holds it, and how much room is left?
 
-    What: the default storage pool's directory (<target><path> of /etc/libvirt/storage/default.xml,
-    else /var/lib/libvirt/images), the file system that holds it (the mount table's longest
-    mount-point prefix), and its free space by statvfs under a time limit: below the threshold
-    (default 20 GiB) warns; a read-only file system or one that does not answer fails.
+    What: <target><path> of /etc/libvirt/storage/default.xml, else /var/lib/libvirt/images; the
+    file system that holds it; its free space by statvfs under a time limit: below the threshold
+    (20 GiB) warns; a read-only file system or one that does not answer fails.
 
-    Why: virt-install, virt-manager and 'virsh vol-create' put new disks there.  Thin qcow2 images
-    grow as guests write, and a full file system pauses every guest on it (I/O error, paused).
+    Why: virt-install, virt-manager and 'virsh vol-create' put new disks there; thin qcow2 images
+    grow as guests write, and a full file system pauses every guest on it.
 
-    Fix: install libvirt if the directory is missing (its package creates it and the default pool);
-    free space or grow the file system; or point the default pool at a bigger file system
-    ('virsh pool-edit default', <target><path>) and 'virsh pool-build default'.
+    Fix: install libvirt if the directory is missing (its package creates it); free space, grow the
+    file system, or point the pool elsewhere ('virsh pool-edit default', 'virsh pool-build default').
     """
     pool, threshold = default_pool, settings.images_min_free_gib
     evidence: Dict[str, Any] = dict(path=pool.path, pool_source=pool.source, pool_type=pool.pool_type,
@@ -310,9 +321,7 @@ def images_dir(storage_mounts, default_pool, storage_probes, images_node, distro
         evidence.update(mount=backing.target, fstype=backing.fstype, device=backing.source,
                         shared=bool(backing.shared_kind))
     on = describe(backing) if backing else "a file system the root's mount table does not show"
-    found = probes.found[pool.path]
-    if found.state == "ok" and images_node.get() != "directory":  # it answered: a stat is safe now
-        found = Probe("notdir", found.stat, images_node.get())
+    found = _examined(probes.found[pool.path], images_node)
     evidence["state"] = found.state
     if found.state == "ok":
         evidence.update(free_bytes=found.stat.free_bytes, total_bytes=found.stat.total_bytes,
