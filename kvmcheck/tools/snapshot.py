@@ -98,8 +98,13 @@ CONTEXT_READS = (
     # host.container (Context.container): PID 1's cgroup, the mount table, the runtimes' marker files
     "/proc/1/cgroup", "/proc/self/mountinfo", "/.dockerenv", "/run/.containerenv",
 )
-# Directories whose existence is the fact: captured empty (/proc/xen/privcmd, xenbus can block).
-EXISTENCE_ONLY = ("/proc/xen",)
+# Directories whose existence is the fact: captured empty (/proc/xen/privcmd, xenbus can block).  A fact that
+# stats or lists a directory declares it (the conformance test holds it to that), but what it needs inside is
+# declared by patterns of its own: /etc (is this an installed system?), /sys/block (its dm-* entries), the
+# unit directory (its *.wants links), /sys/kernel/mm and its KSM, THP and hugepages directories.  Their whole
+# trees would be thousands of files no check reads.
+EXISTENCE_ONLY = ("/proc/xen", "/etc", "/etc/systemd/system", "/sys/block", "/sys/kernel/mm",
+                  "/sys/kernel/mm/hugepages", "/sys/kernel/mm/transparent_hugepage")
 LOG_FILES = ("/var/log/dmesg", "/var/log/kern.log", "/var/log/messages", "/var/log/syslog", "/var/log/boot.log")
 
 # -- the deny list: checked on every path, link target and file found in a declared directory ------
