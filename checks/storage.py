@@ -252,7 +252,8 @@ def _images_issues(pool: PoolPath, found: Probe, on: str, where: str, threshold:
         return [Issue(Status.FAIL, f"{path} does not answer ({on})",
                       f"statvfs of {path} failed: {found.message}. Guests with disks there stall, and libvirt hangs "
                       "refreshing the pool.",
-                      f"Bring the storage server back or detach the mount with 'umount -f -l {where}', then remount it.")]
+                      "Bring the storage server back or detach the mount with "
+                      f"'umount -f -l {where}', then remount it.")]
     if found.state == "absent":
         return [_missing(pool, distro_family)]
     if found.state == "notdir":
