@@ -40,18 +40,12 @@ def _mib(nbytes: float) -> str:
     return f"{nbytes / (1 << 20):.0f} MiB" if nbytes < (1 << 30) else f"{nbytes / (1 << 30):.1f} GiB"
 
 
-def _page_size(family: str) -> int:
-    """The base page size KSM counts in: nothing in sysfs says, so 64 KiB on POWER (its usual size) and
-    4 KiB elsewhere (arm64 kernels built for 64 KiB pages make the saving estimate 16 times too low)."""
-    return 65536 if family == "ppc64" else 4096
-
-
-def _ksm_state(ksm: Ksm, family: str, evidence: Dict[str, object]) -> str:
+def _ksm_state(ksm: Ksm, page_size, evidence: Dict[str, object]) -> str:  # type: ignore[no-untyped-def]
     run = ksm.values["run"]
     state = KSM_STATES.get(run, f"run={run}") if run is not None else f"state unreadable ({KSM}/run)"
     sharing = ksm.values["pages_sharing"] or 0
     if sharing:
-        saved = sharing * _page_size(family)
+        saved = sharing * page_size.get()
         evidence["saved_bytes"] = saved
         state += f", {sharing} pages merged into {ksm.values['pages_shared'] or 0} (about {_mib(saved)} saved)"
     return state
@@ -70,7 +64,7 @@ def _ksm_notes(ksm: Ksm, units: Dict[str, str]) -> List[str]:
 
 
 @check("memory.ksm", "Kernel Samepage Merging (KSM)")
-def memory_ksm(ksm, ksm_units, sysfs_mm, family) -> Outcome:
+def memory_ksm(ksm_units, ksm, sysfs_mm, base_page_size) -> Outcome:
     """Whether the kernel has KSM, whether it is running, and what it saves (informational).
 
     What: /sys/kernel/mm/ksm: run (0 stopped, 1 merging, 2 stopped and
@@ -95,7 +89,7 @@ def memory_ksm(ksm, ksm_units, sysfs_mm, family) -> Outcome:
     if not ksm.supported:
         return Outcome.passed(*NO_KSM, supported=False, **evidence)
     evidence.update(supported=True, **{k: v for k, v in ksm.values.items() if v is not None})
-    state = _ksm_state(ksm, family, evidence)
+    state = _ksm_state(ksm, base_page_size, evidence)
     return Outcome.passed(f"KSM {state}", " ".join(_ksm_notes(ksm, ksm_units)), **evidence)
 
 

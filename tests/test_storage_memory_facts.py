@@ -58,13 +58,24 @@ def ksm_values(**values):
      ("pass", "KSM running, 51200 pages merged into 100 (about 3.1 GiB saved)")),
 ])
 def test_ksm_judge(ksm, units, sysfs_mm, family, expected):
-    out = memory_ksm.func(ksm=ksm, ksm_units=units, sysfs_mm=sysfs_mm, family=family)
+    out = memory_ksm.func(ksm=ksm, ksm_units=units, sysfs_mm=sysfs_mm,
+                          base_page_size=Later(lambda: 65536 if family == "ppc64" else 4096))
     assert (out.status.value, out.summary) == expected
+
+
+def test_ksm_judge_asks_the_page_size_only_for_merged_pages():
+    """The page size comes from the architecture, which an offline root may only tell by a /proc/cpuinfo
+    the user cannot read: a KSM that merged nothing must not need it."""
+    def unreadable():
+        raise PermissionError(13, "Permission denied", "/proc/cpuinfo")
+
+    out = memory_ksm.func(ksm=ksm_values(run=1), ksm_units={}, sysfs_mm=True, base_page_size=Later(unreadable))
+    assert (out.status.value, out.summary) == ("pass", "KSM running")
 
 
 def test_ksm_judge_notes_services_and_cross_node_merging():
     out = memory_ksm.func(ksm=ksm_values(run=1, merge_across_nodes=1), ksm_units={"ksm.service": "enabled"},
-                          sysfs_mm=True, family="x86")
+                          sysfs_mm=True, base_page_size=Later(lambda: 4096))
     assert out.detail.startswith("merge_across_nodes=1: ") and out.detail.endswith("Services: ksm.service enabled.")
     assert out.evidence == {"services": {"ksm.service": "enabled"}, "supported": True, "run": 1,
                             "merge_across_nodes": 1}
