@@ -2,64 +2,69 @@
 """Host memory features for guests: Kernel Samepage Merging and huge pages (static pools and THP)."""
 from __future__ import annotations
 
-import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List
 
-from kvmcheck.facts.context import Context
 from kvmcheck.core.model import Outcome
-from kvmcheck.parsers import ParseError
-from kvmcheck.parsers.meminfo import MemInfo, parse_meminfo
 from kvmcheck.core.registry import check
-from kvmcheck.facts import sysctl  # noqa: F401 - the facts memory.overcommit judges
+from kvmcheck.facts import memory, sysctl  # noqa: F401 - the facts judged here (sysctl: memory.overcommit)
+from kvmcheck.facts.memory import KSM, THP, Ksm, Meminfo, Thp
 
-KSM = "/sys/kernel/mm/ksm"
-THP = "/sys/kernel/mm/transparent_hugepage"
-HUGEPAGES = "/sys/kernel/mm/hugepages"
-UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system", "/run/systemd/system")
-KSM_UNITS = ("ksm.service", "ksmtuned.service")  # RHEL/Fedora: ksm starts KSM at boot, ksmtuned adjusts it
-_SELECTED = re.compile(r"\[([^\]]+)\]")
-# mm/huge_memory.c: the words the kernel prints in transparent_hugepage/enabled and defrag
-THP_MODES = ("always", "madvise", "never")
-THP_DEFRAG_MODES = ("always", "defer", "defer+madvise", "madvise", "never")
-
-
-def _int(ctx: Context, path: str) -> Optional[int]:
-    value = ctx.host.first_line(path)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+KSM_STATES = {0: "stopped", 1: "running", 2: "stopped (pages unmerged)"}
+NO_KSM = ("not in this kernel (no /sys/kernel/mm/ksm): no page merging between guests",
+          "The kernel was built without CONFIG_KSM. Guests run normally; only the memory saving from merging "
+          "identical pages is unavailable.")
+CROSS_NODE = ("merge_across_nodes=1: pages are merged across NUMA nodes, which can place a guest's memory on a "
+              "remote node; set it to 0 on multi-socket hosts that pin guests to nodes.")
+KSMTUNED_IDLE = "ksmtuned starts merging only under memory pressure, so 'stopped' is its idle state."
+NOTHING_STARTS_KSM = "Nothing starts KSM here (no ksm/ksmtuned service); that is fine unless you overcommit memory."
+POOLS_TOO_BIG = ("The pools hold {held} of {total}: little is left for the host and for guests without hugepage "
+                 "backing.")
+POOLS_RESERVED = ("Pooled pages serve only guests with hugetlbfs backing (libvirt <memoryBacking><hugepages/>); "
+                  "free pool pages are not available to anything else.")
+DEFRAG_ALWAYS = ("THP defrag 'always' stalls allocations for direct compaction; 'madvise' or 'defer+madvise' is the "
+                 "usual choice.")
+NO_THP = ("The kernel was built without transparent huge pages (no /sys/kernel/mm/transparent_hugepage); guests get "
+          "huge pages only from static pools.")
+THP_OFF_POOL = "THP is off; guests must use the static pool (hugetlbfs backing) to get huge pages."
+THP_OFF = (
+    "transparent huge pages are off (never) and there is no static huge page pool",
+    "Guest RAM is backed by base pages only: every guest TLB miss walks both page tables in 4 KiB steps, which costs "
+    "memory-heavy guests several to tens of percent. QEMU only needs THP 'madvise', which leaves other programs "
+    "alone.",
+    "'echo madvise > /sys/kernel/mm/transparent_hugepage/enabled' now; keep it with transparent_hugepage=madvise on "
+    "the kernel command line (remove transparent_hugepage=never, or choose a tuned profile such as virtual-host). "
+    "Or reserve a static pool for the guests.")
 
 
 def _mib(nbytes: float) -> str:
     return f"{nbytes / (1 << 20):.0f} MiB" if nbytes < (1 << 30) else f"{nbytes / (1 << 30):.1f} GiB"
 
 
-def _page_size(ctx: Context) -> int:
-    """The base page size KSM counts in: nothing in sysfs says, so 64 KiB on POWER (its usual size) and
-    4 KiB elsewhere (arm64 kernels built for 64 KiB pages make the saving estimate 16 times too low)."""
-    return 65536 if ctx.family() == "ppc64" else 4096
+def _ksm_state(ksm: Ksm, page_size, evidence: Dict[str, object]) -> str:  # type: ignore[no-untyped-def]
+    run = ksm.values["run"]
+    state = KSM_STATES.get(run, f"run={run}") if run is not None else f"state unreadable ({KSM}/run)"
+    sharing = ksm.values["pages_sharing"] or 0
+    if sharing:
+        saved = sharing * page_size.get()
+        evidence["saved_bytes"] = saved
+        state += f", {sharing} pages merged into {ksm.values['pages_shared'] or 0} (about {_mib(saved)} saved)"
+    return state
 
 
-def _unit_state(ctx: Context, unit: str) -> Optional[str]:
-    """"enabled" (a *.wants link in /etc/systemd/system), "masked", "installed", or None (no unit file)."""
-    host = ctx.host
-    masked = host.node(f"/etc/systemd/system/{unit}")
-    if masked is not None and host.first_line(f"/etc/systemd/system/{unit}") is None \
-            and masked.kind in ("char", "link"):
-        return "masked"  # a link to /dev/null
-    if any(host.glob(f"/etc/systemd/system/*.wants/{unit}")):
-        return "enabled"
-    if any(host.exists(f"{d}/{unit}") for d in UNIT_DIRS):
-        return "installed"
-    return None
+def _ksm_notes(ksm: Ksm, units: Dict[str, str]) -> List[str]:
+    run = ksm.values["run"]
+    notes = [CROSS_NODE] if ksm.values["merge_across_nodes"] == 1 and run == 1 else []
+    if units:
+        notes.append("Services: " + ", ".join(f"{u} {s}" for u, s in units.items()) + ".")
+        if run != 1 and units.get("ksmtuned") == "enabled":  # never true: the keys end in .service (kept as is)
+            notes.append(KSMTUNED_IDLE)
+    elif run != 1:
+        notes.append(NOTHING_STARTS_KSM)
+    return notes
 
 
-@check("memory.ksm", "Kernel Samepage Merging (KSM)", reads=(
-    "/sys/kernel/mm/ksm/*", "/etc/systemd/system/*.wants/ksm*.service", "/usr/lib/systemd/system/ksm*.service",
-    "/lib/systemd/system/ksm*.service", "/etc/systemd/system/ksm*.service",
-))
-def memory_ksm(ctx: Context) -> Outcome:
+@check("memory.ksm", "Kernel Samepage Merging (KSM)")
+def memory_ksm(ksm_units, ksm, sysfs_mm, base_page_size) -> Outcome:
     """Whether the kernel has KSM, whether it is running, and what it saves (informational).
 
     What: /sys/kernel/mm/ksm: run (0 stopped, 1 merging, 2 stopped and
@@ -78,154 +83,87 @@ def memory_ksm(ctx: Context) -> Outcome:
     package on Debian/Ubuntu).  To rule out cross-guest side channels, keep it
     stopped ('echo 2 > /sys/kernel/mm/ksm/run' also unmerges).
     """
-    host = ctx.host
-    units = {u: s for u in KSM_UNITS for s in [_unit_state(ctx, u)] if s}
-    evidence: Dict[str, object] = {"services": units}
-    if not host.is_dir(KSM):
-        if not host.is_dir("/sys/kernel/mm"):
-            return Outcome.skipped("no /sys/kernel/mm in this root", "The root holds no sysfs to tell KSM by.",
-                                   **evidence)
-        return Outcome.passed("not in this kernel (no /sys/kernel/mm/ksm): no page merging between guests",
-                              "The kernel was built without CONFIG_KSM. Guests run normally; only the memory "
-                              "saving from merging identical pages is unavailable.", supported=False, **evidence)
-    values = {name: _int(ctx, f"{KSM}/{name}") for name in
-              ("run", "pages_shared", "pages_sharing", "pages_unshared", "pages_volatile", "merge_across_nodes",
-               "full_scans", "sleep_millisecs", "pages_to_scan")}
-    evidence.update(supported=True, **{k: v for k, v in values.items() if v is not None})
-    run = values["run"]
-    state = {0: "stopped", 1: "running", 2: "stopped (pages unmerged)"}.get(run, f"run={run}") \
-        if run is not None else f"state unreadable ({KSM}/run)"
+    evidence: Dict[str, object] = {"services": ksm_units}
+    if not ksm.supported and not sysfs_mm:
+        return Outcome.skipped("no /sys/kernel/mm in this root", "The root holds no sysfs to tell KSM by.", **evidence)
+    if not ksm.supported:
+        return Outcome.passed(*NO_KSM, supported=False, **evidence)
+    evidence.update(supported=True, **{k: v for k, v in ksm.values.items() if v is not None})
+    state = _ksm_state(ksm, base_page_size, evidence)
+    return Outcome.passed(f"KSM {state}", " ".join(_ksm_notes(ksm, ksm_units)), **evidence)
+
+
+def _hugepage_lines(meminfo: Meminfo) -> Dict[str, int]:
+    """The HugePages_*, Hugepagesize and Hugetlb lines of /proc/meminfo ({} when it could not be read)."""
+    mem = meminfo.info
+    return {k: v for k, v in (mem.fields.items() if mem else ()) if k.startswith(("HugePages_", "Hugepagesize",
+                                                                                  "Hugetlb"))}
+
+
+def _no_sysfs(lines: Dict[str, int]) -> str:
+    return "Without sysfs neither the THP mode nor the per-size pools can be read" + (
+        " (/proc/meminfo: " + ", ".join(f"{k} {v}" for k, v in lines.items()) + ")." if lines else ".")
+
+
+def _add_default_pool(pools: Dict[str, Dict[str, int]], lines: Dict[str, int]) -> None:
+    """Old kernels (or a capture without sysfs): only the default-size pool, from /proc/meminfo."""
+    if not pools and lines.get("HugePages_Total"):
+        kib = lines.get("Hugepagesize", 0) // 1024
+        label = f"{kib // (1 << 20)}G" if kib >= 1 << 20 else f"{kib // 1024}M"
+        pools[label] = {"kib": kib, "total": lines["HugePages_Total"], "free": lines.get("HugePages_Free", 0)}
+
+
+def _pool_text(reserved: Dict[str, Dict[str, int]]) -> str:
+    return ", ".join(f"{k} pool {p['total']} pages ({p['free']} free, {_mib(p['total'] * p['kib'] * 1024)})"
+                     for k, p in sorted(reserved.items(), key=lambda kv: kv[1]["kib"])) or "no static pool"
+
+
+def _pool_notes(reserved: Dict[str, Dict[str, int]], meminfo: Meminfo, thp: Thp) -> List[str]:
     notes: List[str] = []
-    sharing = values["pages_sharing"] or 0
-    if sharing:
-        saved = sharing * _page_size(ctx)
-        evidence["saved_bytes"] = saved
-        state += f", {sharing} pages merged into {values['pages_shared'] or 0} (about {_mib(saved)} saved)"
-    if values["merge_across_nodes"] == 1 and run == 1:
-        notes.append("merge_across_nodes=1: pages are merged across NUMA nodes, which can place a guest's memory on "
-                     "a remote node; set it to 0 on multi-socket hosts that pin guests to nodes.")
-    if units:
-        notes.append("Services: " + ", ".join(f"{u} {s}" for u, s in units.items()) + ".")
-        if run != 1 and units.get("ksmtuned") == "enabled":
-            notes.append("ksmtuned starts merging only under memory pressure, so 'stopped' is its idle state.")
-    elif run != 1:
-        notes.append("Nothing starts KSM here (no ksm/ksmtuned service); that is fine unless you overcommit memory.")
-    return Outcome.passed(f"KSM {state}", " ".join(notes), **evidence)
+    reserved_bytes = sum(p["total"] * p["kib"] * 1024 for p in reserved.values())
+    if reserved and meminfo.info is not None and reserved_bytes > 0.9 * meminfo.info.total:
+        notes.append(POOLS_TOO_BIG.format(held=_mib(reserved_bytes), total=_mib(meminfo.info.total)))
+    if reserved:
+        notes.append(POOLS_RESERVED)
+    if thp.defrag == "always" and thp.mode in ("always", "madvise"):
+        notes.append(DEFRAG_ALWAYS)
+    return notes
 
 
-def _meminfo(ctx: Context) -> Optional[MemInfo]:
-    try:
-        text = ctx.host.read_optional("/proc/meminfo")
-    except OSError:
-        return None
-    if text is None:
-        return None
-    try:
-        return parse_meminfo(text)
-    except ParseError:
-        return None
-
-
-def _selected(text: Optional[str], known: Tuple[str, ...]) -> Optional[str]:
-    """"always [madvise] never" -> "madvise"; a bare single word (some backports) is taken as is.
-
-    Only a mode in known counts: anything else there is not a THP setting (a damaged capture).
-    """
-    if not text:
-        return None
-    m = _SELECTED.search(text)
-    words = text.split()
-    mode = m.group(1) if m else words[0] if len(words) == 1 else None
-    return mode if mode in known else None
-
-
-@check("memory.hugepages", "Huge pages for guest memory", reads=(
-    "/sys/kernel/mm/hugepages/hugepages-*/nr_hugepages", "/sys/kernel/mm/hugepages/hugepages-*/free_hugepages",
-    "/sys/kernel/mm/transparent_hugepage/enabled", "/sys/kernel/mm/transparent_hugepage/defrag", "/proc/meminfo",
-))
-def memory_hugepages(ctx: Context) -> Outcome:
+@check("memory.hugepages", "Huge pages for guest memory")
+def memory_hugepages(hugepage_pools, meminfo, thp, sysfs_mm) -> Outcome:
     """Static huge page pools (2 MiB, 1 GiB, ...) and the transparent huge page (THP) mode.
 
-    What: every /sys/kernel/mm/hugepages/hugepages-SIZE pool (nr_hugepages,
-    free_hugepages), the HugePages_* lines of /proc/meminfo, and
-    /sys/kernel/mm/transparent_hugepage/enabled and defrag.  THP "always" or
-    "madvise" pass: QEMU asks for huge pages on guest RAM with
-    madvise(MADV_HUGEPAGE), so madvise is enough.  THP "never" is a warning
-    unless a static pool exists (then guests are expected to use hugetlbfs
-    through <memoryBacking><hugepages/>).  A kernel without THP is a pass
-    with a note.  A root without /sys/kernel/mm is a skip.
+    What: each /sys/kernel/mm/hugepages/hugepages-SIZE pool, the HugePages_* lines of /proc/meminfo,
+    and transparent_hugepage/enabled and defrag.  THP "always" or "madvise" pass (QEMU asks with
+    madvise(MADV_HUGEPAGE)); "never" warns unless a static pool exists for hugetlbfs backing.  A
+    kernel without THP passes with a note; a root without /sys/kernel/mm is a skip.
 
-    Why: huge pages cut the two-level (guest and host) page-walk cost of TLB
-    misses; without them memory-heavy guests lose several percent to tens of
-    percent of performance.
+    Why: huge pages cut the two-level (guest and host) page-walk cost of TLB misses; without them
+    memory-heavy guests lose several to tens of percent of performance.
 
-    Fix: 'echo madvise > /sys/kernel/mm/transparent_hugepage/enabled', and
-    transparent_hugepage=madvise on the kernel command line to keep it (or
-    remove transparent_hugepage=never; tuned profiles can set it too).  For
-    static pools: 'sysctl vm.nr_hugepages=N', or hugepagesz=1G hugepages=N
-    on the command line for 1 GiB pages.
+    Fix: 'echo madvise > /sys/kernel/mm/transparent_hugepage/enabled', kept with
+    transparent_hugepage=madvise on the kernel command line.  Static pools: 'sysctl
+    vm.nr_hugepages=N', or hugepagesz=1G hugepages=N on the command line.
     """
-    host = ctx.host
-    pools: Dict[str, Dict[str, int]] = {}
-    for path in host.glob(f"{HUGEPAGES}/hugepages-*kB"):
-        size = path.rsplit("-", 1)[-1]
-        try:
-            kib = int(size[:-2])
-        except ValueError:
-            continue
-        label = f"{kib // (1 << 20)}G" if kib >= 1 << 20 else f"{kib // 1024}M" if kib >= 1024 else f"{kib}K"
-        total = _int(ctx, f"{path}/nr_hugepages")
-        free = _int(ctx, f"{path}/free_hugepages")
-        pools[label] = {"kib": kib, "total": total if total is not None else 0, "free": free if free is not None else 0}
-    mem = _meminfo(ctx)
-    meminfo = {k: v for k, v in (mem.fields.items() if mem else ()) if k.startswith(("HugePages_", "Hugepagesize",
-                                                                                      "Hugetlb"))}
-    thp_enabled_text = host.first_line(f"{THP}/enabled")
-    thp = _selected(thp_enabled_text, THP_MODES)
-    defrag = _selected(host.first_line(f"{THP}/defrag"), THP_DEFRAG_MODES)
-    evidence: Dict[str, object] = {"pools": pools, "meminfo": meminfo, "thp": thp, "thp_defrag": defrag}
-    if not host.is_dir("/sys/kernel/mm"):
-        return Outcome.skipped("no /sys/kernel/mm in this root",
-                               "Without sysfs neither the THP mode nor the per-size pools can be read"
-                               + (" (/proc/meminfo: " + ", ".join(f"{k} {v}" for k, v in meminfo.items()) + ")."
-                                  if meminfo else "."), **evidence)
-    if not pools and meminfo.get("HugePages_Total"):
-        # Old kernels (or a capture without sysfs): only the default-size pool, from /proc/meminfo.
-        kib = meminfo.get("Hugepagesize", 0) // 1024
-        label = f"{kib // (1 << 20)}G" if kib >= 1 << 20 else f"{kib // 1024}M"
-        pools[label] = {"kib": kib, "total": meminfo["HugePages_Total"], "free": meminfo.get("HugePages_Free", 0)}
+    pools = {k: dict(p) for k, p in hugepage_pools.items()}  # the fact stays as it was gathered
+    lines = _hugepage_lines(meminfo)
+    evidence: Dict[str, object] = {"pools": pools, "meminfo": lines, "thp": thp.mode, "thp_defrag": thp.defrag}
+    if not sysfs_mm:
+        return Outcome.skipped("no /sys/kernel/mm in this root", _no_sysfs(lines), **evidence)
+    _add_default_pool(pools, lines)
     reserved = {k: p for k, p in pools.items() if p["total"]}
-    pool_text = ", ".join(f"{k} pool {p['total']} pages ({p['free']} free, {_mib(p['total'] * p['kib'] * 1024)})"
-                          for k, p in sorted(reserved.items(), key=lambda kv: kv[1]["kib"])) or "no static pool"
-    reserved_bytes = sum(p["total"] * p["kib"] * 1024 for p in reserved.values())
-    notes: List[str] = []
-    if reserved and mem is not None and reserved_bytes > 0.9 * mem.total:
-        notes.append(f"The pools hold {_mib(reserved_bytes)} of {_mib(mem.total)}: little is left for the host and "
-                     "for guests without hugepage backing.")
-    if reserved:
-        notes.append("Pooled pages serve only guests with hugetlbfs backing (libvirt <memoryBacking><hugepages/>); "
-                     "free pool pages are not available to anything else.")
-    if defrag == "always" and thp in ("always", "madvise"):
-        notes.append("THP defrag 'always' stalls allocations for direct compaction; 'madvise' or 'defer+madvise' is "
-                     "the usual choice.")
-    if thp is None:
-        if thp_enabled_text is not None or host.is_dir(THP):
-            return Outcome.passed(f"THP mode unreadable ({THP}/enabled); {pool_text}", " ".join(notes), **evidence)
-        notes.insert(0, "The kernel was built without transparent huge pages (no /sys/kernel/mm/transparent_hugepage); "
-                        "guests get huge pages only from static pools.")
-        return Outcome.passed(f"no THP in this kernel; {pool_text}", " ".join(notes), **evidence)
-    if thp == "never" and not reserved:
-        return Outcome.warned(
-            "transparent huge pages are off (never) and there is no static huge page pool",
-            "Guest RAM is backed by base pages only: every guest TLB miss walks both page tables in 4 KiB steps, "
-            "which costs memory-heavy guests several to tens of percent. QEMU only needs THP 'madvise', which "
-            "leaves other programs alone.",
-            "'echo madvise > /sys/kernel/mm/transparent_hugepage/enabled' now; keep it with "
-            "transparent_hugepage=madvise on the kernel command line (remove transparent_hugepage=never, or choose "
-            "a tuned profile such as virtual-host). Or reserve a static pool for the guests.", **evidence)
-    if thp == "never":
-        notes.insert(0, "THP is off; guests must use the static pool (hugetlbfs backing) to get huge pages.")
-    return Outcome.passed(f"THP {thp}" + (f" (defrag {defrag})" if defrag else "") + f"; {pool_text}",
+    pool_text = _pool_text(reserved)
+    notes = _pool_notes(reserved, meminfo, thp)
+    if thp.mode is None and thp.present:
+        return Outcome.passed(f"THP mode unreadable ({THP}/enabled); {pool_text}", " ".join(notes), **evidence)
+    if thp.mode is None:
+        return Outcome.passed(f"no THP in this kernel; {pool_text}", " ".join([NO_THP] + notes), **evidence)
+    if thp.mode == "never" and not reserved:
+        return Outcome.warned(*THP_OFF, **evidence)
+    if thp.mode == "never":
+        notes.insert(0, THP_OFF_POOL)
+    return Outcome.passed(f"THP {thp.mode}" + (f" (defrag {thp.defrag})" if thp.defrag else "") + f"; {pool_text}",
                           " ".join(notes), **evidence)
 
 
