@@ -49,7 +49,8 @@ def _no_source_fix(arch: Optional[str], managers: Sequence[str], sources: Sequen
             major = (info.get("version") or "9").split(".", 1)[0]
             arch = arch or "$(arch)"
             fixes.append(f"Register the system ('subscription-manager register'), then 'subscription-manager repos "
-                         f"--enable rhel-{major}-for-{arch}-baseos-rpms --enable rhel-{major}-for-{arch}-appstream-rpms'.")
+                         f"--enable rhel-{major}-for-{arch}-baseos-rpms "
+                         f"--enable rhel-{major}-for-{arch}-appstream-rpms'.")
         elif core:
             fixes.append("dnf config-manager --set-enabled " + " ".join(core) + " (or set enabled=1 in the .repo file)")
         else:
@@ -100,6 +101,14 @@ def _broken_text(broken: Sequence[Source]) -> str:
     return "".join(f" {s.file}:{s.line} {s.label}: {'; '.join(s.problems)}." for s in broken)
 
 
+def _sources_evidence(found: PackageSources, usable: Sequence[Source], installed: Optional[bool]) -> dict:
+    evidence: Dict[str, object] = {"managers": list(found.managers),
+                                   "sources": [s.to_evidence() for s in found.sources], "enabled": len(usable), "kvm_packages_installed": installed}
+    if found.unreadable:
+        evidence["unreadable"] = list(found.unreadable)
+    return evidence
+
+
 def _none_usable(found: PackageSources, installed: Optional[bool], fix: str, evidence: dict) -> Outcome:
     """No enabled source can deliver anything: a failure unless the KVM packages are installed already."""
     if found.unreadable:
@@ -121,7 +130,8 @@ def _appstream_problem(sources: Sequence[Source]) -> Optional[tuple]:
         return None
     ids = ", ".join(s.id for s in app_off)
     rhsm = any(s.file.endswith("/redhat.repo") for s in app_off)
-    return ("AppStream is disabled", f"AppStream is disabled ({ids}): qemu-kvm and libvirt are in AppStream, not BaseOS.",
+    return ("AppStream is disabled",
+            f"AppStream is disabled ({ids}): qemu-kvm and libvirt are in AppStream, not BaseOS.",
             "dnf config-manager --set-enabled " + " ".join(s.id for s in app_off)
             + (" (on RHEL: subscription-manager repos --enable " + app_off[0].id + ")" if rhsm else ""))
 
@@ -148,7 +158,8 @@ def _findings(sources: Sequence[Source], usable: Sequence[Source], installed: Op
     found = [_appstream_problem(sources)]
     if broken:
         found.append((f"{len(broken)} enabled entr{'y is' if len(broken) == 1 else 'ies are'} ignored",
-                      "Ignored by the package manager:" + _broken_text(broken), "Correct or remove the entries listed."))
+                      "Ignored by the package manager:" + _broken_text(broken),
+                      "Correct or remove the entries listed."))
     down = _unreachable(usable, probes.get(), evidence) if probes is not None else None
     if down:
         found.append((down[0], down[1], UNREACHABLE_FIX))
@@ -183,18 +194,15 @@ def repos_configured(package_sources, kvm_stack, package_tooling, arch, source_p
     if not found.managers:
         return Outcome.skipped("no apt, dnf/yum or zypper configuration in /etc",
                                "Package sources are checked for apt, dnf/yum and zypper only.")
-    managers, sources = list(found.managers), list(found.sources)
+    sources = list(found.sources)
     usable = [s for s in sources if s.usable]
     absent = _required_absent(settings.required_repos, usable)
     if absent:
         return _required_missing(settings.required_repos, absent, found, usable)
     installed = None if kvm_stack is None else not kvm_stack.missing
-    evidence: Dict[str, object] = {"managers": managers, "sources": [s.to_evidence() for s in sources],
-                                   "enabled": len(usable), "kvm_packages_installed": installed}
-    if found.unreadable:
-        evidence["unreadable"] = list(found.unreadable)
+    evidence = _sources_evidence(found, usable, installed)
     if not usable:
-        return _none_usable(found, installed, _no_source_fix(arch.name, managers, sources, package_tooling.info),
+        return _none_usable(found, installed, _no_source_fix(arch.name, found.managers, sources, package_tooling.info),
                             evidence)
     findings, failing = _findings(sources, usable, installed, source_probes if settings.online else None, evidence)
     labels = [s.label for s in usable]
@@ -206,6 +214,15 @@ def repos_configured(package_sources, kvm_stack, package_tooling, arch, source_p
     return (Outcome.failed if failing else Outcome.warned)(
         summary, f"Enabled: {shown}. " + " ".join(f[1] for f in findings), " ".join(f[2] for f in findings),
         **evidence)
+
+
+def _required_packages_missing(required: Sequence[str], absent: List[str], listing: str, cmd: str,
+                               evidence: dict) -> Outcome:
+    return Outcome.failed(
+        f"required package(s) not installed: {', '.join(absent)}",
+        f"The configuration requires {', '.join(required)} ([require] packages). "
+        + (f"Installed: {listing}." if listing else "None of the KVM stack is installed."),
+        f"Install them: '{cmd}'.", **evidence)
 
 
 @check("packages.virt", "KVM packages installed")
@@ -239,15 +256,12 @@ def packages_virt(system_dirs, installed_packages, kvm_stack, settings) -> Outco
     listing = "; ".join(f"{comp}: " + ", ".join(f"{n} {v}".strip() for n, v in have.items())
                         for comp, have in stack.found.items())
     suggested = [s for _, s in stack.missing]
-    absent = [p for p in settings.required_packages if p not in db.packages]
     if settings.required_packages:  # the configuration's [require] packages
         evidence.update(required={p: db.packages.get(p) for p in settings.required_packages})
+    absent = [p for p in settings.required_packages if p not in db.packages]
     if absent:
-        return Outcome.failed(
-            f"required package(s) not installed: {', '.join(absent)}",
-            f"The configuration requires {', '.join(settings.required_packages)} ([require] packages). "
-            + (f"Installed: {listing}." if listing else "None of the KVM stack is installed."),
-            f"Install them: '{_install_command(stack.kind, stack.info, absent + suggested)}'.", **evidence)
+        return _required_packages_missing(settings.required_packages, absent, listing,
+                                          _install_command(stack.kind, stack.info, absent + suggested), evidence)
     if stack.missing:
         evidence["install_command"] = cmd = _install_command(stack.kind, stack.info, suggested)
         return Outcome.warned(

@@ -298,7 +298,8 @@ def package_sources(host) -> PackageSources:
 
 
 # -- --online: the sources' URLs probed -----------------------------------------------------------------
-def _variables(host, manager: str, arch: Optional[str], tooling: PackageTooling) -> Dict[str, str]:  # type: ignore[no-untyped-def]
+def _variables(host, manager: str, arch: Optional[str],  # type: ignore[no-untyped-def]
+               tooling: PackageTooling) -> Dict[str, str]:
     """dnf/zypper URL variables: $basearch, $arch, $releasever and the files in vars directories."""
     arch = arch or ""
     basearch = {"i486": "i386", "i586": "i386", "i686": "i386", "armv7l": "armhfp", "ppc64le": "ppc64le"}.get(
