@@ -107,7 +107,7 @@ def package_tooling(facts) -> PackageTooling:
     return PackageTooling(kind, info)
 
 
-@fact(reads=(DPKG_STATUS,) + _RPM_DB_PATHS)
+@fact(reads=(DPKG_STATUS,) + RPM_DBS + _RPM_DB_PATHS)  # the rpm directories whole: rpm's database is its files
 def installed_packages(host, settings, package_tooling) -> InstalledPackages:
     """The root's installed packages: /var/lib/dpkg/status, or its rpm database ('rpm -qa' on the running
     system; of an offline root its sqlite file, read through the Host), whichever the distribution uses first."""

@@ -98,8 +98,9 @@ CONTEXT_READS = (
     # host.container (Context.container): PID 1's cgroup, the mount table, the runtimes' marker files
     "/proc/1/cgroup", "/proc/self/mountinfo", "/.dockerenv", "/run/.containerenv",
 )
-# Directories whose existence is the fact: captured empty (/proc/xen/privcmd, xenbus can block).
-EXISTENCE_ONLY = ("/proc/xen",)
+# Directories whose existence is the fact: captured empty (/proc/xen/privcmd, xenbus can block; /etc/apt
+# and /etc/zypp hold credentials; a fact that asks whether /etc is a directory wants no copy of /etc).
+EXISTENCE_ONLY = ("/proc/xen", "/etc", "/var/lib", "/etc/apt", "/etc/dnf", "/etc/zypp", "/sys/fs/cgroup/devices")
 LOG_FILES = ("/var/log/dmesg", "/var/log/kern.log", "/var/log/messages", "/var/log/syslog", "/var/log/boot.log")
 
 # -- the deny list: checked on every path, link target and file found in a declared directory ------
