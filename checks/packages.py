@@ -103,7 +103,8 @@ def _broken_text(broken: Sequence[Source]) -> str:
 
 def _sources_evidence(found: PackageSources, usable: Sequence[Source], installed: Optional[bool]) -> dict:
     evidence: Dict[str, object] = {"managers": list(found.managers),
-                                   "sources": [s.to_evidence() for s in found.sources], "enabled": len(usable), "kvm_packages_installed": installed}
+                                   "sources": [s.to_evidence() for s in found.sources], "enabled": len(usable),
+                                   "kvm_packages_installed": installed}
     if found.unreadable:
         evidence["unreadable"] = list(found.unreadable)
     return evidence

@@ -100,7 +100,8 @@ def sources(*srcs, managers=("dnf",), unreadable=()):
 
 
 @pytest.mark.parametrize("found, stack, settings, expected", [
-    (PackageSources(False, (), (), (), ()), None, Settings(), ("skip", "no /etc in this root: not an installed system")),
+    (PackageSources(False, (), (), (), ()), None, Settings(),
+     ("skip", "no /etc in this root: not an installed system")),
     (sources(managers=()), None, Settings(), ("skip", "no apt, dnf/yum or zypper configuration in /etc")),
     (sources(dnf("baseos")), MISSING, Settings(required_repos=("epel",)),
      ("fail", "required package source(s) not enabled: epel")),
@@ -177,7 +178,8 @@ def identity(who=QEMU, why="", passwd=True):
     (True, identity(), KVM_0660, later(Proof("error", "did not answer within 3 s")), True,
      ("skip", "the probe as libvirt-qemu did not finish: did not answer within 3 s")),
     (True, identity(), KVM_0660, later(None), False, ("pass", "libvirt-qemu may open /dev/kvm (mode 0660, group kvm)")),
-    (True, identity(), KVM_0600, later(None), True, ("fail", "libvirt-qemu cannot open /dev/kvm: mode 0600, group root")),
+    (True, identity(), KVM_0600, later(None), True,
+     ("fail", "libvirt-qemu cannot open /dev/kvm: mode 0600, group root")),
 ])
 def test_kvm_consumer_judges(installed, found, kvm, proof, live, expected):
     out = consumer.kvm_consumer.func(libvirt_daemon_installed=installed, qemu_identity=found,
@@ -203,7 +205,8 @@ def answered(kvm, machines=MACHINES):
     (ARGV[0], later(QemuRun(ARGV, 4.0, "timeout", "", "", 4.0, None, "", None)), later(None),
      ("fail", "/usr/bin/qemu-system-x86_64 did not answer within 4 s")),
     (ARGV[0], later(QemuRun(ARGV, 4.0, "cannot-run", "Permission denied", "[Errno 13] Permission denied", 0.0, None,
-                            "", None)), later(None), ("fail", "/usr/bin/qemu-system-x86_64 cannot be run: Permission denied")),
+                            "", None)), later(None),
+     ("fail", "/usr/bin/qemu-system-x86_64 cannot be run: Permission denied")),
     (ARGV[0], later(QemuRun(ARGV, 4.0, None, "", "", 0.1, 1, "Could not access KVM kernel module: Permission denied",
                             QmpAnswers(None, []))), later(None),
      ("fail", "QEMU refused -accel kvm: 'Could not access KVM kernel module: Permission denied'")),
