@@ -169,7 +169,8 @@ def _findings(sources: Sequence[Source], usable: Sequence[Source], installed: Op
 
 
 @check("repos.configured", "Package sources for the KVM stack")
-def repos_configured(package_sources, kvm_stack, package_tooling, arch, source_probes, settings) -> Outcome:
+def repos_configured(package_sources, kvm_stack_later, package_tooling, arch, source_probes,
+                     settings) -> Outcome:
     """An enabled package source can deliver QEMU, libvirt and friends.
 
     What: the sources of apt (sources.list and sources.list.d: one-line
@@ -200,7 +201,8 @@ def repos_configured(package_sources, kvm_stack, package_tooling, arch, source_p
     absent = _required_absent(settings.required_repos, usable)
     if absent:
         return _required_missing(settings.required_repos, absent, found, usable)
-    installed = None if kvm_stack is None else not kvm_stack.missing
+    stack = kvm_stack_later.get()
+    installed = None if stack is None else not stack.missing
     evidence = _sources_evidence(found, usable, installed)
     if not usable:
         return _none_usable(found, installed, _no_source_fix(arch.name, found.managers, sources, package_tooling.info),

@@ -93,6 +93,7 @@ APT = Source("apt", "/etc/apt/sources.list", 1, "", "http://deb.debian.org/debia
              ("http://deb.debian.org/debian",), "uri", ("deb",), ("bookworm",), ("main",), format="one-line")
 INSTALLED = KvmStack("rpm", {}, ALL_DEB, ())
 MISSING = KvmStack("rpm", {}, {}, (("QEMU/KVM", "qemu-kvm"),))
+NOT_ASKED = object()
 
 
 def sources(*srcs, managers=("dnf",), unreadable=()):
@@ -100,10 +101,10 @@ def sources(*srcs, managers=("dnf",), unreadable=()):
 
 
 @pytest.mark.parametrize("found, stack, settings, expected", [
-    (PackageSources(False, (), (), (), ()), None, Settings(),
+    (PackageSources(False, (), (), (), ()), NOT_ASKED, Settings(),
      ("skip", "no /etc in this root: not an installed system")),
-    (sources(managers=()), None, Settings(), ("skip", "no apt, dnf/yum or zypper configuration in /etc")),
-    (sources(dnf("baseos")), MISSING, Settings(required_repos=("epel",)),
+    (sources(managers=()), NOT_ASKED, Settings(), ("skip", "no apt, dnf/yum or zypper configuration in /etc")),
+    (sources(dnf("baseos")), NOT_ASKED, Settings(required_repos=("epel",)),
      ("fail", "required package source(s) not enabled: epel")),
     (sources(dnf("baseos", False), dnf("appstream", False)), MISSING, Settings(),
      ("fail", "2 source(s) configured, all disabled")),
@@ -119,8 +120,10 @@ def sources(*srcs, managers=("dnf",), unreadable=()):
      ("pass", "1 enabled source(s): http://deb.debian.org/debian bookworm main")),
 ])
 def test_repos_configured_judges(found, stack, settings, expected):
-    out = packages.repos_configured.func(package_sources=found, kvm_stack=stack, package_tooling=PackageTooling(
-        "rpm", {}), arch=Arch("x86_64", "uname"), source_probes=never(), settings=settings)
+    stack = never() if stack is NOT_ASKED else later(stack)  # the package database is read only when needed
+    out = packages.repos_configured.func(package_sources=found, kvm_stack_later=stack, arch=Arch("x86_64", "uname"),
+                                         package_tooling=PackageTooling("rpm", {}), source_probes=never(),
+                                         settings=settings)
     assert got(out) == expected
 
 
@@ -133,7 +136,7 @@ def test_repos_configured_online_judges_the_probes(reachable, stack, expected):
     probes = {0: {"reachable": reachable, "probes": [{"url": "http://deb.debian.org/debian/dists/bookworm/InRelease",
                                                       "result": "HTTP 200" if reachable else "timed out",
                                                       "reachable": reachable}]}}
-    out = packages.repos_configured.func(package_sources=sources(APT, managers=("apt",)), kvm_stack=stack,
+    out = packages.repos_configured.func(package_sources=sources(APT, managers=("apt",)), kvm_stack_later=later(stack),
                                          package_tooling=PackageTooling("deb", DEB), arch=Arch("x86_64", "uname"),
                                          source_probes=later(probes), settings=Settings(online=True))
     assert got(out) == expected

@@ -236,6 +236,13 @@ def kvm_stack(host, installed_packages, package_tooling, family) -> Optional[Kvm
     return KvmStack(kind, package_tooling.info, found, tuple(missing))
 
 
+@fact(uses=("kvm_stack",))
+def kvm_stack_later(facts) -> Later:
+    """Later: kvm_stack, for a judgement that needs it on some branches only (reading the package database
+    can mean parsing megabytes or running 'rpm -qa', and an unsearchable database directory raises)."""
+    return Later(lambda: facts.get("kvm_stack"))
+
+
 @fact(uses=("installed_packages",))
 def qemu_packages(facts) -> Later:
     """Later: the QEMU packages installed ({name: version}; {} when none or no database could be read).
