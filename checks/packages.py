@@ -12,6 +12,7 @@ from kvmcheck.facts.packages import KvmStack, PackageSources
 from kvmcheck.parsers.repos import Source
 
 UEFI = ("ovmf", "edk2-ovmf", "OVMF", "qemu-ovmf-x86_64")
+SEABIOS_ONLY = "Only SeaBIOS is installed: UEFI guests (Windows 11, Secure Boot) need OVMF as well."
 SOURCE_FIXES = "Add and enable the repositories the configuration names (a .repo file in /etc/yum.repos.d, an apt " \
     "source in /etc/apt/sources.list.d, or 'zypper addrepo'), then refresh the package metadata."
 UNREACHABLE_FIX = "Check the network path to these mirrors (DNS, proxy, firewall) or point the sources at a " \
@@ -152,6 +153,11 @@ def _unreachable(usable: Sequence[Source], probes: Dict[int, Dict[str, object]],
     return f"{len(down)} unreachable: " + ", ".join(s.label for s in down), f"Unreachable: {names}.", all_down
 
 
+def _shown(usable: Sequence[Source]) -> str:
+    labels = [s.label for s in usable]
+    return ", ".join(labels[:4]) + (f" and {len(labels) - 4} more" if len(labels) > 4 else "")
+
+
 def _findings(sources: Sequence[Source], usable: Sequence[Source], installed: Optional[bool], probes,
               evidence: dict) -> tuple:  # type: ignore[no-untyped-def]
     """([(short, problem, fix)] of what is wrong with the enabled sources, whether it blocks installing)."""
@@ -208,8 +214,7 @@ def repos_configured(package_sources, kvm_stack_later, package_tooling, arch, so
         return _none_usable(found, installed, _no_source_fix(arch.name, found.managers, sources, package_tooling.info),
                             evidence)
     findings, failing = _findings(sources, usable, installed, source_probes if settings.online else None, evidence)
-    labels = [s.label for s in usable]
-    shown = ", ".join(labels[:4]) + (f" and {len(labels) - 4} more" if len(labels) > 4 else "")
+    shown = _shown(usable)
     if not findings:
         return Outcome.passed(f"{len(usable)} enabled source(s): {shown}",
                               "Reachable online." if settings.online else "", **evidence)
@@ -217,6 +222,12 @@ def repos_configured(package_sources, kvm_stack_later, package_tooling, arch, so
     return (Outcome.failed if failing else Outcome.warned)(
         summary, f"Enabled: {shown}. " + " ".join(f[1] for f in findings), " ".join(f[2] for f in findings),
         **evidence)
+
+
+def _listing(stack: KvmStack) -> str:
+    """'QEMU/KVM: qemu-kvm 8.2; libvirt daemon: ...': each installed component and its packages."""
+    return "; ".join(f"{comp}: " + ", ".join(f"{n} {v}".strip() for n, v in have.items())
+                     for comp, have in stack.found.items())
 
 
 def _required_packages_missing(required: Sequence[str], absent: List[str], listing: str, cmd: str,
@@ -256,8 +267,7 @@ def packages_virt(system_dirs, installed_packages, kvm_stack, settings) -> Outco
     evidence = {"database": db.db, "source": db.source,
                 "installed": {comp: dict(v) for comp, v in stack.found.items()},
                 "missing": [comp for comp, _ in stack.missing]}
-    listing = "; ".join(f"{comp}: " + ", ".join(f"{n} {v}".strip() for n, v in have.items())
-                        for comp, have in stack.found.items())
+    listing = _listing(stack)
     suggested = [s for _, s in stack.missing]
     if settings.required_packages:  # the configuration's [require] packages
         evidence.update(required={p: db.packages.get(p) for p in settings.required_packages})
@@ -272,7 +282,5 @@ def packages_virt(system_dirs, installed_packages, kvm_stack, settings) -> Outco
             (f"Installed: {listing}. " if listing else "None of the KVM stack is installed yet. ")
             + "This is expected before the virtualization packages are installed.",
             f"Install them: '{cmd}'.", **evidence)
-    fw = stack.found.get("guest firmware")
-    detail = "Only SeaBIOS is installed: UEFI guests (Windows 11, Secure Boot) need OVMF as well." \
-        if fw and not any(n in UEFI for n in fw) else ""
-    return Outcome.passed(f"installed: {listing}", detail, **evidence)
+    seabios_only = not any(n in UEFI for n in stack.found.get("guest firmware", {"ovmf": ""}))
+    return Outcome.passed(f"installed: {listing}", SEABIOS_ONLY if seabios_only else "", **evidence)
