@@ -13,6 +13,8 @@ import time
 import pytest
 
 from kvmcheck.checks import consumer
+from kvmcheck.facts import Facts
+from kvmcheck.facts import consumer as consumer_facts
 from kvmcheck.facts.context import Context
 from kvmcheck.core.host import Host
 from kvmcheck.parsers.container import detect_container
@@ -70,9 +72,9 @@ def test_consumer_fails_naming_libvirt_qemu_at_0600_and_passes_at_0660_kvm():
 def test_the_probe_never_changes_the_parents_identity_nor_leaves_a_child():
     before = (os.getuid(), os.geteuid(), os.getgid(), os.getegid(), sorted(os.getgroups()))
     kids = children()
-    who, _ = consumer.qemu_identity(Context(Host()))
+    who = Facts(Host()).get("qemu_identity").identity
     assert who is not None and who.uid != 0
-    step, _ = consumer.prove_as(Context(Host()), who)
+    step, _ = consumer_facts.prove_as(Host(), who)
     assert step in ("ok", "open")
     assert (os.getuid(), os.geteuid(), os.getgid(), os.getegid(), sorted(os.getgroups())) == before
     assert children() == kids
@@ -85,10 +87,10 @@ def test_identity_counts_the_primary_group_and_the_configured_one(tmp_path):
     (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/bash\nlibvirt-qemu:x:64055:108::/:/usr/sbin/nologin\n")
     (tmp_path / "etc/group").write_text("root:x:0:\nkvm:x:108:\nlibvirt-qemu:x:64055:libvirt-qemu\n")
     (tmp_path / "etc/libvirt/qemu.conf").write_text('#user = "libvirt-qemu"\n#group = "libvirt-qemu"\n')
-    who, why = consumer.qemu_identity(Context(Host(str(tmp_path))))
+    who, why = Facts(Host(str(tmp_path))).get("qemu_identity")[:2]
     assert (who.user, who.uid, who.gid, who.groups) == ("libvirt-qemu", 64055, 64055, (108, 64055)), why
     (tmp_path / "etc/libvirt/qemu.conf").write_text('user = "qemu"\n')
-    who, why = consumer.qemu_identity(Context(Host(str(tmp_path))))
+    who, why = Facts(Host(str(tmp_path))).get("qemu_identity")[:2]
     assert who is None and "not in /etc/passwd" in why
 
 
