@@ -161,11 +161,19 @@ def platform_facts(modules: Dict[str, str], kvm_nested_params: NestedParams, hos
             "host_virt_flags": list(host_vt_flags)}
 
 
+PVM_PROVIDER = ("/dev/kvm is provided by kvm_pvm (PVM, Pagetable-based Virtual Machine), a software KVM provider "
+                "that works without VT-x/AMD-V using shadow paging: standard real-mode code and stock guests "
+                "(distribution kernels, Windows, SeaBIOS/OVMF) are emulated, and only PVM guest kernels run well.")
+NOT_ACCELERATED_FIX = ("For general-purpose KVM guests, use bare metal or an instance type with nested virtualization "
+                       "enabled (see cpu.virt-flags for the switch of each hypervisor).")
+PVM_EXPECTED = " If this host only serves PVM sandboxes (PVM guest kernels), this failure is expected."
+
+
 def _rate(x: float) -> str:
     return f"{x:.3g}"
 
 
-def assess_loop(loop: kvmapi.LoopRun, facts: Dict[str, Any], virt: Optional[Callable[[], Any]] = None) -> Outcome:
+def assess_loop(loop: kvmapi.LoopRun, platform: Dict[str, Any], virt: Optional[Callable[[], Any]] = None) -> Outcome:
     """Verdict on a measured loop: pure, but for virt().
 
     virt, when given, returns the virt fact (.in_guest, .vendor); it is
@@ -177,10 +185,10 @@ def assess_loop(loop: kvmapi.LoopRun, facts: Dict[str, Any], virt: Optional[Call
         "elapsed_s": round(loop.elapsed_s, 6), "instructions_per_second": round(loop.per_second),
         "accelerated": loop.accelerated, "threshold": threshold,
     }
-    evidence.update(facts)
+    evidence.update(platform)
     if loop.reason:
         evidence["reason"] = loop.reason
-    nested_txt = ", ".join(f"{m} nested={v}" for m, v in facts.get("nested", {}).items())
+    nested_txt = ", ".join(f"{m} nested={v}" for m, v in platform.get("nested", {}).items())
     if not loop.completed and "only probed on x86" in loop.reason:
         return Outcome.skipped(loop.reason, "The timing guest is x86 real-mode code.", **evidence)
     if not loop.completed and "budget" not in loop.reason:
@@ -201,29 +209,23 @@ def assess_loop(loop: kvmapi.LoopRun, facts: Dict[str, Any], virt: Optional[Call
             "the timing guest did not finish within its budget; inconclusive",
             measured, "Re-run kvmcheck on an idle host, or with a larger --timeout.", **evidence).keyed("inconclusive")
     why: List[str] = []
-    if facts.get("provider") == "kvm_pvm" or "kvm_pvm" in facts.get("modules", ()):
-        why.append("/dev/kvm is provided by kvm_pvm (PVM, Pagetable-based Virtual Machine), a software KVM "
-                   "provider that works without VT-x/AMD-V using shadow paging: standard real-mode code and stock "
-                   "guests (distribution kernels, Windows, SeaBIOS/OVMF) are emulated, and only PVM guest kernels "
-                   "run well.")
+    if platform.get("provider") == "kvm_pvm" or "kvm_pvm" in platform.get("modules", ()):
+        why.append(PVM_PROVIDER)
     vf = virt() if virt else None
     if vf is not None:
         evidence["in_guest"] = bool(vf.in_guest)
         evidence["hypervisor"] = vf.vendor
     if vf is not None and vf.in_guest:
-        if facts.get("host_virt_flags"):
+        if platform.get("host_virt_flags"):
             why.append(f"This machine is a {vf.vendor or 'virtual'} guest; its CPU shows "
-                       f"{'/'.join(facts['host_virt_flags'])}, yet guest code is not accelerated, so the outer "
+                       f"{'/'.join(platform['host_virt_flags'])}, yet guest code is not accelerated, so the outer "
                        "hypervisor's nested virtualization is not effective.")
         else:
             why.append(f"This machine is itself a {vf.vendor or 'virtual'} guest without nested virtualization "
                        "(no vmx/svm in its CPU flags), so KVM here has no hardware support to use.")
     if not why:
         why.append("KVM is not using hardware virtualization for this guest.")
-    fix = ("For general-purpose KVM guests, use bare metal or an instance type with nested virtualization "
-           "enabled (see cpu.virt-flags for the switch of each hypervisor).")
-    if facts.get("provider") == "kvm_pvm":
-        fix += " If this host only serves PVM sandboxes (PVM guest kernels), this failure is expected."
+    fix = NOT_ACCELERATED_FIX + (PVM_EXPECTED if platform.get("provider") == "kvm_pvm" else "")
     # Without VT-x/AMD-V offered to this host (cpu.virt-flags) or enabled (firmware.vt-enabled), no KVM
     # provider can accelerate: those checks name the cause and its fix.
     return Outcome.failed(
@@ -239,12 +241,12 @@ def judge_loop(probe: KvmProbe, platform: Dict[str, Any], virt: Optional[Callabl
     if unprobed:
         return unprobed
     found: LoopProbe = probe.found
-    facts = dict(platform)
-    facts["calibration"] = {"iterations": found.calibration.iterations,
-                            "per_second": round(found.calibration.per_second)}
+    explains = dict(platform)
+    explains["calibration"] = {"iterations": found.calibration.iterations,
+                               "per_second": round(found.calibration.per_second)}
     if found.guest_virt_flags is not None:
-        facts["guest_virt_flags"] = found.guest_virt_flags  # nested: what KVM offers its guests
-    return assess_loop(found.loop, facts, virt)
+        explains["guest_virt_flags"] = found.guest_virt_flags  # nested: what KVM offers its guests
+    return assess_loop(found.loop, explains, virt)
 
 
 @check("kvm.acceleration", "Guest code runs hardware-accelerated", requires=("kvm.device", "kvm.guest-run"),
