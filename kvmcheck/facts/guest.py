@@ -13,6 +13,7 @@ import errno as _errno
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from kvmcheck.facts import Later, Readout, fact, read
+from kvmcheck.facts import system  # noqa: F401 - the shared facts these are computed from (declared first)
 
 KVM_PATH = "/dev/kvm"
 NESTED_PARAMS = {

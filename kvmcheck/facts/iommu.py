@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Dict, FrozenSet, NamedTuple, Optional, Tuple
 
 from kvmcheck.facts import Later, Readout, fact, read
+from kvmcheck.facts import system  # noqa: F401 - the shared facts these are computed from (declared first)
 
 TABLES = "/sys/firmware/acpi/tables"
 IOMMU_TABLES = ("DMAR", "IVRS", "IORT")  # Intel VT-d, AMD-Vi, arm64 SMMU

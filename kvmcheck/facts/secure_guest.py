@@ -65,7 +65,7 @@ def sev_host(host) -> Later:
 
 class Ultravisor(NamedTuple):
     present: bool  # /sys/firmware/uv: the kernel supports the s390 Ultravisor
-    prot_virt_host: Readout  # /sys/firmware/uv/prot_virt_host: "1" when this kernel runs as a protected-virtualization host
+    prot_virt_host: Readout  # /sys/firmware/uv/prot_virt_host: "1" when the kernel is a protected-virtualization host
 
 
 @fact(reads=(UV, f"{UV}/prot_virt_host"))
