@@ -3,6 +3,7 @@
 describe an IOMMU, device tree IOMMU nodes, the vfio-pci driver, and the kernel's VT-d default."""
 from __future__ import annotations
 
+import fnmatch
 from typing import Dict, FrozenSet, NamedTuple, Optional, Tuple
 
 from kvmcheck.facts import Later, Readout, fact, read
@@ -82,14 +83,17 @@ class VfioPci(NamedTuple):
         return (self.builtin.text or "") if self.builtin is not None and self.builtin.ok else ""
 
 
-@fact(reads=("/sys/module/vfio_pci", "/lib", "/lib/modules", "/lib/modules/*", f"/lib/modules/*/{VFIO_DIR}",
-             f"/lib/modules/*/{VFIO_DIR}/*", "/lib/modules/*/modules.builtin", "/lib/modules/*/modules.dep"))
+@fact(reads=("/sys/module/vfio_pci", "/lib/modules/*", f"/lib/modules/*/{VFIO_DIR}", "/lib/modules/*/modules.builtin",
+             "/lib/modules/*/modules.dep"))
 def vfio_pci(host, osrelease) -> VfioPci:
     loaded = host.is_dir("/sys/module/vfio_pci")
     if not osrelease or not host.is_dir(f"/lib/modules/{osrelease}"):
         return VfioPci(loaded, None)
     base = f"/lib/modules/{osrelease}"
-    module = bool(host.glob(f"{base}/{VFIO_DIR}/vfio-pci.ko*") or host.glob(f"{base}/{VFIO_DIR}/vfio_pci.ko*"))
+    # One listing, not Host.glob, which looks at every component on the way ("/lib" among them: a declared read
+    # of "/lib" would make kvmcheck snapshot capture the whole tree).
+    module = any(fnmatch.fnmatchcase(n, "vfio-pci.ko*") or fnmatch.fnmatchcase(n, "vfio_pci.ko*")
+                 for n in host.listdir(f"{base}/{VFIO_DIR}"))
     return VfioPci(loaded, base, module, read(host, f"{base}/modules.builtin"), host.exists(f"{base}/modules.dep"))
 
 
