@@ -4,7 +4,7 @@
 
 Each run goes through kvmcheck.core.runner.run_check (worker thread included) with
 a fresh Context on Host("/"), so per-run facts (modules, cpuinfo, the kernel
-log behind ctx.virt()) are paid every time, as in a real `kvmcheck check`.
+log behind the virt fact) are paid every time, as in a real `kvmcheck check`.
 Targets: under 20 ms each on a hardware-assisted host; on an emulating
 provider (kvm_pvm) the acceleration check is bounded under 1.5 s.
 """

@@ -1,59 +1,29 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Run real guest code through /dev/kvm: does it compute, and how fast.
 
-Both checks open /dev/kvm through the Host (live only) and hand the descriptor
-to kvmcheck.core.kvmapi, which creates and releases its own VM and vCPU.  Opening,
-the errno advice and closing are shared (:func:`with_kvm`,
-:func:`explain_open_error`); the probes take an open descriptor so tests can
-hand them a FIFO or a regular file.
+The probes (kvmcheck.facts.guest) open /dev/kvm through the Host, live only, and run in a child killed
+when its time is up; these judges read what they found: the guest's run, the loop's rate, or the errno
+met on the way (:func:`explain_open_error`).
 """
 from __future__ import annotations
 
 import errno
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
-from kvmcheck.core import kvmapi
 from kvmcheck.checks.kvm import UDEV_FIX
-from kvmcheck.facts.context import Context
-from kvmcheck.core.host import NotRegularFileError
+from kvmcheck.core import kvmapi
 from kvmcheck.core.model import Outcome
 from kvmcheck.core.registry import check
+from kvmcheck.facts.guest import KVM_PATH, GuestProbe, KvmError, KvmProbe, LoopProbe, NestedParams
 
-KVM_PATH = "/dev/kvm"
-NESTED_PARAMS = {
-    "kvm_intel": "/sys/module/kvm_intel/parameters/nested",
-    "kvm_amd": "/sys/module/kvm_amd/parameters/nested",
-}
-REPORTED_CAPS = ("user_memory", "irqchip", "nr_vcpus", "max_vcpus", "vcpu_mmap_size", "sync_mmu", "immediate_exit")
-# The loop is sized from a short calibration run, so the timed run takes about
-# TARGET_S at the calibrated rate.  Checks run in a worker thread, where
-# kvmapi's SIGALRM watchdog cannot arm; sizing is what keeps a slow (emulating)
-# provider within the runner's per-check timeout.
-# Hardware and software providers are two orders of magnitude apart (2e8-1e9
-# against about 1e6 instructions/s), so 10 ms decides.  Noise (preemption, a
-# busy host) only ever slows the timed run, so a rate over the threshold is
-# final; a rate within CONFIRM_BAND of it is measured again for CONFIRM_S and
-# the faster of the two runs counts.
-CALIBRATION_ITERATIONS = 2_000
-TARGET_S = 0.01
-CONFIRM_S = 0.1
-CONFIRM_BAND = 10.0
-LOOP_BUDGET_S = 1.0
-
-Probe = Callable[[Context, int], Outcome]
+PROVIDERS = ("kvm_intel", "kvm_amd", "kvm_pvm", "kvm_hv", "kvm_pr")
 
 
-def _errname(err: OSError) -> str:
-    return errno.errorcode.get(err.errno or 0, str(err.errno))
-
-
-def explain_open_error(err: OSError) -> Outcome:
-    """The advice for an OSError met while opening /dev/kvm or in a KVM ioctl (pure)."""
-    name = _errname(err)
-    stage = "open" if err.filename is not None else "ioctl"
-    evidence: Dict[str, Any] = {"errno": name, "error": err.strerror or str(err), "stage": stage, "path": KVM_PATH}
-    code = err.errno
-    if isinstance(err, NotRegularFileError):
+def explain_open_error(err: KvmError) -> Outcome:
+    """The advice for an OSError met while opening /dev/kvm or in a KVM ioctl."""
+    name, stage, code = err.name, err.stage, err.errno
+    evidence: Dict[str, Any] = {"errno": name, "error": err.error, "stage": stage, "path": KVM_PATH}
+    if err.not_chardev:
         return Outcome.failed(
             f"{KVM_PATH} is not a character device ({name})",
             f"Something other than the KVM driver's node sits at {KVM_PATH}.",
@@ -94,67 +64,52 @@ def explain_open_error(err: OSError) -> Outcome:
             "reload the KVM modules (see kvm.device, kvm.modules).", **evidence)
     where = f"opening {KVM_PATH}" if stage == "open" else "a KVM ioctl"
     return Outcome.failed(
-        f"{where} failed: {err.strerror or err} ({name})",
+        f"{where} failed: {err.error} ({name})",
         f"{where[0].upper()}{where[1:]} failed with {name}; KVM guests cannot start while this persists.",
         "Check 'dmesg' for kvm messages (ENOMEM: free memory or lower vm.max_map_count pressure) and retry.",
         **evidence)
 
 
-def with_kvm(ctx: Context, probe: Probe) -> Outcome:
-    """Open /dev/kvm through the Host, run probe(ctx, fd), close the fd on every path."""
-    if not ctx.host.live:
+def not_probed(probe: KvmProbe) -> Optional[Outcome]:
+    """The outcome of a probe that found nothing to judge: an offline root, an errno, a guest that hung."""
+    if probe.state == "offline":
         return Outcome.skipped("offline root", f"Running guest code needs the running kernel; the root is "
-                                               f"{ctx.host.label}.")
-    try:
-        fd = ctx.host.open_device(KVM_PATH)
-    except OSError as err:
-        return explain_open_error(err)
-    # The probe runs in a child that is killed when its time is up (kvmapi.in_child), so a guest that never
-    # exits cannot spin on in a worker thread; the child finishes before the runner stops waiting.
-    limit = max(0.5, ctx.settings.check_timeout * 0.9)
-    before = len(ctx.host.reads)
-
-    def probe_and_reads() -> Tuple[Outcome, List[str]]:
-        return probe(ctx, fd), ctx.host.reads[before:]
-
-    try:
-        outcome, reads = kvmapi.in_child(probe_and_reads, limit)
-    except TimeoutError as err:
+                                               f"{probe.root}.")
+    if probe.state == "error":
+        return explain_open_error(probe.error)
+    if probe.state == "timeout":
         return Outcome.failed(
-            f"the guest did not stop within {limit:g} s",
-            f"{err}. A guest that KVM never hands back (a stuck vCPU, a broken nested hypervisor) would hang "
-            "QEMU the same way.", "Look for kvm errors in 'dmesg', and see kvm.acceleration and cpu.virt-flags.",
-            limit_s=limit)
-    except OSError as err:  # no descriptor or process left for the child's pipe or fork (EMFILE, EAGAIN)
-        return explain_open_error(err)
-    finally:
-        ctx.host.close(fd)
-    ctx.host.reads.extend(reads)  # what the child read belongs to the run's evidence trail
-    return outcome
-
-
-def _mapped(func: Probe, ctx: Context, fd: int) -> Outcome:
-    try:
-        return func(ctx, fd)
-    except OSError as err:
-        return explain_open_error(err)
+            f"the guest did not stop within {probe.limit_s:g} s",
+            f"{probe.reason}. A guest that KVM never hands back (a stuck vCPU, a broken nested hypervisor) would "
+            "hang QEMU the same way.", "Look for kvm errors in 'dmesg', and see kvm.acceleration and cpu.virt-flags.",
+            limit_s=probe.limit_s)
+    return None
 
 
 # --- kvm.guest-run -------------------------------------------------------------
 
-def _guest(ctx: Context, fd: int) -> Outcome:
-    version = kvmapi.api_version(fd)
+BAD_API = ("KVM_GET_API_VERSION returned {version}. Every KVM since Linux 2.6.22 reports 12, and QEMU refuses "
+           "anything else.")
+BAD_API_FIX = ("The kernel's KVM is non-standard or broken: boot a distribution kernel or remove the third-party "
+               "KVM module.")
+WRONG_ANSWER_FIX = ("KVM accepts ioctls but cannot run guest code correctly: look for kvm errors in 'dmesg' (VM-entry "
+                    "failures), update the kernel and CPU microcode; under an outer hypervisor its nested "
+                    "virtualization is faulty, so try bare metal.")
+
+
+def judge_guest(probe: KvmProbe) -> Outcome:
+    """kvm.guest-run's verdict on its probe."""
+    unprobed = not_probed(probe)
+    if unprobed:
+        return unprobed
+    found: GuestProbe = probe.found
+    version = found.api_version
     evidence: Dict[str, Any] = {"api_version": version}
-    if version != kvmapi.KVM_API_VERSION_EXPECTED:
-        return Outcome.failed(
-            f"KVM API version {version}, expected {kvmapi.KVM_API_VERSION_EXPECTED}",
-            f"KVM_GET_API_VERSION returned {version}. Every KVM since Linux 2.6.22 reports 12, and QEMU refuses "
-            "anything else.",
-            "The kernel's KVM is non-standard or broken: boot a distribution kernel or remove the third-party "
-            "KVM module.", **evidence)
-    caps = kvmapi.capabilities(fd)
-    evidence["capabilities"] = {k: caps[k] for k in REPORTED_CAPS if k in caps}
-    run = kvmapi.run_guest(fd)
+    if found.run is None:
+        return Outcome.failed(f"KVM API version {version}, expected {kvmapi.KVM_API_VERSION_EXPECTED}",
+                              BAD_API.format(version=version), BAD_API_FIX, **evidence)
+    evidence["capabilities"] = dict(found.capabilities)
+    run = found.run
     evidence.update(arch=run.arch, executed=run.executed, inputs=list(run.inputs), expected=run.expected,
                     value=run.value, port=run.port, exits=list(run.exits))
     if not run.executed:
@@ -174,19 +129,11 @@ def _guest(ctx: Context, fd: int) -> Outcome:
         f"the test guest ran but did not produce the right answer: {run.reason}",
         f"/dev/kvm created a VM and vCPU, but the guest program (expected 0x{run.expected:04x} on port "
         f"0x{kvmapi.RESULT_PORT:x}) ended with: {run.reason}. Exits seen: {', '.join(run.exits) or 'none'}.",
-        "KVM accepts ioctls but cannot run guest code correctly: look for kvm errors in 'dmesg' (VM-entry "
-        "failures), update the kernel and CPU microcode; under an outer hypervisor its nested virtualization "
-        "is faulty, so try bare metal.", **evidence)
+        WRONG_ANSWER_FIX, **evidence)
 
 
-def probe_guest(ctx: Context, fd: int) -> Outcome:
-    """kvm.guest-run on an already open descriptor (errors mapped, fd left open)."""
-    return _mapped(_guest, ctx, fd)
-
-
-@check("kvm.guest-run", "A real guest runs through /dev/kvm", reads=(KVM_PATH,), requires=("kvm.device",),
-       live_only=True)
-def guest_run(ctx: Context) -> Outcome:
+@check("kvm.guest-run", "A real guest runs through /dev/kvm", requires=("kvm.device",), live_only=True)
+def guest_run(guest_run_probe) -> Outcome:
     """A tiny guest runs through /dev/kvm and computes the right answer.
 
     What: opens /dev/kvm, checks KVM_GET_API_VERSION is 12, reads the main
@@ -202,36 +149,34 @@ def guest_run(ctx: Context) -> Outcome:
     Fix: follow the errno-specific advice: group membership for EACCES, the
     modules for ENOENT/ENXIO, the descriptor limit for EMFILE.
     """
-    return with_kvm(ctx, probe_guest)
+    return judge_guest(guest_run_probe.get())
 
 
 # --- kvm.acceleration ------------------------------------------------------------
 
-def platform_facts(ctx: Context) -> Dict[str, Any]:
+def platform_facts(modules: Dict[str, str], kvm_nested_params: NestedParams, host_vt_flags) -> Dict[str, Any]:
     """What explains a rate: the KVM provider, nested parameters and the host's own VT flags."""
-    mods = ctx.modules()
-    provider = next((m for m in ("kvm_intel", "kvm_amd", "kvm_pvm", "kvm_hv", "kvm_pr") if m in mods), None)
-    nested = {}
-    for mod, path in NESTED_PARAMS.items():
-        value = ctx.host.first_line(path)
-        if value is not None:
-            nested[mod] = value
-    try:
-        cpu = ctx.cpuinfo()
-    except OSError:
-        cpu = None
-    flags = sorted(f for f in ("vmx", "svm") if cpu and any(f in s for s in cpu.x86_flags))
-    return {"provider": provider, "modules": sorted(mods), "nested": nested, "host_virt_flags": flags}
+    provider = next((m for m in PROVIDERS if m in modules), None)
+    return {"provider": provider, "modules": sorted(modules), "nested": kvm_nested_params.values(),
+            "host_virt_flags": list(host_vt_flags)}
+
+
+PVM_PROVIDER = ("/dev/kvm is provided by kvm_pvm (PVM, Pagetable-based Virtual Machine), a software KVM provider "
+                "that works without VT-x/AMD-V using shadow paging: standard real-mode code and stock guests "
+                "(distribution kernels, Windows, SeaBIOS/OVMF) are emulated, and only PVM guest kernels run well.")
+NOT_ACCELERATED_FIX = ("For general-purpose KVM guests, use bare metal or an instance type with nested virtualization "
+                       "enabled (see cpu.virt-flags for the switch of each hypervisor).")
+PVM_EXPECTED = " If this host only serves PVM sandboxes (PVM guest kernels), this failure is expected."
 
 
 def _rate(x: float) -> str:
     return f"{x:.3g}"
 
 
-def assess_loop(loop: kvmapi.LoopRun, facts: Dict[str, Any], virt: Optional[Callable[[], Any]] = None) -> Outcome:
+def assess_loop(loop: kvmapi.LoopRun, platform: Dict[str, Any], virt: Optional[Callable[[], Any]] = None) -> Outcome:
     """Verdict on a measured loop: pure, but for virt().
 
-    virt, when given, returns facts like ctx.virt() (.in_guest, .vendor); it is
+    virt, when given, returns the virt fact (.in_guest, .vendor); it is
     only asked on the slow path, since it may read the kernel log.
     """
     threshold = kvmapi.ACCELERATED_MIN_PER_SECOND
@@ -240,10 +185,10 @@ def assess_loop(loop: kvmapi.LoopRun, facts: Dict[str, Any], virt: Optional[Call
         "elapsed_s": round(loop.elapsed_s, 6), "instructions_per_second": round(loop.per_second),
         "accelerated": loop.accelerated, "threshold": threshold,
     }
-    evidence.update(facts)
+    evidence.update(platform)
     if loop.reason:
         evidence["reason"] = loop.reason
-    nested_txt = ", ".join(f"{m} nested={v}" for m, v in facts.get("nested", {}).items())
+    nested_txt = ", ".join(f"{m} nested={v}" for m, v in platform.get("nested", {}).items())
     if not loop.completed and "only probed on x86" in loop.reason:
         return Outcome.skipped(loop.reason, "The timing guest is x86 real-mode code.", **evidence)
     if not loop.completed and "budget" not in loop.reason:
@@ -264,29 +209,23 @@ def assess_loop(loop: kvmapi.LoopRun, facts: Dict[str, Any], virt: Optional[Call
             "the timing guest did not finish within its budget; inconclusive",
             measured, "Re-run kvmcheck on an idle host, or with a larger --timeout.", **evidence).keyed("inconclusive")
     why: List[str] = []
-    if facts.get("provider") == "kvm_pvm" or "kvm_pvm" in facts.get("modules", ()):
-        why.append("/dev/kvm is provided by kvm_pvm (PVM, Pagetable-based Virtual Machine), a software KVM "
-                   "provider that works without VT-x/AMD-V using shadow paging: standard real-mode code and stock "
-                   "guests (distribution kernels, Windows, SeaBIOS/OVMF) are emulated, and only PVM guest kernels "
-                   "run well.")
+    if platform.get("provider") == "kvm_pvm" or "kvm_pvm" in platform.get("modules", ()):
+        why.append(PVM_PROVIDER)
     vf = virt() if virt else None
     if vf is not None:
         evidence["in_guest"] = bool(vf.in_guest)
         evidence["hypervisor"] = vf.vendor
     if vf is not None and vf.in_guest:
-        if facts.get("host_virt_flags"):
+        if platform.get("host_virt_flags"):
             why.append(f"This machine is a {vf.vendor or 'virtual'} guest; its CPU shows "
-                       f"{'/'.join(facts['host_virt_flags'])}, yet guest code is not accelerated, so the outer "
+                       f"{'/'.join(platform['host_virt_flags'])}, yet guest code is not accelerated, so the outer "
                        "hypervisor's nested virtualization is not effective.")
         else:
             why.append(f"This machine is itself a {vf.vendor or 'virtual'} guest without nested virtualization "
                        "(no vmx/svm in its CPU flags), so KVM here has no hardware support to use.")
     if not why:
         why.append("KVM is not using hardware virtualization for this guest.")
-    fix = ("For general-purpose KVM guests, use bare metal or an instance type with nested virtualization "
-           "enabled (see cpu.virt-flags for the switch of each hypervisor).")
-    if facts.get("provider") == "kvm_pvm":
-        fix += " If this host only serves PVM sandboxes (PVM guest kernels), this failure is expected."
+    fix = NOT_ACCELERATED_FIX + (PVM_EXPECTED if platform.get("provider") == "kvm_pvm" else "")
     # Without VT-x/AMD-V offered to this host (cpu.virt-flags) or enabled (firmware.vt-enabled), no KVM
     # provider can accelerate: those checks name the cause and its fix.
     return Outcome.failed(
@@ -296,39 +235,23 @@ def assess_loop(loop: kvmapi.LoopRun, facts: Dict[str, Any], virt: Optional[Call
             "cpu.virt-flags", "firmware.vt-enabled")
 
 
-def _timed_loop(fd: int, rate: float, seconds: float) -> "kvmapi.LoopRun":
-    """A loop sized to take about seconds at rate (instructions/s)."""
-    n = int(min(kvmapi.DEFAULT_LOOP_ITERATIONS, max(CALIBRATION_ITERATIONS, max(rate, 1.0) * seconds)))
-    return kvmapi.measure_loop(fd, n, time_budget_s=LOOP_BUDGET_S)
+def judge_loop(probe: KvmProbe, platform: Dict[str, Any], virt: Optional[Callable[[], Any]] = None) -> Outcome:
+    """kvm.acceleration's verdict on its probe; platform as platform_facts() gives it."""
+    unprobed = not_probed(probe)
+    if unprobed:
+        return unprobed
+    found: LoopProbe = probe.found
+    explains = dict(platform)
+    explains["calibration"] = {"iterations": found.calibration.iterations,
+                               "per_second": round(found.calibration.per_second)}
+    if found.guest_virt_flags is not None:
+        explains["guest_virt_flags"] = found.guest_virt_flags  # nested: what KVM offers its guests
+    return assess_loop(found.loop, explains, virt)
 
 
-def _acceleration(ctx: Context, fd: int) -> Outcome:
-    calib = kvmapi.measure_loop(fd, CALIBRATION_ITERATIONS, time_budget_s=LOOP_BUDGET_S)
-    loop = calib
-    if calib.completed:
-        loop = _timed_loop(fd, calib.per_second, TARGET_S)
-        threshold = kvmapi.ACCELERATED_MIN_PER_SECOND
-        if loop.completed and threshold / CONFIRM_BAND <= loop.per_second < threshold:
-            again = _timed_loop(fd, loop.per_second, CONFIRM_S)
-            if again.completed and again.per_second > loop.per_second:
-                loop = again
-    facts = platform_facts(ctx)
-    facts["calibration"] = {"iterations": calib.iterations, "per_second": round(calib.per_second)}
-    if kvmapi.X86:
-        facts["guest_virt_flags"] = kvmapi.guest_virt_extensions(fd)  # nested: what KVM offers its guests
-    return assess_loop(loop, facts, ctx.virt)
-
-
-def probe_acceleration(ctx: Context, fd: int) -> Outcome:
-    """kvm.acceleration on an already open descriptor (errors mapped, fd left open)."""
-    return _mapped(_acceleration, ctx, fd)
-
-
-@check("kvm.acceleration", "Guest code runs hardware-accelerated", reads=(
-    KVM_PATH, "/sys/module/kvm_intel/parameters/nested", "/sys/module/kvm_amd/parameters/nested",
-    "/sys/module/kvm*", "/proc/cpuinfo",
-), requires=("kvm.device", "kvm.guest-run"), live_only=True)
-def acceleration(ctx: Context) -> Outcome:
+@check("kvm.acceleration", "Guest code runs hardware-accelerated", requires=("kvm.device", "kvm.guest-run"),
+       live_only=True)
+def acceleration(loop_run_probe, modules, kvm_nested_params, host_vt_flags, virt_when_asked) -> Outcome:
     """Guest instructions run at hardware speed, not emulated.
 
     What: times a counted 'loop' instruction inside a real-mode guest on
@@ -345,4 +268,5 @@ def acceleration(ctx: Context) -> Outcome:
     Fix: run on bare metal or on an instance with nested virtualization
     enabled; a host that only serves PVM sandboxes can ignore this failure.
     """
-    return with_kvm(ctx, probe_acceleration)
+    platform = platform_facts(modules, kvm_nested_params, host_vt_flags)
+    return judge_loop(loop_run_probe.get(), platform, virt_when_asked.get)

@@ -16,6 +16,7 @@ import pytest
 import kvmcheck
 from kvmcheck.core import kvmapi
 from kvmcheck.checks import guest as g
+from kvmcheck.facts import guest as fg
 from kvmcheck.facts.context import Context
 from kvmcheck.core.host import Host, NotRegularFileError
 from kvmcheck.core.model import Status
@@ -114,7 +115,7 @@ def test_no_direct_device_access_in_module():
 def test_explain_open_error(code, words, filename):
     name = errno.errorcode[code]
     err = OSError(code, os.strerror(code), filename) if filename else OSError(code, os.strerror(code))
-    out = g.explain_open_error(err)
+    out = g.explain_open_error(fg.kvm_error(err))
     assert out.status == Status.FAIL
     assert name in out.summary
     assert out.evidence["errno"] == name
@@ -125,7 +126,7 @@ def test_explain_open_error(code, words, filename):
 
 
 def test_explain_not_a_character_device():
-    out = g.explain_open_error(NotRegularFileError(errno.ENODEV, "not a character device", KVM_PATH))
+    out = g.explain_open_error(fg.kvm_error(NotRegularFileError(errno.ENODEV, "not a character device", KVM_PATH)))
     assert out.status == Status.FAIL and "not a character device" in out.summary and "ENODEV" in out.summary
     assert "rm /dev/kvm" in out.remediation
 
@@ -146,13 +147,14 @@ def fake_fds(tmp_path):
             os.close(fd)
 
 
-@pytest.mark.parametrize("probe", [g.probe_guest, g.probe_acceleration])
-def test_probe_on_non_kvm_fd_names_enotty(fake_fds, probe):
+@pytest.mark.parametrize("probe,judge", [(fg.guest_probe, g.judge_guest),
+                                         (fg.loop_probe, lambda p: g.judge_loop(p, HW))], ids=["guest", "loop"])
+def test_probe_on_non_kvm_fd_names_enotty(fake_fds, probe, judge):
     before = open_fds()
     for fd in fake_fds:
-        if probe is g.probe_acceleration and not kvmapi.X86:
+        if probe is fg.loop_probe and not kvmapi.X86:
             continue  # measure_loop attempts nothing off x86
-        out = probe(live_ctx(), fd)
+        out = judge(probe(fd))
         assert out.status == Status.FAIL
         assert out.evidence["errno"] in ("ENOTTY", "EINVAL") and out.evidence["errno"] in out.summary
         assert out.evidence["stage"] == "ioctl"
@@ -176,7 +178,8 @@ def test_emfile_fails_cleanly_without_leak(free, chk):
     assert result.evidence["stage"] == ("open" if free == 0 else "ioctl")
     assert "ulimit -n" in result.remediation
     assert open_fds() == before and kvm_mappings() == []
-    assert run_check(g.guest_run, ctx, timeout=10).status == Status.PASS  # still usable afterwards
+    # still usable afterwards (a fresh run: a run's facts, the failed probe among them, are kept for that run)
+    assert run_check(g.guest_run, live_ctx(), timeout=10).status == Status.PASS
 
 
 @pytest.mark.skipif(not os.path.exists(KVM_PATH), reason="/dev/kvm absent")

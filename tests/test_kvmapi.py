@@ -327,8 +327,10 @@ def test_in_child_returns_values_and_raises_what_the_child_raised():
 @needs_kvm
 @needs_x86
 def test_the_guest_checks_give_a_stuck_guest_a_failure_not_a_hang(tmp_path):
-    """with_kvm, as kvm.guest-run and kvm.acceleration use it, from a worker thread as the runner calls it."""
-    from kvmcheck.checks.guest import with_kvm
+    """through_kvm, as kvm.guest-run and kvm.acceleration's probes use it, from a worker thread as the runner
+    calls it."""
+    from kvmcheck.checks.guest import judge_guest
+    from kvmcheck.facts.guest import through_kvm
     from kvmcheck.facts.context import Context, Settings
     from kvmcheck.core.host import Host
 
@@ -336,7 +338,8 @@ def test_the_guest_checks_give_a_stuck_guest_a_failure_not_a_hang(tmp_path):
         pytest.skip("cannot open /dev/kvm")
     ctx = Context(Host("/"), Settings(check_timeout=0.6))
     results = []
-    t = threading.Thread(target=lambda: results.append(with_kvm(ctx, lambda c, fd: _spin_forever(fd))),
+    t = threading.Thread(target=lambda: results.append(
+        judge_guest(through_kvm(ctx.host, ctx.settings, _spin_forever))),
                          daemon=True)
     t.start()
     t.join(30)
