@@ -87,8 +87,14 @@ MANIFEST = "MANIFEST"
 DEVICES = "DEVICES"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")  # what 'kvmcheck snapshot' writes
 
-# Directories whose existence is the fact: captured empty (/proc/xen/privcmd, xenbus can block).
-EXISTENCE_ONLY = ("/proc/xen", "/boot", "/etc", "/etc/systemd/system", "/sys/block", "/sys/kernel/mm", "/sys/kernel/mm/hugepages", "/sys/kernel/mm/transparent_hugepage", "/var/lib", "/etc/apt", "/etc/dnf", "/etc/zypp", "/sys/fs/cgroup/devices")
+# Directories whose existence or listing is the fact: captured empty, never whole (a check asks whether the root
+# has /etc or lists /boot for config-*, whose own patterns capture what is read; /proc/xen/privcmd and xenbus
+# can block).
+EXISTENCE_ONLY = (
+    "/proc/xen", "/boot", "/etc", "/etc/systemd/system", "/etc/apt", "/etc/dnf", "/etc/zypp", "/var/lib",
+    "/sys/block", "/sys/kernel/mm", "/sys/kernel/mm/hugepages", "/sys/kernel/mm/transparent_hugepage",
+    "/sys/fs/cgroup/devices",
+)
 LIVE_LOG = "/dev/kmsg"  # a declared read of the live kernel log: captured as its text in /var/log/dmesg, never as a node
 
 # -- the deny list: checked on every path, link target and file found in a declared directory ------
