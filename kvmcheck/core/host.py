@@ -259,6 +259,9 @@ class Host:
         # and a check thread abandoned on a timeout can never use a number since reused).
         self._root_id = self._root_identity(os.stat(real))
         self.reads: List[str] = []  # every path asked for, in order: the run's evidence trail
+        # Mount points asked for their free space (statvfs): named by the mount table or a pool's XML, not by
+        # a declaration, and nothing a snapshot could capture; kept apart from reads.
+        self.probed: List[str] = []
         self._memo: Dict[str, object] = {}
         # Mount points (real paths) that can hang, read once from the running kernel's table; an operation
         # whose lookup reaches one runs in a child that is abandoned when it does not answer, and a mount
@@ -849,7 +852,8 @@ class Host:
         children: Dict[str, Tuple[int, int]] = {}  # path -> (pid, read end of its pipe)
         try:
             for path in dict.fromkeys(paths):
-                self._note(path)
+                if path not in self.probed:
+                    self.probed.append(path)
                 children[path] = self._fork_statvfs(path)
             return self._collect_statvfs(children, timeout)
         finally:
