@@ -8,6 +8,7 @@ from kvmcheck.core.model import Outcome
 from kvmcheck.core.registry import check
 from kvmcheck.facts import memory, sysctl  # noqa: F401 - the facts judged here (sysctl: memory.overcommit)
 from kvmcheck.facts.memory import KSM, THP, Ksm, Meminfo, Thp
+from kvmcheck.facts.system import quoted
 
 KSM_STATES = {0: "stopped", 1: "running", 2: "stopped (pages unmerged)"}
 NO_KSM = ("not in this kernel (no /sys/kernel/mm/ksm): no page merging between guests",
@@ -219,7 +220,7 @@ def memory_overcommit(overcommit, settings) -> Outcome:
     if mode is None:
         return Outcome.skipped("no vm.overcommit_memory here: not in /proc/sys/vm, not set by sysctl.d", **evidence)
     if mode not in OVERCOMMIT_MODES:
-        return Outcome.skipped(f"vm.overcommit_memory holds {mode[:20]!r}, not 0, 1 or 2", **evidence)
+        return Outcome.skipped(f"vm.overcommit_memory holds {quoted(mode, 20)}, not 0, 1 or 2", **evidence)
     if mode != "2":
         return Outcome.passed(f"{OVERCOMMIT_MODES[mode]} ({where})", **evidence)
     fix = _overcommit_fix(overcommit)

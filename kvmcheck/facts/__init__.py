@@ -198,13 +198,19 @@ class Later:
 
 
 def covers(declared: Iterable[str], path: str) -> bool:
-    """Whether a read of path is among the declared reads: a path, a glob (fnmatch: '*' crosses '/'), or
-    'DIR/**' for everything under DIR."""
+    """Whether a read of path is among the declared reads: a path, a glob whose wildcards stay within one
+    path component (as Host.glob and kvmcheck snapshot expand them), or 'DIR/**' for everything under DIR."""
     import fnmatch
 
+    parts = path.split("/")
     for pattern in declared:
-        if pattern == path or fnmatch.fnmatchcase(path, pattern):
+        if pattern == path:
             return True
-        if pattern.endswith("/**") and (path == pattern[:-3] or path.startswith(pattern[:-2])):
+        if pattern.endswith("/**"):
+            if path == pattern[:-3] or path.startswith(pattern[:-2]):
+                return True
+            continue
+        wanted = pattern.split("/")
+        if len(wanted) == len(parts) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted)):
             return True
     return False

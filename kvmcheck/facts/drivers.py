@@ -107,7 +107,8 @@ def misc_devices(host) -> MiscDevices:
     return MiscDevices("ok", names)
 
 
-@fact(reads=("/lib/modules", "/lib/modules/*"))
+@fact(reads=("/lib/modules", "/lib/modules/*", "/lib/modules/*/modules.builtin", "/lib/modules/*/modules.devname",
+             "/lib/modules/*/modules.dep"))
 def module_trees(host, osrelease) -> ModuleTrees:
     """The running kernel's module tree when installed, else every one; a list that cannot be read is kept
     apart (denied, unreadable) from one that is absent."""

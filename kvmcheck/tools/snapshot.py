@@ -466,8 +466,49 @@ class _Capture:
                     self.add_dir(canonical)
         return self.host.glob(pattern)
 
-    def pattern(self, pattern: str, trees: List[Tuple[str, int]]) -> None:
-        if pattern.endswith("/**"):  # everything under a directory: the directory's tree
+    def listing(self, path: str) -> None:
+        """A declared directory that is not DIR/**: what listing it shows, and no more.  Subdirectories are
+        captured empty, links as links (a directory they lead to, empty), device nodes in DEVICES, and a
+        file nothing declared as an empty placeholder: a check that reads a file declares it (the
+        conformance test holds every check to that), so its content comes from its own pattern."""
+        if path in self.visited:
+            return
+        self.visited.add(path)
+        try:
+            self.add_dir(path, stat.S_IMODE(self._lstat(path).st_mode))
+            names = self.host.listdir(path)
+        except OSError as exc:
+            self.skip(path, f"cannot list it: {exc.strerror}")
+            return
+        for name in names:
+            child = posixpath.join(path, name)
+            why = denied(child)
+            if why or child in self.snap.entries or child in self.snap.devices:
+                if why:
+                    self.skip(child, why)
+                continue
+            try:
+                cst = self._lstat(child)
+            except OSError as exc:
+                self.skip(child, f"cannot look at it: {exc.strerror}")
+                continue
+            if stat.S_ISLNK(cst.st_mode):
+                canonical = self.walk(child)
+                if canonical is not None and canonical not in self.snap.entries and not denied(canonical) \
+                        and self.host.is_dir(canonical):
+                    self.add_dir(canonical)
+            elif stat.S_ISDIR(cst.st_mode):
+                self.add_dir(child, stat.S_IMODE(cst.st_mode))
+            elif stat.S_ISREG(cst.st_mode):
+                if self._room(child):
+                    self.snap.entries[child] = _Entry("file", child, b"", stat.S_IMODE(cst.st_mode) | 0o400,
+                                                      note="listed, not read: content left out")
+            else:
+                self.add(child, cst, in_tree=True)
+
+    def pattern(self, pattern: str, trees: List[Tuple[str, int]], listings: List[str]) -> None:
+        whole = pattern.endswith("/**")
+        if whole:  # everything under a directory: the directory's tree
             pattern = pattern[:-3] or "/"
         last = pattern.rstrip("/").rsplit("/", 1)[-1]
         wildcard = any(ch in last for ch in "*?[")
@@ -496,8 +537,10 @@ class _Capture:
             if not self.add(canonical, st, in_tree=False):
                 if canonical in EXISTENCE_ONLY or path in EXISTENCE_ONLY:
                     self.add_dir(canonical, stat.S_IMODE(st.st_mode))
-                else:
+                elif whole:
                     trees.append((canonical, MAX_WILDCARD_TREE_DEPTH if wildcard else MAX_TREE_DEPTH))
+                else:
+                    listings.append(canonical)
 
 
 def capture(root: str = "/", reads: Optional[Sequence[str]] = None) -> Snapshot:
@@ -526,10 +569,13 @@ def capture(root: str = "/", reads: Optional[Sequence[str]] = None) -> Snapshot:
                 note="the live kernel ring buffer (/dev/kmsg records): host names and addresses, no secrets")
             cap.snap.total_bytes += len(log[:LOG_HEAD_BYTES])
     trees: List[Tuple[str, int]] = []
+    listings: List[str] = []
     for pattern in patterns:
-        cap.pattern(pattern, trees)
+        cap.pattern(pattern, trees, listings)
     for path, depth in trees:  # files named by the checks first, then the directories' contents
         cap.tree(path, depth)
+    for path in listings:  # last: what the patterns and trees captured is kept, the rest is a name
+        cap.listing(path)
     for path in list(cap.snap.entries) + list(cap.snap.devices):  # parents, so modes are not guessed
         parent = posixpath.dirname(path)
         while parent != "/" and parent not in cap.snap.entries:
