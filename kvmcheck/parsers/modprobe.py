@@ -24,16 +24,7 @@ def parse_modprobe_conf(text: str) -> List[Block]:
     Backslash continuations are joined as modprobe does.
     """
     blocks = []
-    pending: List[str] = []  # parts of a continued line, joined once at its end (not re-copied per line)
-    start = 0
-    for num, raw in enumerate(text.splitlines(), 1):
-        if not pending:
-            start = num
-        if raw.endswith("\\"):
-            pending.append(raw[:-1] + " ")
-            continue
-        line = "".join(pending) + raw
-        pending = []
+    for start, line in logical_lines(text):
         words = line.split("#", 1)[0].split()
         if len(words) >= 2 and words[0] == "blacklist":
             blocks.append(Block(normalize(words[1]), "blacklist", start))

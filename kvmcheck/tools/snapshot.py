@@ -407,6 +407,18 @@ class _Capture:
             self.skip(path, "not a file, directory, link or device")
         return True
 
+    def _entry(self, child: str) -> Optional[os.stat_result]:
+        """lstat of a directory entry about to be captured; None (and the reason kept) when it is denied or gone."""
+        why = denied(child)
+        if why:
+            self.skip(child, why)
+            return None
+        try:
+            return self._lstat(child)
+        except OSError as exc:
+            self.skip(child, f"cannot look at it: {exc.strerror}")
+            return None
+
     def tree(self, path: str, depth: int, follow_top_links: bool = True) -> None:
         """The directory at canonical path, its entries down to depth levels (links are kept, not followed,
         except a link directly in a declared directory: /sys/class/*/NAME points to the device's directory)."""
@@ -426,14 +438,8 @@ class _Capture:
             return
         for name in names:
             child = posixpath.join(path, name)
-            why = denied(child)
-            if why:
-                self.skip(child, why)
-                continue
-            try:
-                cst = self._lstat(child)
-            except OSError as exc:
-                self.skip(child, f"cannot look at it: {exc.strerror}")
+            cst = self._entry(child)
+            if cst is None:
                 continue
             if stat.S_ISLNK(cst.st_mode):
                 if follow_top_links:
@@ -482,15 +488,10 @@ class _Capture:
             return
         for name in names:
             child = posixpath.join(path, name)
-            why = denied(child)
-            if why or child in self.snap.entries or child in self.snap.devices:
-                if why:
-                    self.skip(child, why)
+            if child in self.snap.entries or child in self.snap.devices:
                 continue
-            try:
-                cst = self._lstat(child)
-            except OSError as exc:
-                self.skip(child, f"cannot look at it: {exc.strerror}")
+            cst = self._entry(child)
+            if cst is None:
                 continue
             if stat.S_ISLNK(cst.st_mode):
                 canonical = self.walk(child)
