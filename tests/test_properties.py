@@ -28,7 +28,7 @@ from kvmcheck.parsers import ParseError
 from kvmcheck.parsers import accounts, cgroups, cmdline, cpuinfo, cpulist, hypervisor, iommu, kconfig
 from kvmcheck.parsers import kernel_log, kernel_version, libvirt_xml, meminfo, modprobe, mounts, msr
 from kvmcheck.parsers import netroute, pkgdb, repos, vulnerabilities
-from kvmcheck.parsers import container, posix_acl, qemu_stack
+from kvmcheck.parsers import container, posix_acl, qemu_stack, security_conf, sysctl
 
 # --- input strategies ---------------------------------------------------------------------------------------
 
@@ -123,6 +123,10 @@ TEXT_PARSERS: Dict[str, Tuple[Callable[[str], object], Tuple[type, ...], type]] 
     "parse_net_list": (qemu_stack.parse_net_list, (), list),
     "pool_target": (qemu_stack.pool_target, (ParseError,), (str, type(None))),
     "detect_container": (lambda text: container.detect_container(text, text), (), container.ContainerFacts),
+    "parse_modprobe_options": (modprobe.parse_modprobe_options, (), list),
+    "parse_sysctl_conf": (sysctl.parse_sysctl_conf, (), list),
+    "parse_libvirt_conf": (lambda text: security_conf.parse_libvirt_conf(text, ("security_driver", "user")), (), dict),
+    "parse_selinux_config": (security_conf.parse_selinux_config, (), dict),
 }
 
 
