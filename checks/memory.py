@@ -202,14 +202,18 @@ def _overcommit_mode(overcommit):
 def memory_overcommit(overcommit, settings) -> Outcome:
     """Guests can reserve their memory under the kernel's overcommit policy.
 
-    What: vm.overcommit_memory in /proc/sys/vm (an offline root: as sysctl.d
-    and /etc/sysctl.conf set it at boot); under strict accounting (2),
-    CommitLimit minus Committed_AS in /proc/meminfo against one guest's memory.
+    What: vm.overcommit_memory from /proc/sys/vm/overcommit_memory; on an
+    offline root, the value sysctl.d and /etc/sysctl.conf set at boot.
+    Under strict accounting (2), the room left to commit (CommitLimit minus
+    Committed_AS in /proc/meminfo) is compared with one guest's memory.
 
     Why: under strict accounting the kernel refuses QEMU's reservation of a
     guest's RAM beyond CommitLimit, and the guest does not start.
 
-    Fix: 'sysctl -w vm.overcommit_memory=0' and a sysctl.d drop-in.
+    Fix: 'sysctl -w vm.overcommit_memory=0' now, and keep it at boot with
+    'vm.overcommit_memory = 0' in /etc/sysctl.d/99-kvm-overcommit.conf (or
+    remove the line that sets 2); where strict accounting is policy, raise
+    vm.overcommit_ratio or add swap.
     """
     running = overcommit.running["vm.overcommit_memory"]
     if running.state in ("denied", "unreadable"):
@@ -222,7 +226,7 @@ def memory_overcommit(overcommit, settings) -> Outcome:
     if mode not in OVERCOMMIT_MODES:
         return Outcome.skipped(f"vm.overcommit_memory holds {quoted(mode, 20)}, not 0, 1 or 2", **evidence)
     if mode != "2":
-        return Outcome.passed(f"{OVERCOMMIT_MODES[mode]} ({where})", **evidence)
+        return Outcome.passed(f"{OVERCOMMIT_MODES[mode]}, read from {where}", **evidence)
     fix = _overcommit_fix(overcommit)
     mem = overcommit.meminfo
     limit, committed = (mem.get("CommitLimit"), mem.get("Committed_AS")) if mem else (None, None)

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Regenerate what is derived from the registry and the renderers, after adding or changing a check:
 
-    python tests/regenerate.py
+    .venv/bin/python tests/regenerate.py      (the Python with the test extras: it runs pytest)
 
 - tests/golden/report.* (the reports of a fixed captured root, one per format),
 - README.md's checks table (between the checks:begin and checks:end markers, from `kvmcheck list -f markdown`),
@@ -21,11 +21,20 @@ BEGIN, END = "<!-- checks:begin (kvmcheck list -f markdown) -->\n", "<!-- checks
 
 
 def kvmcheck(*args: str) -> str:
-    return subprocess.run([sys.executable, "-c", "from kvmcheck.cli import main; main()", *args], cwd=REPO,
-                          capture_output=True, text=True, check=True).stdout
+    proc = subprocess.run([sys.executable, "-c", "from kvmcheck.cli import main; main()", *args], cwd=REPO,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"kvmcheck {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stderr}")
+    return proc.stdout
 
 
 def main() -> int:
+    try:
+        import pytest  # noqa: F401 - the golden files are written by their own tests
+    except ImportError:
+        print("tests/regenerate.py needs the test extras: run it with .venv/bin/python (pip install -e '.[test]')",
+              file=sys.stderr)
+        return 2
     golden = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              "tests/test_report_formats.py", "tests/test_report_html.py", "-k", "golden"], cwd=REPO,
                             env={**os.environ, "KVMCHECK_REGEN_GOLDEN": "1"})
