@@ -67,7 +67,7 @@ def _guest_notes(config: Optional[KConfig], path: Optional[str], nested: bool, g
 
 
 @check("paravirt.virtio", "vhost drivers and paravirtualization in the kernel build")
-def paravirt_virtio(vhost_net_driver, vhost_vsock_driver, vhost_scsi_driver, modules_dep, kernel_build,
+def paravirt_virtio(vhost_net_driver, vhost_vsock_driver, vhost_scsi_driver, modules_dep, kernel_config,
                     host_is_guest, guest_modules) -> Outcome:
     """The host kernel's vhost drivers, and its virtio, kvm-clock and hotplug options when it is itself a guest.
 
@@ -95,9 +95,9 @@ def paravirt_virtio(vhost_net_driver, vhost_vsock_driver, vhost_scsi_driver, mod
     drivers = {VHOST_NET: vhost_net_driver, VHOST_VSOCK: vhost_vsock_driver, VHOST_SCSI: vhost_scsi_driver}
     states = {dev.module: _state(drivers[dev], modules_dep.get(dev.module, ())) for dev, _ in VHOST}
     evidence: Dict[str, object] = {m: found for m, (_, _, found) in states.items()}
-    evidence["config"] = kernel_build.path
-    notes = list(kernel_build.notes)
-    if kernel_build.config is None and not modules_dep and not any(
+    evidence["config"] = kernel_config.path
+    notes = list(kernel_config.notes)
+    if kernel_config.config is None and not modules_dep and not any(
             avail or absent or "sys_module" in found for avail, absent, found in states.values()):
         return Outcome.skipped("nothing readable about the kernel's vhost drivers", NOTHING_KNOWN + " ".join(notes),
                                **evidence)
@@ -111,8 +111,8 @@ def paravirt_virtio(vhost_net_driver, vhost_vsock_driver, vhost_scsi_driver, mod
     if missing_optional:
         notes.append("Optional and missing: " + "; ".join(missing_optional) + ".")
     evidence["host_is_guest"] = host_is_guest
-    notes += _guest_notes(kernel_build.config, kernel_build.path, host_is_guest, guest_modules, evidence)
-    summary = ", ".join(parts) + (f" ({kernel_build.path})" if kernel_build.path else "")
+    notes += _guest_notes(kernel_config.config, kernel_config.path, host_is_guest, guest_modules, evidence)
+    summary = ", ".join(parts) + (f" ({kernel_config.path})" if kernel_config.path else "")
     if states["vhost_net"][1]:
         config = vhost_net_driver.config
         return Outcome.warned(

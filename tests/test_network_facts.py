@@ -249,7 +249,7 @@ CONFIG = KernelConfigFact(KConfig({"CONFIG_VHOST_NET": "m", "CONFIG_VHOST_VSOCK"
 def virtio(net=None, vsock=None, scsi=None, dep=None, config=NO_CONFIG, nested=False, seen=()):
     return paravirt_virtio.func(
         vhost_net_driver=net or driver(VHOST_NET), vhost_vsock_driver=vsock or driver(VHOST_VSOCK),
-        vhost_scsi_driver=scsi or driver(VHOST_SCSI), modules_dep=dep or {}, kernel_build=config,
+        vhost_scsi_driver=scsi or driver(VHOST_SCSI), modules_dep=dep or {}, kernel_config=config,
         host_is_guest=nested, guest_modules=Later(lambda: seen))
 
 

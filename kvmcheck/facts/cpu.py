@@ -66,9 +66,7 @@ def smt(host) -> Smt:
     return Smt(read(host, SMT_CONTROL, limit=4096), read(host, SMT_ACTIVE, limit=4096))
 
 
-# kernel_config lists /boot when it globs /boot/config-* (no release known), a read kvmcheck.facts.system
-# does not declare: declared here, where that branch is taken.
-@fact(reads=("/boot",), uses=("kernel_config",))
+@fact(uses=("kernel_config",))
 def kernel_bits(arch, kernel_version, cpuinfo, facts) -> KernelBits:
     """The kernel's bitness and what told it: uname or /proc/sys/kernel/arch, a release suffix (.i686, PAE),
     the lines only 32-bit x86 kernels print in cpuinfo, else CONFIG_64BIT of the kernel's configuration

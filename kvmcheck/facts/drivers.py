@@ -121,14 +121,6 @@ def module_trees(host, osrelease) -> ModuleTrees:
     return ModuleTrees(tuple(releases), complete, lists["builtin"], lists["devname"], lists["dep"])
 
 
-@fact(reads=("/boot",))
-def kernel_build(kernel_config) -> KernelConfigFact:
-    """kernel_config, with the read it makes and does not declare: on a root with no kernel release to go by
-    it globs /boot/config-*, and Host.glob stats /boot itself (a bug of the shared fact, declared here until
-    kvmcheck.facts.system declares it)."""
-    return kernel_config
-
-
 @fact()
 def modules_dep(module_trees) -> Dict[str, Tuple[str, ...]]:
     """Module name -> the releases whose modules.dep lists it (the installed, loadable modules)."""
@@ -140,7 +132,7 @@ def modules_dep(module_trees) -> Dict[str, Tuple[str, ...]]:
 
 
 def driver_facts(host, drv: Driver, misc: MiscDevices, trees: ModuleTrees,
-                 kernel_build: KernelConfigFact) -> DriverFacts:
+                 kernel_config: KernelConfigFact) -> DriverFacts:
     """Everything this root says about drv: /sys/module, /proc/misc, /lib/modules, the kernel config."""
     registered = None
     if drv.misc and misc.state == "ok":
@@ -160,11 +152,11 @@ def driver_facts(host, drv: Driver, misc: MiscDevices, trees: ModuleTrees,
             builtin.append(r)
         if any(line.split()[:2] == [drv.module, drv.devname] for line in (names.text or "").splitlines()):
             devname.append(r)
-    config = kernel_build.config
+    config = kernel_config.config
     value = config.get(drv.config) if config is not None else None
     return DriverFacts(drv, module_state(host, drv.module), registered, misc.state if drv.misc else "none",
                        trees.complete, installed, tuple(builtin), tuple(devname),
-                       None if value is None else f"{drv.config}={value} ({kernel_build.path})", value,
+                       None if value is None else f"{drv.config}={value} ({kernel_config.path})", value,
                        tuple(unreadable))
 
 
@@ -175,23 +167,23 @@ def _driver_reads(drv: Driver) -> Tuple[str, ...]:
 
 
 @fact(reads=_driver_reads(TUN))
-def tun_driver(host, misc_devices, module_trees, kernel_build) -> DriverFacts:
-    return driver_facts(host, TUN, misc_devices, module_trees, kernel_build)
+def tun_driver(host, misc_devices, module_trees, kernel_config) -> DriverFacts:
+    return driver_facts(host, TUN, misc_devices, module_trees, kernel_config)
 
 
 @fact(reads=_driver_reads(VHOST_NET))
-def vhost_net_driver(host, misc_devices, module_trees, kernel_build) -> DriverFacts:
-    return driver_facts(host, VHOST_NET, misc_devices, module_trees, kernel_build)
+def vhost_net_driver(host, misc_devices, module_trees, kernel_config) -> DriverFacts:
+    return driver_facts(host, VHOST_NET, misc_devices, module_trees, kernel_config)
 
 
 @fact(reads=_driver_reads(VHOST_VSOCK))
-def vhost_vsock_driver(host, misc_devices, module_trees, kernel_build) -> DriverFacts:
-    return driver_facts(host, VHOST_VSOCK, misc_devices, module_trees, kernel_build)
+def vhost_vsock_driver(host, misc_devices, module_trees, kernel_config) -> DriverFacts:
+    return driver_facts(host, VHOST_VSOCK, misc_devices, module_trees, kernel_config)
 
 
 @fact(reads=_driver_reads(VHOST_SCSI))
-def vhost_scsi_driver(host, misc_devices, module_trees, kernel_build) -> DriverFacts:
-    return driver_facts(host, VHOST_SCSI, misc_devices, module_trees, kernel_build)
+def vhost_scsi_driver(host, misc_devices, module_trees, kernel_config) -> DriverFacts:
+    return driver_facts(host, VHOST_SCSI, misc_devices, module_trees, kernel_config)
 
 
 @fact(reads=(TUN.path,))

@@ -246,7 +246,8 @@ def cmdline(host) -> Optional[KernelCmdline]:
     return None if text is None else parse_cmdline(text)
 
 
-@fact(reads=("/boot/config-*", "/lib/modules", "/lib/modules/*", "/proc/config.gz"))
+# /boot: the glob of /boot/config-* (a root with no kernel release to go by) lists it.
+@fact(reads=("/boot", "/boot/config-*", "/lib/modules", "/lib/modules/*", "/proc/config.gz"))
 def kernel_config(host, osrelease) -> KernelConfigFact:
     """The running kernel's build configuration from /boot/config-RELEASE.
 
