@@ -2,9 +2,10 @@
 """Host capacity: online CPUs, memory and swap, and how many guests of a given size fit."""
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, Optional
 
 from kvmcheck.core.model import Outcome
+from kvmcheck.core.record import Record
 from kvmcheck.core.registry import check
 from kvmcheck.facts import memory  # noqa: F401 - the facts judged here
 from kvmcheck.facts.memory import CPU_ONLINE, Meminfo, OnlineCpus
@@ -41,7 +42,7 @@ def _cpu_source(online: OnlineCpus) -> str:
     return f"/proc/cpuinfo processor entries ({why})" if online.from_cpuinfo else why
 
 
-class Sizing(NamedTuple):
+class Sizing(Record):
     """The thresholds of the settings, and what fits by them."""
 
     min_cpus: int

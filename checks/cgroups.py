@@ -2,9 +2,10 @@
 """Control groups: the controllers libvirt's QEMU driver uses to confine and account guests."""
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from kvmcheck.core.model import Outcome, Status
+from kvmcheck.core.record import Record
 from kvmcheck.core.registry import check
 from kvmcheck.facts import Readout
 from kvmcheck.facts import cgroups  # noqa: F401 - the facts judged here
@@ -58,7 +59,7 @@ OPTIONAL_NOTE = (". pids only caps a guest's thread count and freezer is used by
                  "QEMU guests.")
 
 
-class Survey(NamedTuple):
+class Survey(Record):
     """What the judge found: each controller's source, or why it is missing or cannot be told."""
 
     mode: str  # "v1", "v2" or "hybrid"

@@ -2,9 +2,10 @@
 """Security modules: sVirt confinement of guests by SELinux or AppArmor."""
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, Optional
 
 from kvmcheck.core.model import Outcome
+from kvmcheck.core.record import Record
 from kvmcheck.core.registry import check
 from kvmcheck.facts import security  # noqa: F401 - the facts judged here
 from kvmcheck.facts.security import AA_DIR, AA_FS, QEMU_CONF, SELINUX_CONFIG, first_line
@@ -94,7 +95,7 @@ NOT_ACTIVE = {
 }
 
 
-class Seen(NamedTuple):
+class Seen(Record):
     """What the judge goes by once qemu.conf leaves sVirt on."""
 
     driver: Optional[Setting]

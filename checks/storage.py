@@ -7,10 +7,11 @@ deadline, once per run for both checks.  A mount that does not answer is named, 
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from kvmcheck.checks.libvirt import install_hint
 from kvmcheck.core.model import Outcome, Status, cause_key
+from kvmcheck.core.record import Record
 from kvmcheck.core.registry import check
 from kvmcheck.facts import storage  # noqa: F401 - the facts judged here
 from kvmcheck.facts.storage import DEFAULT_POOL_XML, IMAGES_DIR, MULTIPATH_CONF, PoolPath, Probe, Probes, San
@@ -36,7 +37,7 @@ POOL_FLAWS = {"unreadable": "{xml} cannot be read ({detail})", "malformed": "{xm
 _ORDER = {Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2}
 
 
-class Issue(NamedTuple):
+class Issue(Record):
     status: Status
     summary: str
     detail: str

@@ -9,7 +9,7 @@ Exit status (kvmcheck.core.model.ExitStatus): 0 ready, 1 not ready, 2 usage or c
 import enum
 import os
 import sys
-from typing import Dict, FrozenSet, List, NamedTuple, NoReturn, Optional
+from typing import Dict, FrozenSet, List, NoReturn, Optional
 
 import typer
 
@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover - Python < 3.9 is not supported, but be 
 
 from kvmcheck import __version__
 from kvmcheck.core.model import ExitStatus
+from kvmcheck.core.record import Record
 
 EXIT_READY, EXIT_NOT_READY, EXIT_USAGE = ExitStatus.READY, ExitStatus.NOT_READY, ExitStatus.USAGE
 # click's own Abort (end of input at a prompt) keeps click's status 1, as its standalone mode would
@@ -179,7 +180,7 @@ def check(
     _check(CheckOptions(**options, typed=typed))
 
 
-class CheckOptions(NamedTuple):
+class CheckOptions(Record):
     """check's options, as given (typed: the names of those typed on the command line, not defaulted)."""
 
     root: str

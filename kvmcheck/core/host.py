@@ -24,9 +24,10 @@ import os
 import stat
 import subprocess
 import time
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from kvmcheck.core.child import collect, fork_with_pipe, write_all
+from kvmcheck.core.record import Record
 
 MAX_SYMLINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
 DEFAULT_READ_LIMIT = 8 << 20  # /proc/cpuinfo of a 1,000-CPU host is about 1.5 MiB
@@ -40,7 +41,7 @@ class NotRegularFileError(OSError):
     """A FIFO, socket or device sits where a text file was expected."""
 
 
-class Node(NamedTuple):
+class Node(Record):
     """What sits at a path: kind is file, dir, char, block, fifo, socket, link or other."""
 
     kind: str
@@ -65,7 +66,7 @@ def _node(st: os.stat_result) -> Node:
     return Node(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, os.major(st.st_rdev), os.minor(st.st_rdev))
 
 
-class StatVfs(NamedTuple):
+class StatVfs(Record):
     block_size: int
     blocks: int
     blocks_free: int  # available to unprivileged users
@@ -82,7 +83,7 @@ class StatVfs(NamedTuple):
         return self.block_size * self.blocks
 
 
-class CommandResult(NamedTuple):
+class CommandResult(Record):
     argv: Tuple[str, ...]
     returncode: int
     stdout: str
@@ -169,7 +170,7 @@ class _NeedsChild(Exception):
     """The lookup is about to touch a mount that can hang: the whole operation moves to a child process."""
 
 
-class _Found(NamedTuple):
+class _Found(Record):
     """What a lookup inside the root reached: an O_PATH descriptor of it (opened without following a
     link, so it is exactly the object checked), its stat, and its canonical components under the root."""
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Callable, Iterable, List, NamedTuple, Tuple
+from typing import Callable, Iterable, List, Tuple
 
 from kvmcheck.core.model import Check, Outcome
+from kvmcheck.core.record import Record
 
 ENTRY_POINT_GROUP = "kvmcheck.checks"
 # Report order of the built-in modules: from the hardware up to a running guest.
@@ -66,7 +67,7 @@ def check(id: str, title: str, reads: Iterable[str] = (), requires: Iterable[str
     return wrap
 
 
-class LoadError(NamedTuple):
+class LoadError(Record):
     entry_point: str
     message: str
 

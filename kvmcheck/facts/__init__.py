@@ -15,20 +15,24 @@ what ``kvmcheck list`` shows, what ``kvmcheck snapshot`` captures, and what the 
 
 Facts are memoized without locks on purpose: functools.cached_property (before Python 3.12) takes a
 class-wide lock, so one check stuck on a hung mount would stall every later check that asks for any fact.
-Computing a fact twice is harmless; hanging the run is not.
+Computing a fact twice is harmless; hanging the run is not.  The one exception is a probe the runner
+starts early (``@fact(prefetch=True)``, see ``Facts.prefetch``): a check asking for it waits for that
+start instead of running the probe a second time, within its own time limit like any wait.
 """
 from __future__ import annotations
 
 import errno
 import inspect
-from typing import Any, Callable, Dict, Iterable, NamedTuple, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar
+
+from kvmcheck.core.record import Record
 
 # Parameter names a fact or a check receives from the run rather than from another fact.
 HOST, SETTINGS, FACTS = "host", "settings", "facts"
 T = TypeVar("T")
 
 
-class Gatherer(NamedTuple):
+class Gatherer(Record):
     """A registered fact: its name, the paths it reads itself, the facts it is computed from."""
 
     name: str
@@ -37,6 +41,7 @@ class Gatherer(NamedTuple):
     uses: Tuple[str, ...]  # facts asked for only when needed, through the facts parameter
     func: Callable[..., Any]
     module: str
+    prefetch: bool = False  # a probe the runner starts as the run begins (see Facts.prefetch)
 
 
 _GATHERERS: Dict[str, Gatherer] = {}
@@ -46,12 +51,17 @@ class UnknownFact(LookupError):
     """A check or fact names a parameter that is no registered fact (a typo, or a fact module not imported)."""
 
 
-def fact(reads: Iterable[str] = (), uses: Iterable[str] = (),
-         name: Optional[str] = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+def fact(reads: Iterable[str] = (), uses: Iterable[str] = (), name: Optional[str] = None,
+         prefetch: bool = False) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Declare a fact: the paths it reads (globs allowed) and, through its parameters, what it needs.
 
     uses: facts it asks for only on some branches, through a ``facts`` parameter (facts.get(NAME)),
     so that a costly or fallible fact is not gathered when the answer is already known.
+
+    prefetch: the fact is a Later whose probe mostly waits on another process or the kernel (QEMU
+    starting, a guest run in a forked child), asked on every live branch of the check that names it.
+    On a live root the runner starts it in a background thread as the run begins, so that the wait
+    overlaps the checks that read files (see Facts.prefetch).
 
     The function stays callable as it is, so a test can hand it a Host and other facts directly.
     """
@@ -65,7 +75,7 @@ def fact(reads: Iterable[str] = (), uses: Iterable[str] = (),
         known = _GATHERERS.get(key)
         if known is not None and (known.module, known.func.__qualname__) != (func.__module__, func.__qualname__):
             raise ValueError(f"fact {key!r} is declared twice: in {known.module} and {func.__module__}")
-        _GATHERERS[key] = Gatherer(key, tuple(reads), needs, tuple(uses), func, func.__module__)
+        _GATHERERS[key] = Gatherer(key, tuple(reads), needs, tuple(uses), func, func.__module__, prefetch)
         func.fact = _GATHERERS[key]  # type: ignore[attr-defined]
         return func
 
@@ -114,13 +124,59 @@ class Facts:
         self.host = host
         self.settings = settings
         self._memo: Dict[str, Any] = {}
+        self._pending: Dict[str, Any] = {}  # name -> threading.Event of a fact being prefetched
 
     def get(self, name: str) -> Any:
         if name in self._memo:
             return self._memo[name]
+        pending = self._pending.get(name)
+        if pending is not None:
+            pending.wait()  # the prefetch is computing it (a Later: quickly; its probe runs later)
+            if name in self._memo:
+                return self._memo[name]
         value = self.call(gatherer(name).func)
         self._memo[name] = value
         return value
+
+    def prefetch(self, names: Iterable[str]) -> Callable[[float], None]:
+        """Start the named facts' probes now, each in a daemon thread of its own: the fact is computed (a
+        Later), kept, and its probe run, so that a check asking for it later finds it done or waits for it.
+
+        An error is kept in the Later and raised to the check that asks, as if it had run the probe
+        itself; a probe no check asks for (its check was blocked) is simply not looked at.  Returns
+        finish(timeout): wait at most timeout seconds for the probes (so that no QEMU a probe started
+        outlives the run)."""
+        import threading
+
+        threads = []
+
+        def work(name: str, ready: Any) -> None:
+            try:
+                value = self.call(gatherer(name).func)
+                self._memo[name] = value
+            except BaseException:  # noqa: B902 - the check computes it again and meets the error itself
+                return
+            finally:
+                ready.set()
+            if isinstance(value, Later):
+                value.settle()
+
+        for name in names:
+            if name in self._memo or name in self._pending:
+                continue
+            ready = self._pending[name] = threading.Event()
+            thread = threading.Thread(target=work, args=(name, ready), name=f"kvmcheck-{name}", daemon=True)
+            thread.start()
+            threads.append(thread)
+
+        def finish(timeout: float) -> None:
+            import time
+
+            deadline = time.monotonic() + timeout
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+        return finish
 
     def call(self, func: Callable[..., T]) -> T:
         """func with each parameter given: the Host, the settings, or the fact of that name."""
@@ -148,7 +204,7 @@ def _parameters(func: Callable[..., Any]) -> Tuple[str, ...]:
     return params
 
 
-class Readout(NamedTuple):
+class Readout(Record):
     """One file as a fact sees it: its text, or why there is none.
 
     state: "ok" (text holds it), "absent" (no such file in this root), "denied" (EACCES/EPERM),
@@ -184,17 +240,37 @@ def read(host: Any, path: str, limit: Optional[int] = None, live_only: bool = Fa
 
 class Later:
     """A fact's value gathered only when a check asks for it: a costly probe (py-cpuinfo re-executes
-    Python, a guest run) that only one branch of a judgement needs.  get() computes once and keeps it."""
+    Python, a guest run) that only one branch of a judgement needs.  get() computes once and keeps it
+    (an exception too: it is raised again to every caller).  The first caller computes; one asking
+    meanwhile from another thread (a prefetched probe, Facts.prefetch) waits for that answer."""
 
-    __slots__ = ("_compute", "_done", "_value")
+    __slots__ = ("_compute", "_claim", "_ready", "_outcome")
 
     def __init__(self, compute: Callable[[], Any]) -> None:
-        self._compute, self._done, self._value = compute, False, None
+        import threading
+
+        self._compute = compute
+        self._claim = threading.Lock()  # taken once, by the caller that computes, and never released
+        self._ready = threading.Event()
+        self._outcome: Tuple[bool, Any] = (False, None)
+
+    def settle(self) -> None:
+        """Compute the value unless another caller is already at it (for a background start)."""
+        if self._claim.acquire(blocking=False):
+            try:
+                self._outcome = (True, self._compute())
+            except BaseException as exc:  # noqa: B902 - kept, and raised to every caller of get()
+                self._outcome = (False, exc)
+            finally:
+                self._ready.set()
 
     def get(self) -> Any:
-        if not self._done:
-            self._value, self._done = self._compute(), True
-        return self._value
+        self.settle()
+        self._ready.wait()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
 
 
 def covers(declared: Iterable[str], path: str) -> bool:

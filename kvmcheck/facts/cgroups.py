@@ -4,8 +4,9 @@ use (its cgroup.controllers, cgroup.subtree_control, cgroup.freeze files), /proc
 configuration's CONFIG_CGROUP_BPF.  Each file keeps why it was not read: absent, denied or unreadable."""
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Readout, fact, read
 from kvmcheck.facts import system  # noqa: F401 - mounts, osrelease, kernel_config are declared there
 from kvmcheck.parsers.cgroups import (CgroupLayout, CgroupMount, Membership, ProcCgroup, cgroup_layout,
@@ -16,27 +17,27 @@ PROC_SELF_CGROUP = "/proc/self/cgroup"
 CONFIG_GZ = "/proc/config.gz"
 
 
-class CgroupTable(NamedTuple):
+class CgroupTable(Record):
     """/proc/cgroups: each controller compiled in, the v1 hierarchy it is bound to (0: none), enabled at boot."""
 
     file: Readout
     rows: Dict[str, ProcCgroup]  # {} unless file.ok
 
 
-class Placement(NamedTuple):
+class Placement(Record):
     """/proc/self/cgroup: the cgroups this process is in."""
 
     file: Readout
     rows: Tuple[Membership, ...]  # () unless file.ok
 
 
-class V2Mount(NamedTuple):
+class V2Mount(Record):
     mount: CgroupMount
     file: Readout  # its cgroup.controllers
     controllers: Tuple[str, ...]  # () unless file.ok
 
 
-class CgroupV2(NamedTuple):
+class CgroupV2(Record):
     """The cgroup2 mounts, and the one libvirt uses.
 
     visited: the cgroup2 mounts in table order up to the first that offers controllers (libvirt stops there).
@@ -51,7 +52,7 @@ class CgroupV2(NamedTuple):
     freeze_listing: Optional[str]  # why ACTIVE could not be listed for them; None when it was (or not needed)
 
 
-class BpfConfig(NamedTuple):
+class BpfConfig(Record):
     """CONFIG_CGROUP_BPF (the cgroup v2 device controller) in the running kernel's configuration."""
 
     value: Optional[str]  # "y", "n", None when the configuration does not set it

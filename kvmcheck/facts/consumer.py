@@ -10,8 +10,9 @@ from __future__ import annotations
 import errno
 import re
 import time
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, fact
 from kvmcheck.facts import system  # noqa: F401 - the facts these are computed from
 from kvmcheck.facts.system import quoted
@@ -44,7 +45,7 @@ def shown_name(name: str) -> str:
 
 
 # -- records ---------------------------------------------------------------------------------------------
-class Identity(NamedTuple):
+class Identity(Record):
     user: str
     uid: int
     gid: int  # the process's gid: qemu.conf's group
@@ -52,7 +53,7 @@ class Identity(NamedTuple):
     source: str  # where user and group came from
 
 
-class QemuIdentity(NamedTuple):
+class QemuIdentity(Record):
     identity: Optional[Identity]  # None when it cannot be resolved (why says why)
     why: str
     has_passwd: bool  # the root holds /etc/passwd
@@ -60,12 +61,12 @@ class QemuIdentity(NamedTuple):
     conf_state: str  # qemu.conf: "ok", "absent" or "denied" (then the defaults were used)
 
 
-class Proof(NamedTuple):
+class Proof(Record):
     step: str  # "ok", or the step that failed ("setuid", "open", "probe"); "error": the probe did not finish
     err: object  # the errno (int) of that step; for "error", what went wrong (str)
 
 
-class QemuRun(NamedTuple):
+class QemuRun(Record):
     argv: Tuple[str, ...]
     budget: float  # the seconds QEMU was given
     failure: Optional[str]  # "timeout", "cannot-run" (then strerror and error say why), or None: it ran
@@ -77,7 +78,7 @@ class QemuRun(NamedTuple):
     answers: object  # kvmcheck.parsers.qemu_stack.QmpAnswers of its stdout (None when it did not run)
 
 
-class LibvirtAnswers(NamedTuple):
+class LibvirtAnswers(Record):
     """What 'virsh -r' answered, in the order asked; asking stops at the first answer that leaves nothing
     more to ask (no virsh, no answer, a failure, no KVM guest)."""
 
@@ -96,7 +97,7 @@ class LibvirtAnswers(NamedTuple):
     stopped: bool  # libvirt stopped answering within the check's time
 
 
-class ContainerKvm(NamedTuple):
+class ContainerKvm(Record):
     node_kind: Optional[str]  # what /dev/kvm is in this root (None: absent)
     cgroup_v1_devices: bool  # /sys/fs/cgroup/devices exists: the device policy is a readable list
     devices_list: Later  # Later: DEVICES_LIST's text, or None when absent (PermissionError propagates)
@@ -263,11 +264,14 @@ def qemu_binary(host, family) -> Optional[str]:
     return next((p for p in QEMU_BINARIES.get(family, ()) if host.exists(p)), None)
 
 
-@fact()
+@fact(prefetch=True)  # QEMU's start-up (~30 ms) overlaps the checks that read files
 def qemu_probe(host, settings, qemu_binary) -> Later:
     """Later (live only, with an emulator): QEMU started with no guest and no files ('-machine none -accel
-    kvm -nodefaults -nographic -S -qmp stdio', no shell, bounded in time) and asked over QMP."""
-    def run() -> QemuRun:
+    kvm -nodefaults -nographic -S -qmp stdio', no shell, bounded in time) and asked over QMP; None when
+    there is no emulator or the root is offline (qemu.accel asks only when there is one, live)."""
+    def run() -> Optional[QemuRun]:
+        if qemu_binary is None or not host.live:
+            return None
         from kvmcheck.parsers.qemu_stack import parse_qmp
 
         argv = (qemu_binary, "-machine", "none", "-accel", "kvm", "-nodefaults", "-nographic", "-S", "-qmp", "stdio")

@@ -7,8 +7,9 @@ OSError (a permission problem) surfaces there and nowhere else, as it did when t
 """
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, Readout, fact, read
 from kvmcheck.facts import system  # noqa: F401 - the shared facts these are computed from
 from kvmcheck.parsers.vulnerabilities import Vulnerability, parse_vulnerabilities
@@ -22,7 +23,7 @@ SMT_ACTIVE = "/sys/devices/system/cpu/smt/active"
 S390_HWCAPS_AFTER_SIE = frozenset({"vxd", "vxe", "gs", "vxe2", "vxp", "sort", "dflt", "vxp2", "nnpa", "pcimio"})
 
 
-class VulnerabilityFiles(NamedTuple):
+class VulnerabilityFiles(Record):
     """The files of /sys/devices/system/cpu/vulnerabilities (Linux >= 4.15), dot-files left out."""
 
     found: Dict[str, Vulnerability]  # name -> the parsed first line of each file read, sorted by name
@@ -33,7 +34,7 @@ class VulnerabilityFiles(NamedTuple):
         return readout.path.rsplit("/", 1)[-1]
 
 
-class Smt(NamedTuple):
+class Smt(Record):
     """/sys/devices/system/cpu/smt/{control,active} as read (absent before Linux 4.19 and off x86)."""
 
     control: Readout
@@ -45,7 +46,7 @@ class Smt(NamedTuple):
         return readout.text.split("\n", 1)[0].strip() if readout.ok and readout.text is not None else None
 
 
-class KernelBits(NamedTuple):
+class KernelBits(Record):
     bits: Optional[int]  # 64, 32, or None when nothing in the root says
     source: str  # what told: "uname: x86_64", "release 3.10.0-1160.el7.i686", a config path; "unknown"
 

@@ -12,15 +12,16 @@ load a module, and kvmcheck changes nothing.
 from __future__ import annotations
 
 import fnmatch
-from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 from kvmcheck.core.host import Node
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Readout, fact, read
 from kvmcheck.facts.system import KernelConfigFact, module_state
 from kvmcheck.parsers.modprobe import parse_modules_dep
 
 
-class Driver(NamedTuple):
+class Driver(Record):
     """A character-device driver the host needs, and where each source of truth names it."""
 
     path: str
@@ -42,7 +43,7 @@ VHOST_SCSI = Driver("", (0, 0), "", "vhost_scsi", "kernel/drivers/vhost/vhost_sc
 
 
 # -- records ------------------------------------------------------------------------------------------------
-class MiscDevices(NamedTuple):
+class MiscDevices(Record):
     """/proc/misc: the misc devices the running kernel registered (names only when state is "ok")."""
 
     state: str  # a Readout state: ok, absent, denied, unreadable
@@ -50,7 +51,7 @@ class MiscDevices(NamedTuple):
     reason: Optional[str] = None
 
 
-class ModuleTrees(NamedTuple):
+class ModuleTrees(Record):
     """The kernels under /lib/modules this root's drivers are looked up in, and their module lists."""
 
     releases: Tuple[str, ...]  # the running kernel's when installed, else every installed one
@@ -60,7 +61,7 @@ class ModuleTrees(NamedTuple):
     dep: Dict[str, Readout]  # release -> its modules.dep
 
 
-class DriverFacts(NamedTuple):
+class DriverFacts(Record):
     """What this root says about one driver; None or () where a source says nothing."""
 
     driver: Driver

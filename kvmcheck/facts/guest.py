@@ -10,8 +10,9 @@ its /dev/kvm belongs to no running kernel.
 from __future__ import annotations
 
 import errno as _errno
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, Readout, fact, read
 from kvmcheck.facts import system  # noqa: F401 - the shared facts these are computed from (declared first)
 
@@ -34,7 +35,7 @@ CONFIRM_BAND = 10.0
 LOOP_BUDGET_S = 1.0
 
 
-class KvmError(NamedTuple):
+class KvmError(Record):
     """An OSError met opening /dev/kvm (stage "open": it names the file) or in a KVM ioctl ("ioctl")."""
 
     errno: Optional[int]
@@ -51,7 +52,7 @@ def kvm_error(err: OSError) -> KvmError:
                     "open" if err.filename is not None else "ioctl", isinstance(err, NotRegularFileError))
 
 
-class GuestProbe(NamedTuple):
+class GuestProbe(Record):
     """kvm.guest-run's probe: the API version; unless it is not 12, the capabilities and the guest's run."""
 
     api_version: int
@@ -59,7 +60,7 @@ class GuestProbe(NamedTuple):
     run: Any = None  # kvmapi.GuestRun; None when the API version stopped the probe
 
 
-class LoopProbe(NamedTuple):
+class LoopProbe(Record):
     """kvm.acceleration's probe: the calibration run, the run that counts, what KVM offers its guests."""
 
     calibration: Any  # kvmapi.LoopRun
@@ -67,7 +68,7 @@ class LoopProbe(NamedTuple):
     guest_virt_flags: Optional[List[str]]  # vmx/svm KVM_GET_SUPPORTED_CPUID offers; None off x86
 
 
-class KvmProbe(NamedTuple):
+class KvmProbe(Record):
     """A probe through /dev/kvm. state: "ok" (found), "offline" (not probed: root names the root),
     "error" (error: opening or an ioctl failed), "timeout" (the child was killed after limit_s; reason)."""
 
@@ -144,7 +145,7 @@ def through_kvm(host: Any, settings: Any, probe: Callable[[int], KvmProbe]) -> K
         host.close(fd)
 
 
-@fact(reads=(KVM_PATH,))
+@fact(reads=(KVM_PATH,), prefetch=True)  # a forked child: 10-20 ms on this shadow-paging VM, overlapped
 def guest_run_probe(host, settings) -> Later:
     """Later: a 16-bit real-mode guest run through /dev/kvm (KvmProbe of a GuestProbe); live only."""
     return Later(lambda: through_kvm(host, settings, guest_probe))
@@ -156,7 +157,7 @@ def loop_run_probe(host, settings) -> Later:
     return Later(lambda: through_kvm(host, settings, loop_probe))
 
 
-class NestedParams(NamedTuple):
+class NestedParams(Record):
     """kvm_intel's and kvm_amd's 'nested' parameters: module -> Readout of /sys/module/MODULE/parameters/nested."""
 
     readouts: Dict[str, Readout]

@@ -4,8 +4,9 @@ describe an IOMMU, device tree IOMMU nodes, the vfio-pci driver, and the kernel'
 from __future__ import annotations
 
 import fnmatch
-from typing import Dict, FrozenSet, NamedTuple, Optional, Tuple
+from typing import Dict, FrozenSet, Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, Readout, fact, read
 from kvmcheck.facts import system  # noqa: F401 - the shared facts these are computed from (declared first)
 
@@ -22,7 +23,7 @@ def iommu_units(host) -> Tuple[str, ...]:
     return tuple(host.listdir("/sys/class/iommu"))
 
 
-class IommuGroups(NamedTuple):
+class IommuGroups(Record):
     groups: Dict[str, Tuple[str, ...]]  # group number -> its devices, in numeric order of the groups
     classes: Dict[str, Optional[int]]  # device -> its PCI class code (None: no class file, or not one)
 
@@ -40,7 +41,7 @@ def iommu_groups(host) -> IommuGroups:
     return IommuGroups(groups, classes)
 
 
-class AcpiTables(NamedTuple):
+class AcpiTables(Record):
     available: bool  # /sys/firmware/acpi/tables exists in this root
     present: FrozenSet[str]  # which of IOMMU_TABLES it holds
 
@@ -68,7 +69,7 @@ def device_tree_iommus(host) -> Later:
     return Later(find)
 
 
-class VfioPci(NamedTuple):
+class VfioPci(Record):
     """Where vfio-pci is, for the running kernel: loaded, or in its /lib/modules/RELEASE."""
 
     loaded: bool  # /sys/module/vfio_pci

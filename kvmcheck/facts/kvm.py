@@ -2,8 +2,9 @@
 """Facts of the KVM modules and the kernel: modprobe.d as kmod applies it, /sys/module, installed kernels."""
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, Readout, fact, read
 from kvmcheck.facts.system import module_state
 from kvmcheck.parsers.modprobe import Block, Option, parse_modprobe_conf, parse_modprobe_options
@@ -14,7 +15,7 @@ MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.
 MODPROBE_LIMIT = 1 << 20
 
 
-class ModprobeFile(NamedTuple):
+class ModprobeFile(Record):
     """One modprobe.d file kmod applies: where, how it read, what it says."""
 
     path: str
@@ -23,7 +24,7 @@ class ModprobeFile(NamedTuple):
     options: Tuple[Option, ...]
 
 
-class ModprobeD(NamedTuple):
+class ModprobeD(Record):
     """modprobe.d as kmod applies it: the files in order, a name in an earlier directory hiding the same
     name in a later one, a directory reached twice (/lib -> usr/lib) counted once."""
 
@@ -146,7 +147,7 @@ def devtmpfs_nodes(host) -> Later:
     return Later(lambda: tuple(p for p in DEVTMPFS_NODES if host.exists(p)))
 
 
-class Accounts(NamedTuple):
+class Accounts(Record):
     """/etc/group and /etc/passwd, parsed; ok is False when either exists but cannot be read."""
 
     group: Readout  # text dropped once parsed
@@ -169,7 +170,7 @@ def accounts(host) -> Accounts:
                     tuple(parse_passwd(passwd.text or "")))
 
 
-class KvmOpen(NamedTuple):
+class KvmOpen(Record):
     """Whether the invoking user can use /dev/kvm on a live host."""
 
     euid: int

@@ -3,9 +3,10 @@
 sockets, their systemd enablement links, and (live) what systemd says of the units."""
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from kvmcheck.core.host import OfflineError
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, fact
 
 ETC = "/etc/libvirt"
@@ -21,7 +22,7 @@ BIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin")
 UNIT_DIR = "/etc/systemd/system"
 
 
-class PathState(NamedTuple):
+class PathState(Record):
     """A path libvirt's installation should hold, as found."""
 
     kind: Optional[str]  # the node's kind (file, dir, link ...); None when missing or not examined
@@ -29,7 +30,7 @@ class PathState(NamedTuple):
     error: Optional[str] = None  # why it could not be examined (strerror)
 
 
-class LibvirtFiles(NamedTuple):
+class LibvirtFiles(Record):
     """What the root holds of libvirt.  Without /etc, or without libvirt, only the fields up to qemu_conf
     are filled: nothing more is looked at."""
 
@@ -50,7 +51,7 @@ class LibvirtFiles(NamedTuple):
         return any(self.binaries.values()) or self.qemu_conf
 
 
-class UnitActivity(NamedTuple):
+class UnitActivity(Record):
     """What 'systemctl is-active' says of libvirt's units, or why it was not asked."""
 
     states: Dict[str, str]  # unit -> its answer; {} when not asked

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, fact, read
 from kvmcheck.facts import system  # noqa: F401 - cpuinfo, the fact online_cpus falls back on
 from kvmcheck.parsers import ParseError
@@ -29,7 +30,7 @@ THP_DEFRAG_MODES = ("always", "defer", "defer+madvise", "madvise", "never")
 _SELECTED = re.compile(r"\[([^\]]+)\]")
 
 
-class Meminfo(NamedTuple):
+class Meminfo(Record):
     """/proc/meminfo: state is ok (info holds it), absent, denied, unreadable or unparsable (reason says why)."""
 
     state: str
@@ -37,7 +38,7 @@ class Meminfo(NamedTuple):
     reason: Optional[str] = None
 
 
-class OnlineCpus(NamedTuple):
+class OnlineCpus(Record):
     """The online CPUs: count and list from /sys/devices/system/cpu/online, else the count of /proc/cpuinfo.
 
     online_state: ok, absent, denied, unreadable, unparsable or empty (online_reason says why);
@@ -51,7 +52,7 @@ class OnlineCpus(NamedTuple):
     from_cpuinfo: bool = False
 
 
-class Ksm(NamedTuple):
+class Ksm(Record):
     """Kernel Samepage Merging in sysfs: whether the kernel has it, and its counters (None: absent or not a
     number; the names that could not be read at all are in unreadable, with denied or unreadable)."""
 
@@ -60,7 +61,7 @@ class Ksm(NamedTuple):
     unreadable: Dict[str, str]
 
 
-class Thp(NamedTuple):
+class Thp(Record):
     """Transparent huge pages: the modes selected in enabled and defrag (None when absent or not a mode)."""
 
     enabled_text: Optional[str]  # the first line of transparent_hugepage/enabled as it is

@@ -8,8 +8,9 @@ the block never probes anything a run did not already probe.  kvmcheck.tools.mig
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import fact, system  # noqa: F401 - system: the facts this one is computed from
 from kvmcheck.parsers.cpulist import parse_cpulist
 
@@ -17,7 +18,7 @@ NUMA_ONLINE = "/sys/devices/system/node/online"
 IMAGES_DIR = "/var/lib/libvirt/images"  # libvirt's default pool, where storage.images-dir found no other
 
 
-class MigrationProfile(NamedTuple):
+class MigrationProfile(Record):
     vendor: Optional[str]
     family: Optional[int]
     model: Optional[int]

@@ -4,8 +4,9 @@ Linux bridges and their ports, and the tool that configures the host's network."
 from __future__ import annotations
 
 import fnmatch
-from typing import Dict, FrozenSet, NamedTuple, Optional, Tuple
+from typing import Dict, FrozenSet, Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, Readout, fact, read
 from kvmcheck.facts import system  # noqa: F401 - the facts these are computed from
 from kvmcheck.parsers import ParseError
@@ -31,7 +32,7 @@ STACK_BY_FAMILY = {"ubuntu": "netplan", "rhel": "networkmanager", "fedora": "net
                    "suse": "networkmanager"}
 
 
-class RouteTable(NamedTuple):
+class RouteTable(Record):
     """The IPv4 routing table (/proc/net/route), or why there is none."""
 
     state: str  # a Readout state (ok, absent, denied, unreadable) or "unparsable"
@@ -39,7 +40,7 @@ class RouteTable(NamedTuple):
     reason: Optional[str] = None  # strerror, or the parser's complaint
 
 
-class DefaultNetwork(NamedTuple):
+class DefaultNetwork(Record):
     """libvirt's 'default' network definition and whether it runs."""
 
     installed: bool  # /etc/libvirt/qemu.conf or the networks folder exists
@@ -53,7 +54,7 @@ class DefaultNetwork(NamedTuple):
     active: bool = False  # libvirt's status file or the network's bridge exists
 
 
-class BridgeSet(NamedTuple):
+class BridgeSet(Record):
     """The Linux bridges in /sys/class/net and their ports."""
 
     sysfs: bool  # the root has /sys/class/net (runtime state)
@@ -61,7 +62,7 @@ class BridgeSet(NamedTuple):
     tap_ports: FrozenSet[str]  # ports that are tun/tap devices (they have tun_flags): a guest's side
 
 
-class NetworkStack(NamedTuple):
+class NetworkStack(Record):
     """The tool that configures this host's network, and what says so."""
 
     name: Optional[str]  # netplan, networkmanager, networkd, ifupdown; None when nothing tells

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, fact, read
 from kvmcheck.facts import system  # noqa: F401 - the shared facts these are computed from
 from kvmcheck.parsers import ParseError
@@ -50,12 +51,12 @@ _RPM_DB_PATHS = tuple(f"{d}/{f}" for d in RPM_DBS for f in RPM_DB_FILES)
 
 
 # -- records ---------------------------------------------------------------------------------------------
-class PackageTooling(NamedTuple):
+class PackageTooling(Record):
     kind: Optional[str]  # "deb", "rpm", "suse"; None when os-release names no known family
     info: Dict[str, str]  # the os-release identity ({} when none could be read)
 
 
-class InstalledPackages(NamedTuple):
+class InstalledPackages(Record):
     """The installed-packages database.  state: "ok" (packages holds it), "absent" (no database in this
     root), "denied" (permission denied reading it), "unreadable" (present but could not be read or queried),
     "unsupported" (a database kvmcheck does not read here: an offline ndb/Berkeley DB, no rpm tool)."""
@@ -67,7 +68,7 @@ class InstalledPackages(NamedTuple):
     state: str
 
 
-class KvmStack(NamedTuple):
+class KvmStack(Record):
     """Which parts of the KVM stack the package database holds."""
 
     kind: str  # the package tooling the install command is for: "deb", "rpm" or "suse"
@@ -76,7 +77,7 @@ class KvmStack(NamedTuple):
     missing: Tuple[Tuple[str, str], ...]  # (component, package to suggest)
 
 
-class PackageSources(NamedTuple):
+class PackageSources(Record):
     has_etc: bool  # False: not an installed system
     managers: Tuple[str, ...]  # the package managers configured ("apt", "dnf", "zypper"), in this order
     sources: Tuple[Source, ...]  # in reading order
@@ -84,7 +85,7 @@ class PackageSources(NamedTuple):
     denied: Tuple[str, ...]  # the paths among them that were permission denied
 
 
-class SystemDirs(NamedTuple):
+class SystemDirs(Record):
     etc: bool  # /etc is a directory
     var_lib: bool  # /var/lib is a directory
 

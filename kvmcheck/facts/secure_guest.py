@@ -3,8 +3,9 @@
 Processor's /dev/sev and the SEV ASIDs of the misc cgroup, and the s390 Ultravisor."""
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, Readout, fact, read
 
 SEV_PARAMS = ("sev", "sev_es", "sev_snp")
@@ -16,7 +17,7 @@ def _param_path(module: str, name: str) -> str:
     return f"/sys/module/{module}/parameters/{name}"
 
 
-class ModuleParams(NamedTuple):
+class ModuleParams(Record):
     """Parameters of one module, each as read from /sys/module/MODULE/parameters/NAME."""
 
     module: str
@@ -51,7 +52,7 @@ def tdx_param(host) -> ModuleParams:
     return _params(host, "kvm_intel", ("tdx",))
 
 
-class SevHost(NamedTuple):
+class SevHost(Record):
     dev_sev: bool  # /dev/sev, the AMD Secure Processor's interface that launches SEV guests
     misc_capacity: Optional[str]  # /sys/fs/cgroup/misc.capacity; None when absent
 
@@ -63,7 +64,7 @@ def sev_host(host) -> Later:
     return Later(lambda: SevHost(host.exists("/dev/sev"), host.read_optional(MISC_CAPACITY)))
 
 
-class Ultravisor(NamedTuple):
+class Ultravisor(Record):
     present: bool  # /sys/firmware/uv: the kernel supports the s390 Ultravisor
     prot_virt_host: Readout  # /sys/firmware/uv/prot_virt_host: "1" when the kernel is a protected-virtualization host
 

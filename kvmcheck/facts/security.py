@@ -3,8 +3,9 @@
 AppArmor's files (libvirt's profiles, the parser), and on a live root the running state in sysfs."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Readout, fact, read
 from kvmcheck.parsers.security_conf import Setting, parse_libvirt_conf, parse_selinux_config
 
@@ -22,7 +23,7 @@ AA_PARSERS = ("/sbin/apparmor_parser", "/usr/sbin/apparmor_parser", "/usr/lib/ap
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
 
 
-class QemuConf(NamedTuple):
+class QemuConf(Record):
     """What /etc/libvirt/qemu.conf sets about sVirt (the last assignment of each key)."""
 
     present: bool  # False: no qemu.conf (libvirt's QEMU driver not installed)
@@ -30,7 +31,7 @@ class QemuConf(NamedTuple):
     confined: Optional[Setting]  # security_default_confined
 
 
-class AppArmorFiles(NamedTuple):
+class AppArmorFiles(Record):
     """AppArmor's files in /etc: libvirt's profiles, the ones aa-disable switched off, the parser."""
 
     daemon_profiles: Tuple[str, ...]  # of AA_DAEMON_PROFILES, those in /etc/apparmor.d
@@ -39,7 +40,7 @@ class AppArmorFiles(NamedTuple):
     installed: bool  # /etc/apparmor.d and apparmor_parser: libvirt ships its profiles even without AppArmor
 
 
-class LsmRuntime(NamedTuple):
+class LsmRuntime(Record):
     """The running security modules (None on an offline root: its kernel is not running)."""
 
     selinux_enforce: Optional[Readout]

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import fnmatch
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from kvmcheck.core.host import StatVfs
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, fact, read
 from kvmcheck.facts.system import MOUNT_TABLES, is_name, quoted
 from kvmcheck.parsers.mounts import Mount, backing_mount, parse_mounts, top_mounts
@@ -28,7 +29,7 @@ FC = "/sys/class/fc_host"
 BLOCK = "/sys/block"
 
 
-class StorageMounts(NamedTuple):
+class StorageMounts(Record):
     """The mounted file systems, else /etc/fstab's (an offline Kickstart target has no /proc)."""
 
     path: Optional[str]  # where they came from; None when the root has neither
@@ -47,7 +48,7 @@ class StorageMounts(NamedTuple):
         return tuple(m for m in top_mounts(list(self.mounts)) if m.shared_kind)
 
 
-class PoolPath(NamedTuple):
+class PoolPath(Record):
     """The default pool's target directory: from libvirt's XML, else /var/lib/libvirt/images.
 
     flaw: why the XML was not used ("unreadable", "malformed", "not-pool", "no-target"; None when it was,
@@ -62,7 +63,7 @@ class PoolPath(NamedTuple):
     flaw_detail: Optional[str] = None
 
 
-class San(NamedTuple):
+class San(Record):
     iscsi: Tuple[Dict[str, Any], ...]  # {session, target, state}
     fc: Dict[str, str]  # fc_host -> port_state
     mpath: Dict[str, str]  # map name -> dm-N
@@ -82,7 +83,7 @@ class San(NamedTuple):
         return tuple(h for h, state in self.fc.items() if state == "Online")
 
 
-class Probe(NamedTuple):
+class Probe(Record):
     """What one bounded statvfs found: state is ok, absent, timeout or error."""
 
     state: str
@@ -94,7 +95,7 @@ class Probe(NamedTuple):
         return self.state in ("timeout", "error")
 
 
-class Probes(NamedTuple):
+class Probes(Record):
     """The statvfs probes of one run: every shared mount point (of a live table) and the images path."""
 
     timeout: float  # seconds all of them had

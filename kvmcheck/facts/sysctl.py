@@ -2,8 +2,9 @@
 """Kernel tunables: what /proc/sys holds now, and what sysctl.d will set at the next boot."""
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, Optional
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import Readout, fact, read
 from kvmcheck.parsers.meminfo import MemInfo, parse_meminfo
 from kvmcheck.parsers.sysctl import SYSCTL_CONF, SYSCTL_DIRS, Setting, configured, effective_files
@@ -11,14 +12,14 @@ from kvmcheck.parsers.sysctl import SYSCTL_CONF, SYSCTL_DIRS, Setting, configure
 OVERCOMMIT_KEYS = ("vm.overcommit_memory", "vm.overcommit_ratio", "vm.overcommit_kbytes")
 
 
-class SysctlConfig(NamedTuple):
+class SysctlConfig(Record):
     """sysctl.d(5) as applied at boot: key -> winning Setting; unreadable: 'PATH: reason' of files skipped."""
 
     settings: Dict[str, Setting]
     unreadable: tuple
 
 
-class Overcommit(NamedTuple):
+class Overcommit(Record):
     """The kernel's virtual-memory accounting: the running values (Readouts of /proc/sys/vm/*, by key),
     /proc/meminfo (None when absent or unreadable) and the values sysctl.d configures."""
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
+from kvmcheck.core.record import Record
 from kvmcheck.facts import fact
 from kvmcheck.parsers import ParseError
 from kvmcheck.parsers.cpuinfo import CpuInfo, parse_cpuinfo
@@ -111,23 +112,23 @@ def cpu_arch_from_cpuinfo(cpu: CpuInfo, kernel_arch: Optional[str]) -> Optional[
 
 
 # -- records ---------------------------------------------------------------------------------------
-class Arch(NamedTuple):
+class Arch(Record):
     name: Optional[str]  # uname -m
     source: str  # how it was found: "uname", "/proc/sys/kernel/arch", "inferred from /proc/cpuinfo", "unknown"
 
 
-class KernelConfigFact(NamedTuple):
+class KernelConfigFact(Record):
     config: Optional[KConfig]
     path: Optional[str]
     notes: Tuple[str, ...]  # why a candidate file was not used
 
 
-class KernelLog(NamedTuple):
+class KernelLog(Record):
     facts: KernelLogFacts
     sources: Tuple[str, ...]  # where it came from; () when no log could be read
 
 
-class MountTable(NamedTuple):
+class MountTable(Record):
     path: Optional[str]  # the table read; None when none was readable
     entries: Tuple[Mount, ...]
     problems: Tuple[str, ...]  # "PATH: reason" for each table present that could not be read

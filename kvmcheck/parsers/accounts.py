@@ -2,17 +2,19 @@
 """/etc/passwd and /etc/group (the files only; NSS sources such as LDAP are not seen)."""
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, Tuple
+
+from kvmcheck.core.record import Record
 
 
-class User(NamedTuple):
+class User(Record):
     name: str
     uid: int
     gid: int
     shell: str
 
 
-class Group(NamedTuple):
+class Group(Record):
     name: str
     gid: int
     members: Tuple[str, ...]

@@ -5,9 +5,11 @@
 """
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .mounts import Mount, parse_mounts
+
+from kvmcheck.core.record import Record
 
 # Controllers a cgroup v1 mount can carry (the option words of a "cgroup" mount that name one).
 V1_CONTROLLERS = frozenset({
@@ -16,7 +18,7 @@ V1_CONTROLLERS = frozenset({
 })
 
 
-class CgroupMount(NamedTuple):
+class CgroupMount(Record):
     target: str
     version: int  # 1 or 2
     controllers: Tuple[str, ...]  # v1: from the mount options; v2: () (see cgroup.controllers)
@@ -24,7 +26,7 @@ class CgroupMount(NamedTuple):
     line: int
 
 
-class CgroupLayout(NamedTuple):
+class CgroupLayout(Record):
     v1: Tuple[CgroupMount, ...]
     v2: Tuple[CgroupMount, ...]
 
@@ -60,7 +62,7 @@ def cgroup_layout(mounts: Sequence[Mount]) -> CgroupLayout:
     return CgroupLayout(tuple(v1), tuple(v2))
 
 
-class ProcCgroup(NamedTuple):
+class ProcCgroup(Record):
     name: str
     hierarchy: int  # 0: not bound to a v1 hierarchy (unmounted, or on cgroup v2)
     num_cgroups: int
@@ -86,7 +88,7 @@ def parse_controller_list(text: str) -> Tuple[str, ...]:
     return tuple(text.split())
 
 
-class Membership(NamedTuple):
+class Membership(Record):
     hierarchy: int  # 0 is the cgroup v2 entry
     controllers: Tuple[str, ...]  # () for v2; may hold "name=systemd"
     path: str

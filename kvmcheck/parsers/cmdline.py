@@ -2,7 +2,9 @@
 """The kernel command line (/proc/cmdline, GRUB_CMDLINE_LINUX), split the way the kernel splits it."""
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, Optional, Tuple
+
+from kvmcheck.core.record import Record
 
 
 def _key(name: str) -> str:
@@ -10,7 +12,7 @@ def _key(name: str) -> str:
     return name.replace("-", "_")
 
 
-class KernelCmdline(NamedTuple):
+class KernelCmdline(Record):
     params: Tuple[Tuple[str, Optional[str]], ...]  # (name, value or None for a bare flag), in order
     init_args: Tuple[str, ...] = ()  # what follows "--": arguments for init, not kernel parameters
 

@@ -10,7 +10,9 @@ Firecracker microVM, has an empty /.dockerenv, and systemd-detect-virt wrongly s
 from __future__ import annotations
 
 import re
-from typing import List, NamedTuple, Optional, Sequence
+from typing import List, Optional, Sequence
+
+from kvmcheck.core.record import Record
 
 # Runtime names by what they write into cgroup paths and mount sources, most specific first: a
 # Kubernetes pod runs under containerd, CRI-O or docker, and is reported as kubernetes.
@@ -26,7 +28,7 @@ _PATTERNS = (
 _BIND_TARGETS = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
 
 
-class ContainerFacts(NamedTuple):
+class ContainerFacts(Record):
     runtime: Optional[str]  # None: not in a container (or no evidence of one)
     evidence: List[str]  # what decided it, in words
     markers: List[str]  # marker files seen (not evidence on their own)

@@ -11,12 +11,14 @@ lets callers ask by key.
 from __future__ import annotations
 
 import re
-from typing import FrozenSet, List, NamedTuple, Optional, Tuple
+from typing import FrozenSet, List, Optional, Tuple
+
+from kvmcheck.core.record import Record
 
 _SPACES = re.compile(r"\s+")
 
 
-class CpuInfo(NamedTuple):
+class CpuInfo(Record):
     entries: Tuple[Tuple[str, str], ...]
 
     def values(self, key: str) -> List[str]:

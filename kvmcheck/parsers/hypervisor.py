@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import re
 from types import MappingProxyType
-from typing import Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, FrozenSet, Mapping, Optional, Tuple
+
+from kvmcheck.core.record import Record
 
 # CPUID leaf 0x40000000 EBX:ECX:EDX signatures (each hypervisor's documentation).
 CPUID_SIGNATURES = {
@@ -50,7 +52,7 @@ UNKNOWN = "unknown"
 _NO_ENTRIES: Mapping[str, str] = MappingProxyType({})
 
 
-class VirtInputs(NamedTuple):
+class VirtInputs(Record):
     """Everything the decision reads; None means the file was absent."""
 
     x86_flags: FrozenSet[str] = frozenset()
@@ -73,7 +75,7 @@ class VirtInputs(NamedTuple):
     ppc_machine: Optional[str] = None
 
 
-class VirtFacts(NamedTuple):
+class VirtFacts(Record):
     vendor: Optional[str]  # None: bare metal, with positive evidence; UNKNOWN: the files cannot tell
     source: str  # which evidence decided
     in_guest: bool  # True also when the vendor is unknown but a guest is certain

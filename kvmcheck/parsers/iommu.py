@@ -10,9 +10,11 @@ identity-mapped (device assignment still works).  Repeated options: the last win
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .cmdline import KernelCmdline
+
+from kvmcheck.core.record import Record
 
 _PCI_ADDR = re.compile(r"^([0-9a-fA-F]{4,8}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
 # Bridges stay with the host (pcieport) and never block assigning the devices behind them.
@@ -32,7 +34,7 @@ def _bool(value: Optional[str]) -> Optional[bool]:
     return None
 
 
-class IommuOptions(NamedTuple):
+class IommuOptions(Record):
     intel_iommu: Optional[bool]  # intel_iommu=on -> True, =off -> False, not given -> None (kernel default)
     amd_iommu_off: bool  # amd_iommu=off
     amd_iommu_on: bool  # amd_iommu=on (not a documented value; AMD-Vi is on by default anyway)
@@ -115,7 +117,7 @@ def is_bridge(pci_class: Optional[int]) -> bool:
     return pci_class is not None and pci_class >> 8 in BRIDGE_CLASSES
 
 
-class SharedGpu(NamedTuple):
+class SharedGpu(Record):
     address: str
     group: str
     others: Tuple[str, ...]  # devices that must go to the guest (or to vfio) along with it

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, Optional
+
+from kvmcheck.core.record import Record
 
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^#\s*(CONFIG_[A-Za-z0-9_]+) is not set\s*$")
 
 
-class KConfig(NamedTuple):
+class KConfig(Record):
     """Option -> value: "y", "m", "n" (written as '# CONFIG_X is not set'), a number or a string (unquoted)."""
 
     options: Dict[str, str]

@@ -7,7 +7,9 @@ files (/var/log/dmesg, kern.log, messages); only the message text matters.
 from __future__ import annotations
 
 import re
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Optional, Tuple
+
+from kvmcheck.core.record import Record
 
 # Each pattern comes from the kernel source that prints it.
 FIRMWARE_DISABLED = (
@@ -25,7 +27,7 @@ _HYPERVISOR = re.compile(r"Hypervisor detected: (.+)$")
 _TDX = re.compile(r"virt/tdx: .*$")  # arch/x86/virt/vmx/tdx/tdx.c, pr_fmt "virt/tdx: "
 
 
-class KernelLogFacts(NamedTuple):
+class KernelLogFacts(Record):
     firmware_disabled: Tuple[str, ...]  # the lines that say so
     hypervisor: Optional[str]  # from arch/x86/kernel/cpu/hypervisor.c "Hypervisor detected: KVM"
     tdx: Tuple[str, ...] = ()  # Intel TDX module lines ("virt/tdx: module initialized", errors)

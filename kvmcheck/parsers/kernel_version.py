@@ -9,9 +9,11 @@ PAE), ``6.1.0-18-amd64`` and ``6.1.0-18-686-pae`` (Debian), ``4.4.0-19041-Micros
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Optional, Tuple
+from typing import Optional, Tuple
 
 from . import ParseError
+
+from kvmcheck.core.record import Record
 
 _RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?(.*)$")
 
@@ -25,7 +27,7 @@ _ARCH_HINTS = (
 )
 
 
-class KernelVersion(NamedTuple):
+class KernelVersion(Record):
     release: str
     version: Tuple[int, int, int]
     extra: str

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import ipaddress
 import xml.etree.ElementTree as ET
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 from . import ParseError
+
+from kvmcheck.core.record import Record
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
-class NetworkIP(NamedTuple):
+class NetworkIP(Record):
     family: str  # "ipv4" or "ipv6"
     address: str
     prefix: Optional[int]  # None when the netmask or prefix is unusable
@@ -34,7 +36,7 @@ class NetworkIP(NamedTuple):
             return None
 
 
-class LibvirtNetwork(NamedTuple):
+class LibvirtNetwork(Record):
     name: Optional[str]
     forward_mode: Optional[str]  # "nat", "route", "bridge", "open", ...; None: isolated (no <forward>)
     bridge: Optional[str]  # <bridge name='virbr0'/>

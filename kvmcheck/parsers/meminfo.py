@@ -2,14 +2,15 @@
 """/proc/meminfo: sizes in bytes, hugepage counts as counts."""
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, Optional
 
+from kvmcheck.core.record import Record
 from kvmcheck.parsers import ParseError
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3}
 
 
-class MemInfo(NamedTuple):
+class MemInfo(Record):
     """Every field of /proc/meminfo: bytes for "kB" fields, plain numbers for counts (HugePages_*)."""
 
     fields: Dict[str, int]

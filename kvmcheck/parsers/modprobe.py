@@ -2,7 +2,9 @@
 """modprobe.d(5) configuration and modules.builtin, as far as KVM cares."""
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, List, NamedTuple, Tuple
+from typing import Dict, FrozenSet, List, Tuple
+
+from kvmcheck.core.record import Record
 
 
 def normalize(name: str) -> str:
@@ -10,7 +12,7 @@ def normalize(name: str) -> str:
     return name.strip().replace("-", "_")
 
 
-class Block(NamedTuple):
+class Block(Record):
     module: str
     how: str  # "blacklist" or "install /bin/false"
     line: int
@@ -35,7 +37,7 @@ def parse_modprobe_conf(text: str) -> List[Block]:
     return blocks
 
 
-class Option(NamedTuple):
+class Option(Record):
     module: str
     words: Tuple[str, ...]  # the parameters, as written: ("nested=1", "ept=0")
     line: int  # where the (possibly continued) line starts

@@ -8,7 +8,9 @@ the same), so a mount point with a space arrives as ``/srv/vm\\040images``.
 from __future__ import annotations
 
 import re
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from kvmcheck.core.record import Record
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
@@ -31,7 +33,7 @@ def unescape(field: str) -> str:
     return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)) if int(m.group(1), 8) < 256 else m.group(0), field)
 
 
-class Mount(NamedTuple):
+class Mount(Record):
     source: str  # "server:/export", "/dev/mapper/mpatha", "UUID=..." (fstab)
     target: str  # the mount point, unescaped
     fstype: str

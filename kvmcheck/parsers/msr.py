@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple, Optional
+from typing import Optional
+
+from kvmcheck.core.record import Record
 
 MSR_IA32_FEATURE_CONTROL = 0x3A  # Intel SDM vol. 4, table 2-2
 MSR_VM_CR = 0xC0010114  # AMD APM vol. 2, section 15.30.1
 
 
-class VtState(NamedTuple):
+class VtState(Record):
     disabled: bool  # firmware switched VT off (no kernel setting can turn it back on)
     locked: bool
     explanation: str

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from . import ParseError
+
+from kvmcheck.core.record import Record
 
 _HEX8 = re.compile(r"[0-9A-Fa-f]{8}")
 RTF_UP, RTF_GATEWAY, RTF_HOST, RTF_REJECT = 0x1, 0x2, 0x4, 0x200
 
 
-class Route(NamedTuple):
+class Route(Record):
     iface: str
     destination: ipaddress.IPv4Address
     gateway: ipaddress.IPv4Address

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import struct
-from typing import FrozenSet, List, NamedTuple, Optional
+from typing import FrozenSet, List, Optional
 
 from . import ParseError
+
+from kvmcheck.core.record import Record
 
 # include/uapi/linux/posix_acl_xattr.h and include/uapi/linux/posix_acl.h
 ACL_XATTR_VERSION = 2
 USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
 
-class AclEntry(NamedTuple):
+class AclEntry(Record):
     tag: int
     perm: int  # rwx as 4/2/1
     id: Optional[int]  # uid or gid for USER and GROUP entries

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, Optional
 
 from . import ParseError
+
+from kvmcheck.core.record import Record
 
 _SETTING = re.compile(r'^\s*(user|group)\s*=\s*"([^"\n]*)"\s*(?:#.*)?$')
 
@@ -38,7 +40,7 @@ def parse_qemu_conf_defaults(text: str) -> Dict[str, str]:
     return found
 
 
-class QmpAnswers(NamedTuple):
+class QmpAnswers(Record):
     greeting: Optional[Dict[str, Any]]
     returns: List[Any]  # one per command, in order: the "return" value, or {"error": {...}}
 
@@ -101,7 +103,7 @@ def domcaps_kvm(domcapabilities_xml: str) -> Dict[str, Optional[str]]:
     return {k: (root.findtext(k) or "").strip() or None for k in ("domain", "machine", "path")}
 
 
-class VirshNetwork(NamedTuple):
+class VirshNetwork(Record):
     name: str
     active: bool
     autostart: bool

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from types import MappingProxyType
-from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from kvmcheck.core.record import Record
 
 # libdnf OptionBool; anything else makes dnf refuse the repository.
 _DNF_TRUE = ("1", "yes", "true", "on")
@@ -24,7 +26,7 @@ APT_TYPES = ("deb", "deb-src")
 _NO_ENTRIES: Mapping[str, str] = MappingProxyType({})
 
 
-class Source(NamedTuple):
+class Source(Record):
     """One repository section, deb822 stanza or one-line entry."""
 
     manager: str  # "dnf", "zypper" or "apt"

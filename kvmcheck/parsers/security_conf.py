@@ -3,10 +3,12 @@
 /etc/selinux/config.  Pure text in, data out."""
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, Tuple
+
+from kvmcheck.core.record import Record
 
 
-class Setting(NamedTuple):
+class Setting(Record):
     value: str
     line: int
     text: str

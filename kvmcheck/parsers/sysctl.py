@@ -2,7 +2,9 @@
 """sysctl.d(5) configuration: which value each key will get at boot, and from which file."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, NamedTuple, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+from kvmcheck.core.record import Record
 
 # Searched in this order; a file name found in an earlier directory hides the same name in a later one
 # (systemd-sysctl and procps 'sysctl --system' agree on both).
@@ -11,7 +13,7 @@ SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/us
 SYSCTL_CONF = "/etc/sysctl.conf"
 
 
-class Setting(NamedTuple):
+class Setting(Record):
     value: str
     path: str  # the file whose line wins
     line: int

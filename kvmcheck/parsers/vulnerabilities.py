@@ -11,7 +11,9 @@ tsx_async_abort, retbleed).  Old kernels (RHEL 7) also say ``Processor vulnerabl
 from __future__ import annotations
 
 import re
-from typing import Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
+
+from kvmcheck.core.record import Record
 
 NOT_AFFECTED = "not-affected"
 MITIGATED = "mitigated"
@@ -23,7 +25,7 @@ _SMT = re.compile(r"\bSMT (vulnerable|disabled|mitigated|Host state unknown)\b",
 _LABEL = re.compile(r"^[A-Za-z0-9_-]+: ")
 
 
-class Vulnerability(NamedTuple):
+class Vulnerability(Record):
     name: str
     text: str
     state: str  # NOT_AFFECTED, MITIGATED, VULNERABLE, UNKNOWN or OTHER (the overall verdict, first word)
