@@ -167,6 +167,11 @@ def test_python_m_kvmcheck_is_the_program():
     version = subprocess.run([sys.executable, "-m", "kvmcheck", "--version"], capture_output=True, text=True,
                              timeout=120)
     assert (version.returncode, version.stdout) == (0, f"kvmcheck {__version__}\n")
+    # The console script answers --version before importing typer, with the very same line.
+    fast = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['kvmcheck', '--version']; "
+                           "from kvmcheck.core.signals import main; main(); sys.stderr.write(str('typer' in sys.modules))"],
+                          capture_output=True, text=True, timeout=120)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (0, version.stdout, "False")
 
 
 def test_check_options_work_without_the_command(host_root):

@@ -7,7 +7,19 @@ import threading
 
 import pytest
 
+from kvmcheck.core import host as host_module
 from kvmcheck.core.host import Host, NotRegularFileError, OfflineError
+
+HAS_OPENAT2 = Host.use_openat2 and host_module._openat2(os.open("/", os.O_PATH), "/", os.O_PATH) >= 0
+
+
+@pytest.fixture(autouse=True, params=["openat2", "walk"])
+def lookup(request, monkeypatch):
+    """Every test here twice: lookups through openat2 (RESOLVE_IN_ROOT) and through the component walk."""
+    if request.param == "openat2" and not HAS_OPENAT2:
+        pytest.skip("this kernel has no openat2 (Linux < 5.6) or a filter refuses it")
+    monkeypatch.setattr(Host, "use_openat2", request.param == "openat2")
+    return request.param
 
 
 @pytest.fixture
@@ -142,3 +154,63 @@ def test_probe_url_refuses_local_schemes_without_touching_them(root):
 def test_statvfs_many_answers_each_path(root):
     out = Host(str(root)).statvfs_many(["/etc", "/proc", "/missing"])
     assert out["/missing"] is None and out["/etc"].total_bytes > 0 and out["/proc"].total_bytes > 0
+
+
+def _reached(host, path, follow=True):
+    """What a lookup of path reaches: the (device, inode) it holds, or the exception's class and errno."""
+    from kvmcheck.core.host import _Missing
+
+    try:
+        found = host._lookup(path, follow)
+    except _Missing as missing:
+        return type(missing.exc).__name__, missing.exc.errno
+    except OSError as exc:
+        return type(exc).__name__, exc.errno
+    os.close(found.fd)
+    return found.st.st_dev, found.st.st_ino
+
+
+def test_openat2_and_the_walk_reach_the_same_objects(tmp_path, tmp_path_factory, lookup):
+    """A hostile tree: absolute and relative links, '..' past the root, chains, a loop, a link through a
+    file, /proc's magic links; openat2 (when this kernel has it) must reach what the walk reaches."""
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret").write_text("host secret")
+    root = tmp_path / "root"
+    (root / "etc/sub").mkdir(parents=True)
+    (root / "etc/os-release").write_text("ID=debian\n")
+    links = {
+        "etc/abs": "/etc/os-release", "etc/rel": "os-release", "etc/up": "../../../../etc/os-release",
+        "etc/out": str(outside / "secret"), "etc/outdir": str(outside), "etc/dirlink": "/etc/sub",
+        "etc/chain1": "chain2", "etc/chain2": "/etc/abs", "etc/loop1": "loop2", "etc/loop2": "loop1",
+        "etc/dangling": "/nowhere", "etc/magic": "/proc/self/root/etc/os-release", "etc/procself": "/proc/self",
+    }
+    for name, target in links.items():
+        (root / name).symlink_to(target)
+    paths = ["/etc/os-release", "etc/os-release", "/etc/abs", "/etc/rel", "/etc/up", "/etc/out", "/etc/outdir/secret",
+             "/etc/dirlink/../os-release", "/etc/chain1", "/etc/loop1", "/etc/dangling", "/etc/os-release/x",
+             "/../../etc/os-release", "/etc/./sub/../os-release", "/etc/magic", "/etc/procself/status", "/",
+             "/missing/deeper", "/etc/sub"]
+    host = Host(str(root))
+    for follow in (True, False):
+        walked = {}
+        Host.use_openat2 = False
+        for path in paths:
+            walked[path] = _reached(host, path, follow)
+        Host.use_openat2 = lookup == "openat2"
+        assert {path: _reached(host, path, follow) for path in paths} == walked
+    assert _reached(host, "/etc/out") == ("FileNotFoundError", 2)  # the outside's file is never reached
+    assert _reached(host, "/etc/up") == _reached(host, "/etc/os-release")
+    assert _reached(host, "/etc/magic") == ("FileNotFoundError", 2)  # the root has no /proc: nothing to follow
+    assert _reached(host, "/etc/loop1") == ("OSError", 40)  # ELOOP
+
+
+def test_on_the_running_system_magic_links_are_walked_as_text(lookup):
+    """/proc/self/root is a magic link: openat2 refuses it (RESOLVE_NO_MAGICLINKS) and the walk follows its
+    text ("/"), inside the root, as before; both reach the same objects."""
+    host = Host("/")
+    paths = ["/proc/self/root/etc/os-release", "/proc/self/root", "/proc/cpuinfo", "/proc/self/status", "/etc/os-release"]
+    Host.use_openat2 = False
+    walked = {path: _reached(host, path) for path in paths}
+    Host.use_openat2 = lookup == "openat2"
+    assert {path: _reached(host, path) for path in paths} == walked
+    assert walked["/proc/self/root/etc/os-release"] == walked["/etc/os-release"]

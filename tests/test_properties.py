@@ -258,6 +258,29 @@ def check_kernel_log(text):
     assert facts.hypervisor is None or (isinstance(facts.hypervisor, str) and "\n" not in facts.hypervisor)
 
 
+def kernel_log_reference(text):
+    """parse_kernel_log without its substring filter: every line taken apart and searched."""
+    disabled, tdx, hypervisor = {}, {}, None
+    for raw in text.splitlines():
+        msg = kernel_log._message(raw).strip()
+        if any(rx.search(msg) for rx in kernel_log.FIRMWARE_DISABLED):
+            disabled.setdefault(msg)
+        m = kernel_log._HYPERVISOR.search(msg)
+        if m:
+            hypervisor = m.group(1).strip()
+        m = kernel_log._TDX.search(msg)
+        if m:
+            tdx.setdefault(m.group(0).strip())
+    return kernel_log.KernelLogFacts(tuple(disabled), hypervisor, tuple(tdx))
+
+
+@given(texts(lines(KLOG_LINE, st.builds(lambda p, m: p + m, KMSG, st.sampled_from(
+    ["KVM: DISABLED BY BIOS", "svm Disabled (By Bios)", "Hypervisor Detected: KVM", "virt/TDX: x", "BIOS-e820: usable"])),
+    max_lines=20)))
+def test_kernel_log_filter_answers_as_the_reference(text):
+    assert kernel_log.parse_kernel_log(text) == kernel_log_reference(text)
+
+
 MODPROBE_LINE = joined(words("blacklist", "install", "options", "alias", "kvm-intel", "kvm_amd", "/bin/false",
                              "/bin/true", "false", "exit", "1", "#", "\\"))
 MODPATH = st.builds(lambda d, n, ext, rest: f"kernel/{d}/{n}{ext}{rest}", WORD, WORD,
@@ -678,6 +701,39 @@ def test_system_tables(cgroup_text, passwd, mem, packages, routes, order):
     check_meminfo(mem)
     check_pkgdb(packages)
     check_netroute(routes, order)
+
+
+def dpkg_status_reference(text):
+    """parse_dpkg_status as first written (every line partitioned): the fast one must answer the same."""
+    installed, fields = {}, {}
+
+    def flush():
+        name = fields.get("package")
+        if name and fields.get("status", "").split() == ["install", "ok", "installed"]:
+            installed.setdefault(name, fields.get("version", ""))
+
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        if not raw.strip():
+            flush()
+            fields = {}
+            continue
+        if raw[0] in " \t":
+            continue
+        key, sep, value = raw.partition(":")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+    flush()
+    return installed
+
+
+ODD_DPKG_LINE = st.sampled_from(["PACKAGE : qemu-kvm", "\x0bPackage: vt", "\x85", " \t", "\tStatus: install ok installed",
+                                 "Pre-Depends: a", "status:install ok installed", "Version : 2", "Package:\x0cff",
+                                 "Source: x", "\u2028", "P", "version: 3\r"])
+
+
+@given(texts(lines(DPKG_LINE, ODD_DPKG_LINE, max_lines=30)))
+def test_dpkg_status_fast_parse_answers_as_the_reference(text):
+    assert pkgdb.parse_dpkg_status(text) == dpkg_status_reference(text)
 
 
 @given(texts(joined(st.lists(CMD_WORD, max_size=10), seps=(" ", "\x00", "  ", "\t"))),

@@ -94,3 +94,16 @@ def test_a_subclass_without_fields_keeps_its_parents():
             return f"{self.device} on {self.point}"
 
     assert Remount._fields == Mount._fields and Remount("a", "b").describe() == "a on b"
+
+
+def test_a_lazy_pattern_is_a_compiled_one_once_used():
+    import re
+
+    from kvmcheck.parsers import pattern
+
+    lazy = pattern(r"(\d+)-(\d+)", re.I)
+    assert "match" not in vars(lazy)  # nothing compiled at declaration
+    assert lazy.match("3-5").groups() == ("3", "5") and lazy.sub("x", "a 1-2 b") == "a x b"
+    assert vars(lazy)["match"].__self__ is re.compile(r"(\d+)-(\d+)", re.I)  # kept: no lookup per call
+    assert lazy.pattern == r"(\d+)-(\d+)" and lazy.flags & re.I and lazy.groups == 2
+    assert [m.group(0) for m in pattern("a+").finditer("aa b a")] == ["aa", "a"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 import stat
 import sys
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from kvmcheck.core.model import Result, Status
 from kvmcheck.core.settings import CONFIG_FILE, PROFILE, Settings
+from kvmcheck.parsers import pattern as _pattern
 
 DEFAULT_CONFIG = "/etc/kvmcheck/config.toml"  # read on the live machine only (root "/")
 MAX_BYTES = 1 << 20
@@ -68,7 +68,7 @@ def _toml():  # type: ignore[no-untyped-def]
 
 # -- finding a key's line --------------------------------------------------------------------------------------
 
-_KEY_PART = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|([A-Za-z0-9_-]+))\s*')
+_KEY_PART = _pattern(r'\s*(?:"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|([A-Za-z0-9_-]+))\s*')
 
 
 def _dotted(text: str) -> Optional[Tuple[Tuple[str, ...], str]]:
@@ -295,10 +295,10 @@ def _read(path: str, live_host: bool) -> str:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8")
 
 
-_AT = re.compile(r"\(at line (\d+), column (\d+)\)|at line (\d+), column (\d+)")
+_AT = _pattern(r"\(at line (\d+), column (\d+)\)|at line (\d+), column (\d+)")
 
 
-_NESTING_TOKEN = re.compile("[\\[\\]{}#\"']")
+_NESTING_TOKEN = _pattern("[\\[\\]{}#\"']")
 
 
 def _nesting(text: str) -> Optional[int]:
@@ -480,7 +480,7 @@ def _merge_file(cfg: Config, src: _Source, data: Dict[str, Any], known: Sequence
 
 # -- profiles and extends ------------------------------------------------------------------------------------
 
-_PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_PROFILE_NAME = _pattern(r"^[a-z0-9][a-z0-9-]*$")
 
 
 def _profiles_dir():  # type: ignore[no-untyped-def]

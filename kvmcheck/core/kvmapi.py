@@ -11,7 +11,6 @@ import ctypes
 import fcntl
 import mmap
 import os
-import platform
 import signal
 import struct
 import threading
@@ -24,7 +23,7 @@ KVM_API_VERSION_EXPECTED = 12  # include/uapi/linux/kvm.h: KVM_API_VERSION
 # --- ioctl encoding (include/uapi/asm-generic/ioctl.h) ---------------------
 # powerpc, mips, sparc and alpha use a 3-bit direction field with other values
 # (arch/*/include/uapi/asm/ioctl.h); everything else, x86 included, is generic.
-_MACHINE = platform.machine().lower()
+_MACHINE = os.uname().machine.lower()  # what platform.machine() answers, without importing it
 if _MACHINE.startswith(("ppc", "powerpc", "mips", "sparc", "alpha")):
     _IOC_SIZEBITS, _IOC_NONE, _IOC_WRITE, _IOC_READ = 13, 1, 4, 2
 else:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from kvmcheck.parsers import pattern
 
 # The schema versions, all in one place (reports/*.schema.json describe them).
 # Host report 2: the verdict "unknown" and the fields essential, undecided, verdict_reason, fix_first
@@ -47,7 +48,7 @@ def severity(status: Any) -> int:
 
 # A number in a summary: digits with their decimal point, digit groups and exponent ("1.02e+06", "3,072",
 # "0x1f", "v2"'s 2).  Every quantifier is over one character class in sequence: linear, no backtracking.
-_NUMBER = re.compile(r"(?:0[xX][0-9a-fA-F]+|[0-9]+(?:[.,][0-9]+)*(?:[eE][+-]?[0-9]+)?)")
+_NUMBER = pattern(r"(?:0[xX][0-9a-fA-F]+|[0-9]+(?:[.,][0-9]+)*(?:[eE][+-]?[0-9]+)?)")
 CAUSE_KEY_MAX = 160  # characters of a derived cause key; a longer summary is cut
 
 
@@ -147,9 +148,9 @@ class Check:
 
 
 def _takes_ctx(func: Callable[..., Any]) -> bool:
-    import inspect
+    from kvmcheck.facts import _parameters
 
-    return tuple(inspect.signature(func).parameters) == ("ctx",)
+    return _parameters(func) == ("ctx",)
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,11 @@ import stat
 import time
 from typing import BinaryIO, Iterator, Optional
 
+from kvmcheck.parsers import pattern
+
 SUFFIX = ".kvmcheck-tmp"
 STALE_SECONDS = 3600.0
-_TEMP = re.compile(r"\A\..+\.[0-9a-f]{12}" + re.escape(SUFFIX) + r"\Z", re.S)
+_TEMP = pattern(r"\A\..+\.[0-9a-f]{12}" + re.escape(SUFFIX) + r"\Z", re.S)
 
 # File systems that are views of the kernel, not storage: a report never belongs there.
 PSEUDO_FSTYPES = frozenset((

@@ -16,12 +16,13 @@ from typing import Callable, Iterable, List, Tuple
 
 from kvmcheck.core.model import Check, Outcome
 from kvmcheck.core.record import Record
+from kvmcheck.parsers import pattern
 
 ENTRY_POINT_GROUP = "kvmcheck.checks"
 # Report order of the built-in modules: from the hardware up to a running guest.
 BUILTIN_ORDER = ("cpu", "firmware", "kernel", "kvm", "guest", "iommu", "secure_guest", "cgroups", "security",
                  "memory", "capacity", "paravirt", "packages", "storage", "libvirt", "network", "consumer")
-_ID = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+$")
+_ID = pattern(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+$")
 
 
 def check(id: str, title: str, reads: Iterable[str] = (), requires: Iterable[str] = (),
@@ -47,8 +48,10 @@ def check(id: str, title: str, reads: Iterable[str] = (), requires: Iterable[str
         from kvmcheck.facts import FACTS, HOST, SETTINGS, reads_of
         from kvmcheck.facts import system  # noqa: F401 - the facts every check may name
 
+        from kvmcheck.facts import parameter_names
+
         doc = inspect.cleandoc(func.__doc__ or "")
-        params = tuple(inspect.signature(func).parameters)
+        params = parameter_names(func)
         if params == ("ctx",):
             facts: Tuple[str, ...] = ()
             declared = tuple(reads)

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import textwrap
 from typing import Any, Dict, List, Optional
 
 from kvmcheck.core.model import PROBLEMS, Report, severity
+from kvmcheck.parsers import pattern
 
 PROBLEM_VALUES = frozenset(s.value for s in PROBLEMS)  # the statuses listed under "what to do"
 
@@ -50,7 +49,7 @@ def nagios_code(report: Report) -> int:
     return report.nagios_code
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
+_SENTENCE_END = pattern(r"(?<=[.!?])\s+(?=[A-Z(])")
 
 
 def first_sentence(text: str) -> str:
@@ -73,7 +72,7 @@ def first_sentence(text: str) -> str:
 # A quoted span ('modprobe kvm_intel', 'Intel Virtualization Technology (VT-x)'): a command or a name that a
 # reader copies whole.  The quote must open after a non-word character and close before one, so the
 # apostrophe of "libvirt's" neither opens nor closes a span.
-_SPAN = re.compile(r"(?<![\w'])'[^'\n]+'(?![\w'])")
+_SPAN = pattern(r"(?<![\w'])'[^'\n]+'(?![\w'])")
 MIN_WIDTH = 40
 
 
@@ -161,7 +160,7 @@ def unix_seconds(iso: str) -> float:
     return datetime.datetime.fromisoformat(iso).timestamp()
 
 
-_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_XML_FORBIDDEN = pattern("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def xml_text(value: Any) -> str:

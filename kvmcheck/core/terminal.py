@@ -21,10 +21,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kvmcheck.parsers import pattern
+
 # C0 controls but tab and newline, DEL, C1 controls, and the Unicode bidi embeddings, overrides and isolates
 # (plus the line and paragraph separators, which some terminals and editors take as line breaks).
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = pattern("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_ONE_LINE = pattern("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 

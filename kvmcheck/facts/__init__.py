@@ -22,7 +22,6 @@ start instead of running the probe a second time, within its own time limit like
 from __future__ import annotations
 
 import errno
-import inspect
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar
 
 from kvmcheck.core.record import Record
@@ -67,7 +66,7 @@ def fact(reads: Iterable[str] = (), uses: Iterable[str] = (), name: Optional[str
     """
     def wrap(func: Callable[..., T]) -> Callable[..., T]:
         key = name or func.__name__
-        params = tuple(inspect.signature(func).parameters)
+        params = parameter_names(func)
         needs = tuple(p for p in params if p not in (HOST, SETTINGS, FACTS))
         for need in needs + tuple(uses):
             if need not in _GATHERERS and need != key:
@@ -197,11 +196,25 @@ _PARAMETERS: Dict[Callable[..., Any], Tuple[str, ...]] = {}
 
 
 def _parameters(func: Callable[..., Any]) -> Tuple[str, ...]:
-    """func's parameter names (inspect.signature is slow enough to matter once per check and fact)."""
+    """func's parameter names, kept (asked once per fact and check of every run)."""
     params = _PARAMETERS.get(func)
     if params is None:
-        params = _PARAMETERS[func] = tuple(inspect.signature(func).parameters)
+        params = _PARAMETERS[func] = parameter_names(func)
     return params
+
+
+def parameter_names(func: Callable[..., Any]) -> Tuple[str, ...]:
+    """The names of func's parameters, as inspect.signature gives them.
+
+    A plain function's are read off its code object: importing inspect (with ast, dis and tokenize) and
+    building ~150 signatures cost a few milliseconds of every run.  Anything else (a decorated function
+    that names what it wraps, a partial, a method, *args) goes to inspect.signature."""
+    code = getattr(func, "__code__", None)
+    if code is None or hasattr(func, "__wrapped__") or code.co_flags & 0x0C:  # CO_VARARGS | CO_VARKEYWORDS
+        import inspect
+
+        return tuple(inspect.signature(func).parameters)
+    return code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
 
 
 class Readout(Record):

@@ -8,7 +8,6 @@ runs only when the judgement reaches the branch that needs it, and at most once 
 from __future__ import annotations
 
 import errno
-import re
 import time
 from typing import Dict, Optional, Tuple
 
@@ -16,7 +15,7 @@ from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, fact
 from kvmcheck.facts import system  # noqa: F401 - the facts these are computed from
 from kvmcheck.facts.system import quoted
-from kvmcheck.parsers import ParseError
+from kvmcheck.parsers import ParseError, pattern
 
 QEMU_CONF = "/etc/libvirt/qemu.conf"
 LIBVIRT_DAEMONS = ("/usr/sbin/libvirtd", "/usr/sbin/virtqemud", "/usr/bin/libvirtd", "/usr/bin/virtqemud")
@@ -35,7 +34,7 @@ QMP_COMMANDS = ("qmp_capabilities", "query-kvm", "query-version", "query-machine
 LIBVIRT_RO_SOCKETS = ("/run/libvirt/virtqemud-sock-ro", "/run/libvirt/libvirt-sock-ro")
 DEVICES_LIST = "/sys/fs/cgroup/devices/devices.list"
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\$?$")  # useradd's names (and Samba's trailing $)
+_SAFE_NAME = pattern(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\$?$")  # useradd's names (and Samba's trailing $)
 
 
 def shown_name(name: str) -> str:

@@ -4,13 +4,12 @@ transparent huge pages and the KSM services (judged by checks/memory.py and chec
 from __future__ import annotations
 
 import fnmatch
-import re
 from typing import Dict, Optional, Tuple
 
 from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, fact, read
 from kvmcheck.facts import system  # noqa: F401 - cpuinfo, the fact online_cpus falls back on
-from kvmcheck.parsers import ParseError
+from kvmcheck.parsers import ParseError, pattern
 from kvmcheck.parsers.meminfo import MemInfo, parse_meminfo
 
 MEMINFO = "/proc/meminfo"
@@ -27,7 +26,7 @@ KSM_UNITS = ("ksm.service", "ksmtuned.service")  # RHEL/Fedora: ksm starts KSM a
 # mm/huge_memory.c: the words the kernel prints in transparent_hugepage/enabled and defrag
 THP_MODES = ("always", "madvise", "never")
 THP_DEFRAG_MODES = ("always", "defer", "defer+madvise", "madvise", "never")
-_SELECTED = re.compile(r"\[([^\]]+)\]")
+_SELECTED = pattern(r"\[([^\]]+)\]")
 
 
 class Meminfo(Record):

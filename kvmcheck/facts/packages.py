@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Tuple
 from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, fact, read
 from kvmcheck.facts import system  # noqa: F401 - the shared facts these are computed from
-from kvmcheck.parsers import ParseError
+from kvmcheck.parsers import ParseError, pattern
 from kvmcheck.parsers.repos import Source
 
 DNF_DIRS = ("/etc/yum.repos.d", "/etc/yum/repos.d", "/etc/distro.repos.d")
@@ -24,7 +24,7 @@ RPM_DBS = ("/var/lib/rpm", "/usr/lib/sysimage/rpm")
 # Database file -> rpm's backend for it (RHEL 9/Fedora sqlite, SUSE ndb, RHEL <= 8 Berkeley DB read-only).
 RPM_DB_FILES = {"rpmdb.sqlite": "sqlite", "Packages.db": "ndb", "Packages": "bdb_ro"}
 # apt reads only files named like this in sources.list.d (apt-pkg/contrib/fileutl.cc); the rest it ignores.
-APT_FILENAME = re.compile(r"^[A-Za-z0-9_.-]+\.(list|sources)$")
+APT_FILENAME = pattern(r"^[A-Za-z0-9_.-]+\.(list|sources)$")
 PKGDB_LIMIT = 256 << 20
 SOURCE_LIMIT = 4 << 20
 

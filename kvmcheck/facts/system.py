@@ -3,13 +3,12 @@
 virtualization context, the distribution and the container; and the report's host block built from them."""
 from __future__ import annotations
 
-import re
 import struct
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from kvmcheck.core.record import Record
 from kvmcheck.facts import fact
-from kvmcheck.parsers import ParseError
+from kvmcheck.parsers import ParseError, pattern
 from kvmcheck.parsers.cpuinfo import CpuInfo, parse_cpuinfo
 from kvmcheck.parsers.hypervisor import VirtFacts, VirtInputs, detect_hypervisor
 from kvmcheck.parsers.kernel_log import KernelLogFacts, parse_kernel_log
@@ -27,8 +26,8 @@ MOUNT_TABLES = ("/proc/self/mounts", "/proc/mounts")
 KVM_MODULES = ("kvm", "kvm_intel", "kvm_amd", "kvm_pvm", "kvm_hv", "kvm_pr")
 
 # uname -m and uname -r as the kernel prints them (utsname fields hold at most 64 bytes)
-_MACHINE = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_RELEASE = re.compile(r"[^\s/\x00-\x1f\x7f\ufffd]{1,64}")
+_MACHINE = pattern(r"[a-z][a-z0-9_]{0,31}")
+_RELEASE = pattern(r"[^\s/\x00-\x1f\x7f\ufffd]{1,64}")
 
 
 def is_name(value: str, limit: int = 256) -> bool:

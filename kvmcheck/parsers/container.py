@@ -13,17 +13,18 @@ import re
 from typing import List, Optional, Sequence
 
 from kvmcheck.core.record import Record
+from kvmcheck.parsers import pattern
 
 # Runtime names by what they write into cgroup paths and mount sources, most specific first: a
 # Kubernetes pod runs under containerd, CRI-O or docker, and is reported as kubernetes.
 _PATTERNS = (
-    ("kubernetes", re.compile(r"kubepods|/var/lib/kubelet/pods/")),
-    ("podman", re.compile(r"libpod|/containers/storage/")),
-    ("docker", re.compile(r"/docker[/-]|/var/lib/docker/")),
-    ("cri-o", re.compile(r"crio-")),
-    ("containerd", re.compile(r"containerd")),
-    ("lxc", re.compile(r"/lxc[./]|lxc\.payload|/var/lib/lxc/")),
-    ("systemd-nspawn", re.compile(r"/machine\.slice/systemd-nspawn|/var/lib/machines/")),
+    ("kubernetes", pattern(r"kubepods|/var/lib/kubelet/pods/")),
+    ("podman", pattern(r"libpod|/containers/storage/")),
+    ("docker", pattern(r"/docker[/-]|/var/lib/docker/")),
+    ("cri-o", pattern(r"crio-")),
+    ("containerd", pattern(r"containerd")),
+    ("lxc", pattern(r"/lxc[./]|lxc\.payload|/var/lib/lxc/")),
+    ("systemd-nspawn", pattern(r"/machine\.slice/systemd-nspawn|/var/lib/machines/")),
 )
 _BIND_TARGETS = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
 

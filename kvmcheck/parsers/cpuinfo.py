@@ -14,8 +14,9 @@ import re
 from typing import FrozenSet, List, Optional, Tuple
 
 from kvmcheck.core.record import Record
+from kvmcheck.parsers import pattern
 
-_SPACES = re.compile(r"\s+")
+_SPACES = pattern(r"\s+")
 
 
 class CpuInfo(Record):

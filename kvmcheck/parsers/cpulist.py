@@ -2,14 +2,13 @@
 """Kernel CPU lists (/sys/devices/system/cpu/online, cpuset.cpus, isolcpus=): "0-3,8-11"."""
 from __future__ import annotations
 
-import re
 from itertools import compress
 from typing import Iterable, List, Tuple
 
-from kvmcheck.parsers import ParseError
+from kvmcheck.parsers import ParseError, pattern
 
 # "N", "N-M", and the bitmap_parselist group form "N-M:used/group" (e.g. 0-15:2/4).
-_ITEM = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+)/(\d+))?)?$")
+_ITEM = pattern(r"^(\d+)(?:-(\d+)(?::(\d+)/(\d+))?)?$")
 MAX_CPUS = 1 << 16  # far above any NR_CPUS; a bound against "0-4294967295"
 # CPUs a whole list may name, counting overlaps again.  The kernel never repeats a CPU, so a real
 # list names at most MAX_CPUS; without a bound, "0-65535," repeated over a megabyte is hours of work.

@@ -9,14 +9,14 @@ identity-mapped (device assignment still works).  Repeated options: the last win
 """
 from __future__ import annotations
 
-import re
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .cmdline import KernelCmdline
 
 from kvmcheck.core.record import Record
+from kvmcheck.parsers import pattern
 
-_PCI_ADDR = re.compile(r"^([0-9a-fA-F]{4,8}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
+_PCI_ADDR = pattern(r"^([0-9a-fA-F]{4,8}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
 # Bridges stay with the host (pcieport) and never block assigning the devices behind them.
 BRIDGE_CLASSES = (0x0604, 0x0609)  # PCI-to-PCI bridge, semi-transparent PCI-to-PCI bridge
 _TRUE = ("1", "y", "on", "yes", "true")

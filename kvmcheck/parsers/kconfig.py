@@ -2,13 +2,13 @@
 """A kernel build configuration (/boot/config-RELEASE, the text of /proc/config.gz)."""
 from __future__ import annotations
 
-import re
 from typing import Dict, Optional
 
 from kvmcheck.core.record import Record
+from kvmcheck.parsers import pattern
 
-_SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
-_UNSET = re.compile(r"^#\s*(CONFIG_[A-Za-z0-9_]+) is not set\s*$")
+_SET = pattern(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
+_UNSET = pattern(r"^#\s*(CONFIG_[A-Za-z0-9_]+) is not set\s*$")
 
 
 class KConfig(Record):

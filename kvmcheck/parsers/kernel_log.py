@@ -10,21 +10,22 @@ import re
 from typing import Dict, Optional, Tuple
 
 from kvmcheck.core.record import Record
+from kvmcheck.parsers import pattern
 
 # Each pattern comes from the kernel source that prints it.
 FIRMWARE_DISABLED = (
     # arch/x86/kernel/cpu/feat_ctl.c (Linux >= 5.6): IA32_FEAT_CTL locked without VMX.
     # "VMX (%s TXT) disabled by BIOS": "inside" on hosts booted through Intel TXT (tboot).
-    re.compile(r"VMX \((?:inside|outside) TXT\) disabled by BIOS"),
-    re.compile(r"VMX not enabled \(by BIOS\) in MSR_IA32_FEAT_CTL"),
+    pattern(r"VMX \((?:inside|outside) TXT\) disabled by BIOS"),
+    pattern(r"VMX not enabled \(by BIOS\) in MSR_IA32_FEAT_CTL"),
     # arch/x86/kvm/x86.c before 6.x, printed by kvm_intel/kvm_amd when hardware_setup finds VT off.
-    re.compile(r"kvm: disabled by bios", re.IGNORECASE),
+    pattern(r"kvm: disabled by bios", re.IGNORECASE),
     # arch/x86/kvm/svm/svm.c: VM_CR.SVMDIS set by firmware.
-    re.compile(r"SVM (?:is )?disabled \(by BIOS\)", re.IGNORECASE),
+    pattern(r"SVM (?:is )?disabled \(by BIOS\)", re.IGNORECASE),
     # Not "SVM not supported by CPU": kvm_amd prints it in every VM without nested SVM too.
 )
-_HYPERVISOR = re.compile(r"Hypervisor detected: (.+)$")
-_TDX = re.compile(r"virt/tdx: .*$")  # arch/x86/virt/vmx/tdx/tdx.c, pr_fmt "virt/tdx: "
+_HYPERVISOR = pattern(r"Hypervisor detected: (.+)$")
+_TDX = pattern(r"virt/tdx: .*$")  # arch/x86/virt/vmx/tdx/tdx.c, pr_fmt "virt/tdx: "
 
 
 class KernelLogFacts(Record):
@@ -33,8 +34,8 @@ class KernelLogFacts(Record):
     tdx: Tuple[str, ...] = ()  # Intel TDX module lines ("virt/tdx: module initialized", errors)
 
 
-_SYSLOG_PREFIX = re.compile(r"^.*?\bkernel: ")  # "Jan  1 00:00:00 host kernel: ..." (rsyslog, journal exports)
-_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s*")  # dmesg's "[    0.021044] "
+_SYSLOG_PREFIX = pattern(r"^.*?\bkernel: ")  # "Jan  1 00:00:00 host kernel: ..." (rsyslog, journal exports)
+_TIMESTAMP = pattern(r"^\[\s*\d+\.\d+\]\s*")  # dmesg's "[    0.021044] "
 
 
 def _message(line: str) -> str:
@@ -52,6 +53,10 @@ def parse_kernel_log(text: str) -> KernelLogFacts:
     tdx: Dict[str, None] = {}
     hypervisor = None
     for raw in text.splitlines():
+        # Every pattern above holds "bios" (in some case), "Hypervisor detected: " or "virt/tdx: ": a line
+        # without them is skipped before its prefixes are taken apart (a boot log has thousands of lines).
+        if "bios" not in raw.lower() and "Hypervisor detected: " not in raw and "virt/tdx: " not in raw:
+            continue
         msg = _message(raw).strip()
         if any(rx.search(msg) for rx in FIRMWARE_DISABLED):
             disabled.setdefault(msg)

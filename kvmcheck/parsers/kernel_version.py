@@ -8,22 +8,22 @@ PAE), ``6.1.0-18-amd64`` and ``6.1.0-18-686-pae`` (Debian), ``4.4.0-19041-Micros
 """
 from __future__ import annotations
 
-import re
 from typing import Optional, Tuple
 
 from . import ParseError
 
 from kvmcheck.core.record import Record
+from kvmcheck.parsers import pattern
 
-_RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?(.*)$")
+_RELEASE = pattern(r"^(\d+)\.(\d+)(?:\.(\d+))?(.*)$")
 
 # Suffixes that name the kernel's architecture (RPM and Debian flavours).
 _ARCH_HINTS = (
-    (re.compile(r"[.-](x86_64|amd64)(?:[+.-]|$)"), "x86_64", 64),
-    (re.compile(r"[.-](aarch64|arm64)(?:[+.-]|$)"), "aarch64", 64),
-    (re.compile(r"[.-](ppc64le|ppc64)(?:[+.-]|$)"), "ppc64", 64),
-    (re.compile(r"[.-](s390x)(?:[+.-]|$)"), "s390x", 64),
-    (re.compile(r"[.-](i[3-6]86|686)(?:[+.-]|$)|PAE$|-pae$"), "i686", 32),
+    (pattern(r"[.-](x86_64|amd64)(?:[+.-]|$)"), "x86_64", 64),
+    (pattern(r"[.-](aarch64|arm64)(?:[+.-]|$)"), "aarch64", 64),
+    (pattern(r"[.-](ppc64le|ppc64)(?:[+.-]|$)"), "ppc64", 64),
+    (pattern(r"[.-](s390x)(?:[+.-]|$)"), "s390x", 64),
+    (pattern(r"[.-](i[3-6]86|686)(?:[+.-]|$)|PAE$|-pae$"), "i686", 32),
 )
 
 

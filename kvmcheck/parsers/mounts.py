@@ -7,12 +7,12 @@ the same), so a mount point with a space arrives as ``/srv/vm\\040images``.
 """
 from __future__ import annotations
 
-import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from kvmcheck.core.record import Record
+from kvmcheck.parsers import pattern
 
-_OCTAL = re.compile(r"\\([0-7]{3})")
+_OCTAL = pattern(r"\\([0-7]{3})")
 
 # File system types that several hosts can mount at once: what live migration without
 # copying disks needs.  Value: the name an operator knows it by.

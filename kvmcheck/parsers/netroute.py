@@ -10,14 +10,14 @@ masks, which must be contiguous runs of ones; the hint breaks a tie.
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import List, Optional, Tuple
 
 from . import ParseError
 
 from kvmcheck.core.record import Record
+from kvmcheck.parsers import pattern
 
-_HEX8 = re.compile(r"[0-9A-Fa-f]{8}")
+_HEX8 = pattern(r"[0-9A-Fa-f]{8}")
 RTF_UP, RTF_GATEWAY, RTF_HOST, RTF_REJECT = 0x1, 0x2, 0x4, 0x200
 
 

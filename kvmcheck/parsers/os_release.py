@@ -8,13 +8,14 @@ of the root; parsing here also spares the 20-30 ms that importing distro costs o
 """
 from __future__ import annotations
 
-import re
 from typing import Dict, Optional
+
+from kvmcheck.parsers import pattern
 
 # os-release(5): KEY=VALUE; keys are [A-Z0-9_]; a value may be in double or single quotes; inside
 # double quotes, backslash escapes $ " \ and ` as in a shell.  Other lines (comments, garbage) are ignored.
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_ESCAPED = re.compile(r'\\([$"\\`])')
+_KEY = pattern(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_ESCAPED = pattern(r'\\([$"\\`])')
 MAX_VALUE = 4096  # the spec keeps values short; a hostile file must not blow up a report header
 
 
@@ -65,8 +66,8 @@ LEGACY_RELEASE_FILES = (
     ("/etc/SuSE-release", "sles", "SUSE Linux Enterprise Server", "suse"),
     ("/etc/debian_version", "debian", "Debian GNU/Linux", ""),
 )
-_VERSION = re.compile(r"\b(\d+(?:\.\d+)*)\b")
-_DEBIAN_VERSION = re.compile(r"\d+(?:\.\d+)*")
+_VERSION = pattern(r"\b(\d+(?:\.\d+)*)\b")
+_DEBIAN_VERSION = pattern(r"\d+(?:\.\d+)*")
 
 
 def legacy_identity(path: str, text: str) -> Optional[Dict[str, str]]:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional
 
 from . import ParseError
 
 from kvmcheck.core.record import Record
+from kvmcheck.parsers import pattern
 
-_SETTING = re.compile(r'^\s*(user|group)\s*=\s*"([^"\n]*)"\s*(?:#.*)?$')
+_SETTING = pattern(r'^\s*(user|group)\s*=\s*"([^"\n]*)"\s*(?:#.*)?$')
 
 
 def parse_qemu_conf_identity(text: str) -> Dict[str, str]:
@@ -25,7 +25,7 @@ def parse_qemu_conf_identity(text: str) -> Dict[str, str]:
     return found
 
 
-_SHIPPED_DEFAULT = re.compile(r'^#(user|group) = "([^"\n]*)"\s*$')
+_SHIPPED_DEFAULT = pattern(r'^#(user|group) = "([^"\n]*)"\s*$')
 
 
 def parse_qemu_conf_defaults(text: str) -> Dict[str, str]:

@@ -12,13 +12,14 @@ from types import MappingProxyType
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from kvmcheck.core.record import Record
+from kvmcheck.parsers import pattern
 
 # libdnf OptionBool; anything else makes dnf refuse the repository.
 _DNF_TRUE = ("1", "yes", "true", "on")
 _DNF_FALSE = ("0", "no", "false", "off")
 # libzypp str::strToTrue: these are true, everything else false.
 _ZYPP_TRUE = ("1", "yes", "true", "on", "always", "+")
-_DNF_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")  # libdnf Repo::verifyId
+_DNF_ID = pattern(r"^[A-Za-z0-9_.:-]+$")  # libdnf Repo::verifyId
 APT_TYPES = ("deb", "deb-src")
 
 
@@ -200,7 +201,7 @@ def parse_zypper_repo(text: str, path: str = "") -> List[Source]:
     return _parse_repo_ini(text, path, "zypper")
 
 
-_ONE_LINE = re.compile(r"^(?P<type>[A-Za-z][\w-]*)\s+(?:\[(?P<opts>[^\]]*)\]\s*)?(?P<rest>\S.*)?$")
+_ONE_LINE = pattern(r"^(?P<type>[A-Za-z][\w-]*)\s+(?:\[(?P<opts>[^\]]*)\]\s*)?(?P<rest>\S.*)?$")
 
 
 def _one_line(body: str) -> Optional[Tuple[str, Dict[str, str], List[str]]]:

@@ -14,6 +14,7 @@ import re
 from typing import Dict, Mapping, Optional, Tuple
 
 from kvmcheck.core.record import Record
+from kvmcheck.parsers import pattern
 
 NOT_AFFECTED = "not-affected"
 MITIGATED = "mitigated"
@@ -21,8 +22,8 @@ VULNERABLE = "vulnerable"
 UNKNOWN = "unknown"
 OTHER = "other"  # text kvmcheck does not recognize: reported as is, never guessed at
 
-_SMT = re.compile(r"\bSMT (vulnerable|disabled|mitigated|Host state unknown)\b", re.IGNORECASE)
-_LABEL = re.compile(r"^[A-Za-z0-9_-]+: ")
+_SMT = pattern(r"\bSMT (vulnerable|disabled|mitigated|Host state unknown)\b", re.IGNORECASE)
+_LABEL = pattern(r"^[A-Za-z0-9_-]+: ")
 
 
 class Vulnerability(Record):
