@@ -38,6 +38,7 @@ PROBLEMS = tuple(s for s in SEVERITY if s in ("error", "fail", "warn"))  # statu
 FLEET_KIND = "kvmcheck-fleet"
 HOST_LISTS = tuple(s for s in CRASHES_FIRST if s in ("error", "fail"))  # statuses whose hosts a check names
 VERDICTS = ("ready", "not-ready", "unknown")
+VERDICT_NAME = {v: v for v in VERDICTS}  # a report's verdict -> the one string object of this module
 PARALLEL_MIN = 256  # fewer files than this: read in-process (forking costs more than it saves)
 PROGRESS_MIN = 200  # fewer files than this: no progress bar (it would only flicker)
 CHUNK = 128  # files per task sent to a worker
@@ -202,15 +203,18 @@ STATUS_CODE = {"pass": "p", "warn": "w", "fail": "f", "skip": "s", "error": "e"}
 CODE_STATUS = {v: k for k, v in STATUS_CODE.items()}
 
 
-def _values(evidence: Any) -> Tuple[Tuple[str, Any], ...]:
+def _values(evidence: Any, cache: Optional[Dict[Any, Any]] = None) -> Tuple[Tuple[str, Any], ...]:
     """The numbers in a result's evidence (its measurements: rates, sizes, counts), at most MAX_VALUES.
     Strings (paths, device names) are left to the summary, nested data is left out; NaN and infinities
     (json.loads accepts them) would make the fleet report invalid JSON.  type() is exact: bool is no number."""
     if type(evidence) is not dict:
         return ()
-    out = tuple((k, v) for k, v in evidence.items()
-                if (type(v) is int or (type(v) is float and v - v == 0)) and len(k) <= MAX_VALUE_KEY)
-    return out[:MAX_VALUES]
+    cache = {} if cache is None else cache
+    out = tuple((cache.setdefault(k, k), v) for k, v in evidence.items()
+                if (type(v) is int or (type(v) is float and v - v == 0)) and len(k) <= MAX_VALUE_KEY)[:MAX_VALUES]
+    # Equal measurements are one object per chunk; only whole numbers: 1.0 == 1 and -0.0 == 0.0, but JSON
+    # writes them apart.
+    return cache.setdefault(out, out) if all(type(v) is int for _, v in out) else out
 
 
 class Malformed(ValueError):
@@ -272,12 +276,13 @@ def summarize(path: str, doc: Any, keep: Sequence[str] = KEEP_ALL, cache: Option
                     # The summary with its numbers masked: the key of a report without cause keys
                     # (schema_version 1, or a check that gave none), as the runner derives it.  A summary
                     # without numbers measured nothing: its evidence is not kept.
-                    masked = cache.get((summary,))
+                    # keyed (None, summary): no tuple of strings (a caused_by, a layout) can equal it
+                    masked = cache.get((None, summary))
                     if masked is None:
-                        masked = cache[(summary,)] = cause_key(summary) or "(no summary)"
+                        masked = cache[(None, summary)] = cause_key(summary) or "(no summary)"
                     key = c.get("cause")
                     key = cache.setdefault(key[:200], key[:200]) if type(key) is str and key else masked
-                    values = _values(c.get("evidence")) if measured and masked != summary else ()
+                    values = _values(c.get("evidence"), cache) if measured and masked != summary else ()
                     follows = c.get("caused_by") or ()
                     follows = tuple(f[:200] for f in follows[:8] if type(f) is str) if type(follows) is list else ()
                     problems += (len(ids) - 1, key, summary, values, cache.setdefault(follows, follows))
@@ -295,8 +300,22 @@ def summarize(path: str, doc: Any, keep: Sequence[str] = KEEP_ALL, cache: Option
         return Refused(path, f"malformed report: {exc}")
     layout = tuple(ids)
     layout = cache.setdefault(layout, layout)
-    return HostRecord(path, hostname or None, generated_at, when, verdict, layout, "".join(codes),
+    return HostRecord(path, hostname or None, generated_at, when, VERDICT_NAME[verdict], layout, "".join(codes),
                       tuple(texts) if summaries else None, tuple(problems))
+
+
+def _worker_started() -> None:
+    """A worker's signals go back to their default actions: the handlers kvmcheck.core.signals installs are
+    inherited, and a signal caught by a Python handler is run only between bytecodes, so a SIGTERM from
+    Pool.terminate arriving just before the worker blocked on the task queue's lock was never acted on and
+    the pool's join waited for ever.  The kernel's default action has no such window."""
+    import signal
+
+    from kvmcheck.core.signals import SIGNALS
+
+    for signum in SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
 
 
 def _read_chunk(paths: Sequence[str], keep: Sequence[str] = KEEP_ALL) -> List[Record]:
@@ -410,7 +429,7 @@ def read_chunks(files: Sequence[str], workers: Optional[int] = None,
 
         if "fork" in multiprocessing.get_all_start_methods():
             try:
-                pool = multiprocessing.get_context("fork").Pool(workers)
+                pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_started)
             except OSError:  # no /dev/shm, process limit: read in-process instead
                 pool = None
     if pool_started is not None:
@@ -422,13 +441,17 @@ def read_chunks(files: Sequence[str], workers: Optional[int] = None,
                 advance(len(chunk))
             yield part
         return
+    done = False
     try:
         for part in pool.imap_unordered(task, chunks):
             if advance:
                 advance(len(part))
             yield part
+        pool.close()  # the workers, idle, leave when they read the end of the task queue: no signal needed
+        done = True
     finally:
-        pool.terminate()
+        if not done:
+            pool.terminate()
         pool.join()
 
 
@@ -691,11 +714,12 @@ def exit_code(fleet: Dict[str, Any]) -> int:
 
 # --- rendering -----------------------------------------------------------------------------------------
 _ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
-WRITE_BATCH = 512  # list items (hosts, causes, csv hosts) rendered into one piece of output
+WRITE_BATCH = 512  # hosts rendered into one piece of csv output
+PIECE = 2**20  # characters of output gathered into one piece before it is written (a single item may be longer)
 
 
 def json_pieces(fleet: Dict[str, Any]) -> Iterator[str]:
-    """render_json's text in pieces of at most WRITE_BATCH list items, made as they are written."""
+    """render_json's text in pieces of about PIECE characters, made as they are written."""
     encode = _ENCODER.encode
     yield "{\n"
     items = list(fleet.items())
@@ -704,12 +728,13 @@ def json_pieces(fleet: Dict[str, Any]) -> Iterator[str]:
         if isinstance(value, (list, Lazy)) and value:
             yield f"  {json.dumps(key)}: [\n    "
             batch: List[str] = []
-            first = True
+            size, first = 0, True
             for item in value:
                 batch.append(encode(item))
-                if len(batch) >= WRITE_BATCH:
+                size += len(batch[-1])
+                if size >= PIECE:
                     yield ("" if first else ",\n    ") + ",\n    ".join(batch)
-                    first, batch = False, []
+                    size, first, batch = 0, False, []
             if batch:
                 yield ("" if first else ",\n    ") + ",\n    ".join(batch)
             yield f"\n  ]{comma}\n"
@@ -917,11 +942,13 @@ def template_pieces(fleet: Dict[str, Any], fmt: str, color: bool = False) -> Ite
     pieces = env.get_template(name).generate(fleet=fleet, totals=fleet["totals"], chart=chart(fleet),
                                              limit=TEXT_HOSTS)
     batch: List[str] = []
+    size = 0
     for piece in pieces:
         batch.append(piece)
-        if len(batch) >= 64 * WRITE_BATCH:
+        size += len(piece)
+        if size >= PIECE:
             yield "".join(batch)
-            batch = []
+            size, batch = 0, []
     yield "".join(batch)
 
 
