@@ -28,7 +28,7 @@ import json
 import os
 import stat
 import sys
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from kvmcheck.core.model import CRASHES_FIRST, FLEET_SCHEMA_VERSION, READ_REPORT_VERSIONS, SEVERITY, ExitStatus, \
     cause_key, severity
@@ -38,6 +38,7 @@ PROBLEMS = tuple(s for s in SEVERITY if s in ("error", "fail", "warn"))  # statu
 FLEET_KIND = "kvmcheck-fleet"
 HOST_LISTS = tuple(s for s in CRASHES_FIRST if s in ("error", "fail"))  # statuses whose hosts a check names
 VERDICTS = ("ready", "not-ready", "unknown")
+VERDICT_NAME = {v: v for v in VERDICTS}  # a report's verdict -> the one string object of this module
 PARALLEL_MIN = 256  # fewer files than this: read in-process (forking costs more than it saves)
 PROGRESS_MIN = 200  # fewer files than this: no progress bar (it would only flicker)
 CHUNK = 128  # files per task sent to a worker
@@ -53,14 +54,22 @@ CLOCK_SKEW = 600.0
 MAX_VALUES = 16  # evidence numbers kept per host and cause
 MAX_VALUE_KEY = 80  # evidence keys are identifiers: a longer one is not kept
 STDERR_REFUSED = 20  # refused files named on stderr before "... and N more"
+# What a HostRecord keeps, by what the output prints: "texts", every check's summary (csv: one row per host
+# and check); "problems", the warn, fail and error results with their cause and summary (the per-host
+# problems, the hosts per check and the causes of json, text and html); "values", their measured numbers
+# (only json prints them).  Whatever a format does not print is dropped in the worker, never sent.
+KEEP_ALL = ("texts", "problems", "values")
+FORMAT_KEEPS = {"csv": ("texts",), "json": ("problems", "values"), "text": ("problems",), "html": ("problems",)}
 
 
 class Problem(NamedTuple):
-    """A warn, fail or error result of one host, as the fleet view keeps it (stored as a plain tuple of
-    these fields: a NamedTuple per result costs a tenth of the reading time on a big fleet)."""
+    """A warn, fail or error result of one host, as the fleet view keeps it: HostRecord.problems holds these
+    fields of all the host's problems one after the other in one flat tuple (a tuple per result costs 80
+    bytes more, a NamedTuple per result a tenth of the reading time on a big fleet); problems() reads them."""
 
-    index: int  # position in the report's checks (its Layout)
+    index: int  # position in the report's checks (its layout)
     cause: str  # the check's cause key, else model.cause_key(summary)
+    summary: str  # the result's summary
     values: Tuple[Tuple[str, Any], ...]  # the scalar evidence values of the result (measurements)
     follows: Tuple[str, ...]  # the result's caused_by: the checks whose finding this one follows from
 
@@ -75,8 +84,14 @@ class HostRecord(NamedTuple):
     verdict: str
     layout: Tuple[str, ...]  # check ids, in report order (one shared tuple per distinct layout)
     codes: str  # one STATUS_CODE letter per check
-    texts: Tuple[Optional[str], ...]  # summaries (None where not kept)
-    problems: Tuple[Tuple[int, str, Tuple[Tuple[str, Any], ...], Tuple[str, ...]], ...]  # see Problem
+    texts: Optional[Tuple[str, ...]]  # every check's summary, only when kept ("texts" in keep: csv), else None
+    problems: Tuple[Any, ...]  # the warn, fail and error results, flat: see Problem and problems()
+
+
+def problems(record: HostRecord) -> Iterator[Tuple[int, str, str, Tuple[Tuple[str, Any], ...], Tuple[str, ...]]]:
+    """A record's problems as (index, cause, summary, values, follows) tuples (Problem's fields)."""
+    fields = iter(record.problems)
+    return zip(fields, fields, fields, fields, fields)
 
 
 class Refused(NamedTuple):
@@ -164,11 +179,9 @@ def read_bytes(path: str) -> bytes:
         os.close(fd)
 
 
-def read_report(path: str, summaries: bool = True, cache: Optional[Dict[Any, Any]] = None) -> Record:
-    """One file -> a HostRecord; every problem becomes Refused(path, reason), never an exception.
-
-    summaries=False keeps the summary text of warn, fail and error results only (all the text, json and
-    html views need); the csv view needs all of them."""
+def read_report(path: str, keep: Sequence[str] = KEEP_ALL, cache: Optional[Dict[Any, Any]] = None) -> Record:
+    """One file -> a HostRecord keeping what keep names (see FORMAT_KEEPS); every problem becomes
+    Refused(path, reason), never an exception."""
     try:
         data = read_bytes(path)
     except Refusal as exc:
@@ -183,34 +196,39 @@ def read_report(path: str, summaries: bool = True, cache: Optional[Dict[Any, Any
         return Refused(path, _json_error(data, exc))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         return Refused(path, f"not JSON: {type(exc).__name__}")
-    return summarize(path, doc, summaries, cache)
+    return summarize(path, doc, keep, cache)
 
 
 STATUS_CODE = {"pass": "p", "warn": "w", "fail": "f", "skip": "s", "error": "e"}
 CODE_STATUS = {v: k for k, v in STATUS_CODE.items()}
 
 
-def _values(evidence: Any) -> Tuple[Tuple[str, Any], ...]:
+def _values(evidence: Any, cache: Optional[Dict[Any, Any]] = None) -> Tuple[Tuple[str, Any], ...]:
     """The numbers in a result's evidence (its measurements: rates, sizes, counts), at most MAX_VALUES.
     Strings (paths, device names) are left to the summary, nested data is left out; NaN and infinities
     (json.loads accepts them) would make the fleet report invalid JSON.  type() is exact: bool is no number."""
     if type(evidence) is not dict:
         return ()
-    out = tuple((k, v) for k, v in evidence.items()
-                if (type(v) is int or (type(v) is float and v - v == 0)) and len(k) <= MAX_VALUE_KEY)
-    return out[:MAX_VALUES]
+    cache = {} if cache is None else cache
+    out = tuple((cache.setdefault(k, k), v) for k, v in evidence.items()
+                if (type(v) is int or (type(v) is float and v - v == 0)) and len(k) <= MAX_VALUE_KEY)[:MAX_VALUES]
+    # Equal measurements are one object per chunk; only whole numbers: 1.0 == 1 and -0.0 == 0.0, but JSON
+    # writes them apart.
+    return cache.setdefault(out, out) if all(type(v) is int for _, v in out) else out
 
 
 class Malformed(ValueError):
     """A report whose structure is not what its schema says: the message names the field."""
 
 
-def summarize(path: str, doc: Any, summaries: bool = True, cache: Optional[Dict[Any, Any]] = None) -> Record:
-    """Keep only what the fleet view needs from a parsed report (or say why it is not a usable report).
+def summarize(path: str, doc: Any, keep: Sequence[str] = KEEP_ALL, cache: Optional[Dict[Any, Any]] = None) -> Record:
+    """Keep only what the fleet view needs from a parsed report, and of that only what keep names (see
+    FORMAT_KEEPS), or say why it is not a usable report.
 
     Equal layouts and texts are one object through cache, so that a chunk of results pickles each of
-    them once and the parent process holds each once."""
+    them once and the parent process holds each once per chunk."""
     cache = {} if cache is None else cache
+    summaries, details, measured = "texts" in keep, "problems" in keep, "values" in keep
     if not isinstance(doc, dict):
         return Refused(path, f"not a kvmcheck report: the JSON is a {type(doc).__name__}, not an object")
     if doc.get("kind") == FLEET_KIND:
@@ -239,7 +257,10 @@ def summarize(path: str, doc: Any, summaries: bool = True, cache: Optional[Dict[
         checks = doc["checks"]
         if not isinstance(checks, list):
             raise Malformed("checks is not a list")
-        ids, codes, texts, problems = [], [], [], []
+        ids: List[str] = []
+        codes: List[str] = []
+        texts: List[str] = []
+        problems: List[Any] = []
         try:
             for c in checks:
                 cid, status, summary = c["id"], c["status"], c["summary"]
@@ -248,22 +269,23 @@ def summarize(path: str, doc: Any, summaries: bool = True, cache: Optional[Dict[
                     raise Malformed("bad id, status or summary")
                 ids.append(cid)
                 codes.append(code)
-                if code in "wfe":
+                if summaries:
                     texts.append(cache.setdefault(summary, summary))
+                if code in "wfe" and details:
+                    summary = cache.setdefault(summary, summary)
                     # The summary with its numbers masked: the key of a report without cause keys
                     # (schema_version 1, or a check that gave none), as the runner derives it.  A summary
                     # without numbers measured nothing: its evidence is not kept.
-                    masked = cache.get((summary,))
+                    # keyed (None, summary): no tuple of strings (a caused_by, a layout) can equal it
+                    masked = cache.get((None, summary))
                     if masked is None:
-                        masked = cache[(summary,)] = cause_key(summary) or "(no summary)"
+                        masked = cache[(None, summary)] = cause_key(summary) or "(no summary)"
                     key = c.get("cause")
                     key = cache.setdefault(key[:200], key[:200]) if type(key) is str and key else masked
-                    values = _values(c.get("evidence")) if masked != summary else ()
+                    values = _values(c.get("evidence"), cache) if measured and masked != summary else ()
                     follows = c.get("caused_by") or ()
                     follows = tuple(f[:200] for f in follows[:8] if type(f) is str) if type(follows) is list else ()
-                    problems.append((len(ids) - 1, key, values, cache.setdefault(follows, follows)))
-                else:
-                    texts.append(cache.setdefault(summary, summary) if summaries else None)
+                    problems += (len(ids) - 1, key, summary, values, cache.setdefault(follows, follows))
         except (KeyError, TypeError, Malformed) as exc:
             # The slow path, only for a bad report: name the check that broke it.
             i = len(ids)
@@ -278,17 +300,31 @@ def summarize(path: str, doc: Any, summaries: bool = True, cache: Optional[Dict[
         return Refused(path, f"malformed report: {exc}")
     layout = tuple(ids)
     layout = cache.setdefault(layout, layout)
-    return HostRecord(path, hostname or None, generated_at, when, verdict, layout, "".join(codes),
-                      tuple(texts), tuple(problems))
+    return HostRecord(path, hostname or None, generated_at, when, VERDICT_NAME[verdict], layout, "".join(codes),
+                      tuple(texts) if summaries else None, tuple(problems))
 
 
-def _read_chunk(paths: Sequence[str], summaries: bool = True) -> List[Record]:
+def _worker_started() -> None:
+    """A worker's signals go back to their default actions: the handlers kvmcheck.core.signals installs are
+    inherited, and a signal caught by a Python handler is run only between bytecodes, so a SIGTERM from
+    Pool.terminate arriving just before the worker blocked on the task queue's lock was never acted on and
+    the pool's join waited for ever.  The kernel's default action has no such window."""
+    import signal
+
+    from kvmcheck.core.signals import SIGNALS
+
+    for signum in SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+
+
+def _read_chunk(paths: Sequence[str], keep: Sequence[str] = KEEP_ALL) -> List[Record]:
     # Parsed reports hold no reference cycles: reference counting frees them, the cyclic GC only costs time.
     enabled = gc.isenabled()
     gc.disable()
     cache: Dict[Any, Any] = {}
     try:
-        return [read_report(p, summaries, cache) for p in paths]
+        return [read_report(p, keep, cache) for p in paths]
     finally:
         if enabled:
             gc.enable()
@@ -375,42 +411,55 @@ def _worker_count(files: int) -> int:
     return max(1, min(cpus, MAX_WORKERS, files // (CHUNK // 2)))
 
 
-def read_all(files: Sequence[str], workers: Optional[int] = None,
-             advance: Optional[Callable[[int], None]] = None,
-             pool_started: Optional[Callable[[], None]] = None, summaries: bool = True) -> List[Record]:
-    """Read every file (in a pool of forked workers when there are many); advance(n) after each n files."""
+def read_chunks(files: Sequence[str], workers: Optional[int] = None,
+                advance: Optional[Callable[[int], None]] = None,
+                pool_started: Optional[Callable[[], None]] = None,
+                keep: Sequence[str] = KEEP_ALL) -> Iterator[List[Record]]:
+    """Read every file (in a pool of forked workers when there are many), yielding the records of each
+    chunk of CHUNK files as soon as it is read, in whatever order the workers finish; advance(n) after each
+    n files.  The caller folds a chunk in and lets it go: the records of all files are never held at once."""
     import functools
 
-    task = functools.partial(_read_chunk, summaries=summaries)
+    task = functools.partial(_read_chunk, keep=tuple(keep))
     workers = _worker_count(len(files)) if workers is None else workers
     chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
-    records: List[Record] = []
     pool = None
     if workers > 1 and len(chunks) > 1:
         import multiprocessing
 
         if "fork" in multiprocessing.get_all_start_methods():
             try:
-                pool = multiprocessing.get_context("fork").Pool(workers)
+                pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_started)
             except OSError:  # no /dev/shm, process limit: read in-process instead
                 pool = None
     if pool_started is not None:
         pool_started()  # the progress bar's refresh thread starts only now, after the fork
     if pool is None:
         for chunk in chunks:
-            records.extend(task(chunk))
+            part = task(chunk)
             if advance:
                 advance(len(chunk))
-        return records
+            yield part
+        return
+    done = False
     try:
         for part in pool.imap_unordered(task, chunks):
-            records.extend(part)
             if advance:
                 advance(len(part))
+            yield part
+        pool.close()  # the workers, idle, leave when they read the end of the task queue: no signal needed
+        done = True
     finally:
-        pool.terminate()
+        if not done:
+            pool.terminate()
         pool.join()
-    return records
+
+
+def read_all(files: Sequence[str], workers: Optional[int] = None,
+             advance: Optional[Callable[[int], None]] = None,
+             pool_started: Optional[Callable[[], None]] = None, keep: Sequence[str] = KEEP_ALL) -> List[Record]:
+    """Every file's record in one list (read_chunks joined: for a few files; a fleet folds chunks instead)."""
+    return [rec for part in read_chunks(files, workers, advance, pool_started, keep) for rec in part]
 
 
 # --- aggregating ---------------------------------------------------------------------------------------
@@ -425,133 +474,235 @@ def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+CODES = tuple(STATUS_CODE[s] for s in STATUSES)  # the status letters in STATUSES order
+CODE_INDEX = {code: i for i, code in enumerate(CODES)}
+COUNT_BATCH = 2048  # status strings of one layout gathered before they are counted into the per-check counts
+
+
+class Lazy:
+    """A list of the fleet report made item by item each time it is iterated, from the kept records: the
+    hosts and causes of 100,000 reports are written out one by one, never held as dicts all at once.  len()
+    and truth are known beforehand; render_json writes it as it writes a list."""
+
+    def __init__(self, length: int, make: Callable[[], Iterable[Any]]) -> None:
+        self.length, self.make = length, make
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.make())
+
+
+class Fleet:
+    """The fleet view being folded, one record at a time as it is read (add).
+
+    It holds the newest report of each host as its compact HostRecord (problems only, interned texts, no
+    pass or skip summaries unless the csv view asked for them), the files that gave no report, the dropped
+    duplicates, and counters folded in as records arrive: verdicts, and the hosts per status of each check
+    (the status letters of COUNT_BATCH hosts with one layout are joined into one string, and a stride slice,
+    one check's column, is counted by str.count in C rather than host by host).  A report replaced by a
+    newer one of its host has its counts taken back.  What must follow host-name order (the hosts, the
+    failing hosts of each check, the hosts of each cause, stale and future reports) is made by report()
+    from the kept records, in one pass that gathers references, not copies.
+
+    now is fixed when the fleet view starts: a report is "future" when it was generated more than CLOCK_SKEW
+    after it, and any report with a believable time wins over a future one, whatever the order of arrival."""
+
+    def __init__(self, max_age: Optional[float] = 24.0, now: Optional[float] = None) -> None:
+        self.now = datetime.datetime.now(datetime.timezone.utc).timestamp() if now is None else now
+        self.max_age = max_age
+        self.limit = max_age * 3600.0 if max_age is not None and max_age > 0 else None
+        self.horizon = self.now + CLOCK_SKEW
+        self.files = 0
+        self.ignored = 0
+        self.newest: Dict[str, HostRecord] = {}
+        self.dropped: Dict[str, List[str]] = {}
+        self.unreadable: List[Dict[str, str]] = []
+        self.verdicts = dict.fromkeys(VERDICTS, 0)
+        self.counts: Dict[str, List[int]] = {}  # check id -> hosts per status, in STATUSES order
+        self.pending: Dict[Tuple[str, ...], List[str]] = {}  # layout -> status strings not counted yet
+
+    def add(self, rec: Record) -> None:
+        """Fold one record in."""
+        if type(rec) is Refused:
+            self.unreadable.append({"file": rec.path, "reason": rec.reason})
+            return
+        name = _host_name(rec)
+        old = self.newest.get(name)
+        if old is not None:
+            # Keep the newest believable report; on a tie the later path, so that the choice does not depend
+            # on read order.  A report from the future loses to any other (a forged time must not win forever).
+            horizon = self.horizon
+            if (rec.when <= horizon, rec.when, rec.path) <= (old.when <= horizon, old.when, old.path):
+                self.dropped.setdefault(name, []).append(rec.path)
+                return
+            self._take_back(old)
+            self.dropped.setdefault(name, []).append(old.path)
+        self.newest[name] = rec
+        self.verdicts[rec.verdict] += 1
+        rows = self.pending.get(rec.layout)
+        if rows is None:
+            rows = self.pending[rec.layout] = []
+        rows.append(rec.codes)
+        if len(rows) >= COUNT_BATCH:
+            self._count(rec.layout, rows)
+
+    def add_all(self, records: Iterable[Record]) -> "Fleet":
+        for rec in records:
+            self.add(rec)
+        return self
+
+    def _counts(self, cid: str) -> List[int]:
+        counts = self.counts.get(cid)
+        if counts is None:
+            counts = self.counts[cid] = [0] * len(STATUSES)
+        return counts
+
+    def _count(self, layout: Tuple[str, ...], rows: List[str]) -> None:
+        joined, width = "".join(rows), len(layout)
+        rows.clear()
+        for i, cid in enumerate(layout):
+            column = joined[i::width]
+            counts = self._counts(cid)
+            for j, code in enumerate(CODES):
+                counts[j] += column.count(code)
+
+    def _take_back(self, old: HostRecord) -> None:
+        """Undo what add counted of a record a newer report of its host replaces (its letters may still wait
+        in pending: they are added when counted, so the sum comes right either way)."""
+        self.verdicts[old.verdict] -= 1
+        for cid, code in zip(old.layout, old.codes):
+            self._counts(cid)[CODE_INDEX[code]] -= 1
+
+    def stale(self, rec: HostRecord) -> bool:
+        return self.limit is not None and self.now - rec.when > self.limit
+
+    def report(self) -> Dict[str, Any]:
+        """The fleet report (a dict following reports/fleet.schema.json), its hosts and causes Lazy: made
+        again, one by one, each time they are iterated.  materialize() turns it into plain lists."""
+        from kvmcheck import __version__
+
+        for layout, rows in self.pending.items():
+            if rows:
+                self._count(layout, rows)
+        now, horizon, newest = self.now, self.horizon, self.newest
+        names = sorted(newest)
+        layouts: Dict[Tuple[str, ...], None] = {}
+        failing: Dict[str, Dict[str, List[str]]] = {}  # check -> status -> hosts (error and fail)
+        causes: Dict[Tuple[str, str, str], _CauseGroup] = {}  # by (check, status, cause)
+        stale: List[Dict[str, Any]] = []
+        future: List[Dict[str, Any]] = []
+        for name in names:
+            rec = newest[name]
+            layout, codes = rec.layout, rec.codes
+            if layout not in layouts:
+                layouts[layout] = None
+            if self.stale(rec):
+                stale.append({"host": name, "file": rec.path, "generated_at": rec.generated_at,
+                              "age_hours": round((now - rec.when) / 3600.0, 2)})
+            if rec.when > horizon:
+                future.append({"host": name, "file": rec.path, "generated_at": rec.generated_at,
+                               "ahead_hours": -round((now - rec.when) / 3600.0, 2)})
+            for index, key, text, values, follows in problems(rec):
+                cid, status = layout[index], CODE_STATUS[codes[index]]
+                if status != "warn":
+                    failing.setdefault(cid, {}).setdefault(status, []).append(name)
+                group = causes.get((cid, status, key))
+                if group is None:
+                    group = causes[(cid, status, key)] = _CauseGroup([], [], [], {})
+                group.hosts.append(name)
+                group.texts.append(text)
+                group.values.append(values)
+                if follows:
+                    group.follows.update(dict.fromkeys(follows))
+
+        checks: Dict[str, Dict[str, Any]] = {}
+        for layout in layouts:
+            for cid in layout:
+                if cid not in checks:
+                    lists = failing.get(cid, {})
+                    checks[cid] = {"id": cid, "counts": dict(zip(STATUSES, self.counts[cid])),
+                                   "hosts": {s: lists.get(s, []) for s in HOST_LISTS}}
+        # Root causes first (one cause, one finding: what follows from another is listed after it, and says so).
+        order = sorted(causes, key=lambda k: (bool(causes[k].follows), severity(k[1]), -len(causes[k].hosts),
+                                              k[0], k[2]))
+
+        def make_hosts() -> Iterator[Dict[str, Any]]:
+            for name in names:
+                rec = newest[name]
+                layout, codes = rec.layout, rec.codes
+                problem_map: Dict[str, str] = {}
+                for index, *_ in problems(rec):
+                    problem_map[layout[index]] = CODE_STATUS[codes[index]]
+                yield {"host": name, "file": rec.path, "generated_at": rec.generated_at,
+                       "age_hours": round((now - rec.when) / 3600.0, 2), "verdict": rec.verdict,
+                       "stale": self.stale(rec), "future": rec.when > horizon,
+                       "summary": {status: codes.count(code) for status, code in STATUS_CODE.items()},
+                       "problems": problem_map}
+
+        def make_causes() -> Iterator[Dict[str, Any]]:
+            for cid, status, key in order:
+                names_seen, texts_seen, values_seen, follows_seen = causes[(cid, status, key)]
+                yield _cause(cid, status, key, names_seen, texts_seen, values_seen, follows_seen)
+
+        self.unreadable.sort(key=lambda u: u["file"])
+        duplicates = [{"host": name, "kept": newest[name].path, "dropped": sorted(paths)}
+                      for name, paths in sorted(self.dropped.items())]
+        return {
+            "kind": FLEET_KIND,
+            "schema_version": FLEET_SCHEMA_VERSION,
+            "tool": {"name": "kvmcheck", "version": __version__},
+            "generated_at": _iso(now),
+            "max_age_hours": self.max_age if self.limit is not None else None,
+            "clock_skew_seconds": CLOCK_SKEW,
+            "totals": {
+                "files": self.files, "hosts": len(names), "ready": self.verdicts["ready"],
+                "not_ready": self.verdicts["not-ready"], "unknown": self.verdicts["unknown"],
+                "stale": len(stale), "future": len(future), "unreadable": len(self.unreadable),
+                "duplicates": sum(len(p) for p in self.dropped.values()), "ignored": self.ignored,
+            },
+            "hosts": Lazy(len(names), make_hosts),
+            "checks": list(checks.values()),
+            "causes": Lazy(len(order), make_causes),
+            "stale": stale,
+            "future": future,
+            "unreadable": self.unreadable,
+            "duplicates": duplicates,
+        }
+
+
+def _cause(cid: str, status: str, key: str, names: List[str], texts: List[str],
+           values: List[Tuple[Tuple[str, Any], ...]], follows: Dict[str, None]) -> Dict[str, Any]:
+    # One summary for the group: the hosts' own text when they all say the same (then there is no
+    # measurement to tell them apart, and "measured" is empty); else the masked key, and "measured"
+    # keeps each host's own summary and the numbers of its evidence.
+    first = texts[0]
+    if all(t == first for t in texts):
+        shared, measured = first, []
+    else:
+        shared = cause_key(first)
+        measured = [{"host": host, "summary": text, "values": dict(vals)} if vals else
+                    {"host": host, "summary": text} for host, text, vals in zip(names, texts, values)]
+    return {"check": cid, "status": status, "cause": key, "summary": shared, "count": len(names), "hosts": names,
+            "measured": measured, "follows_from": sorted(follows)}
+
+
+def materialize(fleet: Dict[str, Any]) -> Dict[str, Any]:
+    """The fleet report with its Lazy lists made into lists (what the API and the tests look into)."""
+    return {key: list(value) if type(value) is Lazy else value for key, value in fleet.items()}
+
+
 def aggregate(records: Iterable[Record], max_age: Optional[float] = 24.0, now: Optional[float] = None,
               files: int = 0, ignored: int = 0) -> Dict[str, Any]:
-    """Records -> the fleet report (a dict following reports/fleet.schema.json).
+    """Records -> the fleet report (a dict following reports/fleet.schema.json, every list a list).
 
     max_age is in hours; None or <= 0 turns the staleness test off.  now defaults to the current time.
     A report dated more than CLOCK_SKEW after now is "future": listed apart, counted, and in duplicate
     resolution any report with a believable time wins over it."""
-    from kvmcheck import __version__
-
-    now = datetime.datetime.now(datetime.timezone.utc).timestamp() if now is None else now
-    limit = max_age * 3600.0 if max_age is not None and max_age > 0 else None
-    horizon = now + CLOCK_SKEW
-
-    unreadable: List[Dict[str, str]] = []
-    newest: Dict[str, HostRecord] = {}
-    dropped: Dict[str, List[str]] = {}
-    for rec in records:
-        if type(rec) is Refused:
-            unreadable.append({"file": rec.path, "reason": rec.reason})
-            continue
-        name = _host_name(rec)
-        old = newest.get(name)
-        if old is None:
-            newest[name] = rec
-            continue
-        # Keep the newest believable report; on a tie the later path, so that the choice does not depend
-        # on read order.  A report from the future loses to any other (a forged time must not win forever).
-        if (rec.when <= horizon, rec.when, rec.path) > (old.when <= horizon, old.when, old.path):
-            newest[name], rec = rec, old
-        dropped.setdefault(name, []).append(rec.path)
-
-    kept = [newest[name] for name in sorted(newest)]
-    # Hosts per status per check: the status letters of all hosts with one check list, joined into one
-    # string; a stride slice is one check's column, counted by str.count in C rather than host by host.
-    layouts: Dict[Tuple[str, ...], List[str]] = {}
-    for rec in kept:
-        layouts.setdefault(rec.layout, []).append(rec.codes)
-    checks: Dict[str, Dict[str, Any]] = {}
-    for layout, rows in layouts.items():
-        joined, width = "".join(rows), len(layout)
-        for i, cid in enumerate(layout):
-            column = joined[i::width]
-            entry = checks.get(cid)
-            if entry is None:
-                entry = checks[cid] = {"id": cid, "counts": dict.fromkeys(STATUSES, 0),
-                                       "hosts": {s: [] for s in HOST_LISTS}}
-            counts = entry["counts"]
-            for code, status in CODE_STATUS.items():
-                counts[status] += column.count(code)
-    del layouts
-
-    hosts: List[Dict[str, Any]] = []
-    causes: Dict[Tuple[str, str, str], _CauseGroup] = {}  # by (check, status, cause)
-    stale: List[Dict[str, Any]] = []
-    future: List[Dict[str, Any]] = []
-    verdicts = dict.fromkeys(VERDICTS, 0)
-    for rec in kept:
-        name = _host_name(rec)
-        layout, codes, texts = rec.layout, rec.codes, rec.texts
-        age = round((now - rec.when) / 3600.0, 2)
-        is_future = rec.when > horizon
-        is_stale = limit is not None and now - rec.when > limit
-        problems: Dict[str, str] = {}
-        for index, key, values, follows in rec.problems:
-            cid, status = layout[index], CODE_STATUS[codes[index]]
-            problems[cid] = status
-            if status != "warn":
-                checks[cid]["hosts"][status].append(name)
-            group = causes.get((cid, status, key))
-            if group is None:
-                group = causes[(cid, status, key)] = _CauseGroup([], [], [], {})
-            group.hosts.append(name)
-            group.texts.append(texts[index])
-            group.values.append(values)
-            group.follows.update(dict.fromkeys(follows))
-        verdicts[rec.verdict] += 1
-        summary = {status: codes.count(code) for status, code in STATUS_CODE.items()}
-        hosts.append({"host": name, "file": rec.path, "generated_at": rec.generated_at, "age_hours": age,
-                      "verdict": rec.verdict, "stale": is_stale, "future": is_future, "summary": summary,
-                      "problems": problems})
-        if is_stale:
-            stale.append({"host": name, "file": rec.path, "generated_at": rec.generated_at, "age_hours": age})
-        if is_future:
-            future.append({"host": name, "file": rec.path, "generated_at": rec.generated_at,
-                           "ahead_hours": -age})
-
-    cause_list = []
-    for (cid, status, key), (names, texts_seen, values_seen, follows_seen) in causes.items():
-        # One summary for the group: the hosts' own text when they all say the same (then there is no
-        # measurement to tell them apart, and "measured" is empty); else the masked key, and "measured"
-        # keeps each host's own summary and the numbers of its evidence.
-        if len(set(texts_seen)) == 1:
-            shared, measured = texts_seen[0], []
-        else:
-            shared = cause_key(texts_seen[0])
-            measured = [{"host": host, "summary": text, "values": dict(values)} if values else
-                        {"host": host, "summary": text} for host, text, values in zip(names, texts_seen, values_seen)]
-        cause_list.append({"check": cid, "status": status, "cause": key, "summary": shared,
-                           "count": len(names), "hosts": names, "measured": measured,
-                           "follows_from": sorted(follows_seen)})
-    # Root causes first (one cause, one finding: what follows from another is listed after it, and says so).
-    cause_list.sort(key=lambda c: (bool(c["follows_from"]), severity(c["status"]), -c["count"], c["check"],
-                                   c["cause"]))
-    unreadable.sort(key=lambda u: u["file"])
-    duplicates = [{"host": name, "kept": newest[name].path, "dropped": sorted(paths)}
-                  for name, paths in sorted(dropped.items())]
-    return {
-        "kind": FLEET_KIND,
-        "schema_version": FLEET_SCHEMA_VERSION,
-        "tool": {"name": "kvmcheck", "version": __version__},
-        "generated_at": _iso(now),
-        "max_age_hours": max_age if limit is not None else None,
-        "clock_skew_seconds": CLOCK_SKEW,
-        "totals": {
-            "files": files, "hosts": len(hosts), "ready": verdicts["ready"],
-            "not_ready": verdicts["not-ready"], "unknown": verdicts["unknown"],
-            "stale": len(stale), "future": len(future), "unreadable": len(unreadable),
-            "duplicates": sum(len(p) for p in dropped.values()), "ignored": ignored,
-        },
-        "hosts": hosts,
-        "checks": list(checks.values()),
-        "causes": cause_list,
-        "stale": stale,
-        "future": future,
-        "unreadable": unreadable,
-        "duplicates": duplicates,
-    }
+    view = Fleet(max_age, now).add_all(records)
+    view.files, view.ignored = files, ignored
+    return materialize(view.report())
 
 
 def exit_code(fleet: Dict[str, Any]) -> int:
@@ -563,22 +714,39 @@ def exit_code(fleet: Dict[str, Any]) -> int:
 
 # --- rendering -----------------------------------------------------------------------------------------
 _ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+WRITE_BATCH = 512  # hosts rendered into one piece of csv output
+PIECE = 2**20  # characters of output gathered into one piece before it is written (a single item may be longer)
+
+
+def json_pieces(fleet: Dict[str, Any]) -> Iterator[str]:
+    """render_json's text in pieces of about PIECE characters, made as they are written."""
+    encode = _ENCODER.encode
+    yield "{\n"
+    items = list(fleet.items())
+    for i, (key, value) in enumerate(items):
+        comma = "," if i < len(items) - 1 else ""
+        if isinstance(value, (list, Lazy)) and value:
+            yield f"  {json.dumps(key)}: [\n    "
+            batch: List[str] = []
+            size, first = 0, True
+            for item in value:
+                batch.append(encode(item))
+                size += len(batch[-1])
+                if size >= PIECE:
+                    yield ("" if first else ",\n    ") + ",\n    ".join(batch)
+                    size, first, batch = 0, False, []
+            if batch:
+                yield ("" if first else ",\n    ") + ",\n    ".join(batch)
+            yield f"\n  ]{comma}\n"
+        else:
+            yield f"  {json.dumps(key)}: {encode(list(value) if type(value) is Lazy else value)}{comma}\n"
+    yield "}\n"
 
 
 def render_json(fleet: Dict[str, Any]) -> str:
     """One line per top-level field and per list item: readable, diffable, and written by the C encoder
     (json.dumps with indent= falls back to the pure-Python one, several times slower on a big fleet)."""
-    out = ["{"]
-    items = list(fleet.items())
-    for i, (key, value) in enumerate(items):
-        comma = "," if i < len(items) - 1 else ""
-        if isinstance(value, list) and value:
-            body = ",\n    ".join(map(_ENCODER.encode, value))
-            out.append(f"  {json.dumps(key)}: [\n    {body}\n  ]{comma}")
-        else:
-            out.append(f"  {json.dumps(key)}: {_ENCODER.encode(value)}{comma}")
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return "".join(json_pieces(fleet))
 
 
 CSV_FIELDS = ("host", "file", "generated_at", "verdict", "stale", "check", "status", "summary")
@@ -592,10 +760,10 @@ def csv_cell(value: Any) -> str:
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
-def render_csv(fleet: Dict[str, Any], records: Dict[str, Record]) -> str:
-    """One row per host x check (a long table: filter and pivot it in a spreadsheet), then one row per
-    unreadable file with status "unreadable" and the reason as summary.  Every cell goes through
-    csv_cell: all of them come from reports or file names, none can be trusted."""
+def csv_pieces(hosts: Iterable[Tuple[str, str, str, str, bool, HostRecord]],
+               unreadable: Iterable[Dict[str, str]]) -> Iterator[str]:
+    """render_csv's text in pieces of WRITE_BATCH hosts; hosts gives (host, file, generated_at, verdict,
+    stale, record) in host order."""
     import csv
     import io
 
@@ -604,15 +772,35 @@ def render_csv(fleet: Dict[str, Any], records: Dict[str, Record]) -> str:
     # "\n" alone a CR in a summary went out unquoted and split the row in every reader.
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(CSV_FIELDS)
-    for h in fleet["hosts"]:
-        rec = records[h["host"]]
-        head = tuple(map(csv_cell, (h["host"], h["file"], h["generated_at"], h["verdict"])))
-        head += ("yes" if h["stale"] else "no",)
+    for n, (host, file, generated_at, verdict, stale, rec) in enumerate(hosts, 1):
+        head = tuple(map(csv_cell, (host, file, generated_at, verdict)))
+        head += ("yes" if stale else "no",)
         writer.writerows(head + (csv_cell(cid), CODE_STATUS[code], csv_cell(text))
                          for cid, code, text in zip(rec.layout, rec.codes, rec.texts))
-    for u in fleet["unreadable"]:
+        if n % WRITE_BATCH == 0:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    for u in unreadable:
         writer.writerow(("", csv_cell(u["file"]), "", "", "", "", "unreadable", csv_cell(u["reason"])))
-    return buf.getvalue()
+    yield buf.getvalue()
+
+
+def render_csv(fleet: Dict[str, Any], records: Dict[str, Record]) -> str:
+    """One row per host x check (a long table: filter and pivot it in a spreadsheet), then one row per
+    unreadable file with status "unreadable" and the reason as summary.  Every cell goes through
+    csv_cell: all of them come from reports or file names, none can be trusted.  The records must keep
+    "texts" (every summary)."""
+    hosts = ((h["host"], h["file"], h["generated_at"], h["verdict"], h["stale"], records[h["host"]])
+             for h in fleet["hosts"])
+    return "".join(csv_pieces(hosts, fleet["unreadable"]))
+
+
+def fleet_csv_pieces(view: Fleet, fleet: Dict[str, Any]) -> Iterator[str]:
+    """The csv view of a folded fleet, straight from its records (its report's hosts are not made)."""
+    hosts = ((name, rec.path, rec.generated_at, rec.verdict, view.stale(rec), rec)
+             for name, rec in ((name, view.newest[name]) for name in sorted(view.newest)))
+    return csv_pieces(hosts, fleet["unreadable"])
 
 
 def chart(fleet: Dict[str, Any], width: int = 520, bar: int = 18, gap: int = 6) -> Dict[str, Any]:
@@ -637,15 +825,7 @@ def chart(fleet: Dict[str, Any], width: int = 520, bar: int = 18, gap: int = 6) 
 
 
 def render_template(fleet: Dict[str, Any], fmt: str, color: bool = False) -> str:
-    from kvmcheck import reports_dir
-    from kvmcheck.core.render import _environment
-    from kvmcheck.core.terminal import one_line
-
-    env = _environment(color, reports_dir(), terminal=fmt == "text")  # text: every value sanitized (finalize)
-    env.filters["plain"] = one_line  # one line: a hostile hostname's newline or ESC shown escaped, not obeyed
-    name = {"text": "fleet.txt.j2", "html": "fleet.html.j2"}[fmt]
-    return env.get_template(name).render(fleet=fleet, totals=fleet["totals"], chart=chart(fleet),
-                                         limit=TEXT_HOSTS)
+    return "".join(template_pieces(fleet, fmt, color))
 
 
 # --- progress ------------------------------------------------------------------------------------------
@@ -710,36 +890,77 @@ def report_refused(unreadable: Sequence[Dict[str, str]], stream: Any = None) -> 
 
 
 # --- the command ---------------------------------------------------------------------------------------
+def collect(paths: Sequence[str], max_age: Optional[float] = 24.0, show_progress: bool = False,
+            workers: Optional[int] = None, now: Optional[float] = None,
+            keep: Sequence[str] = KEEP_ALL) -> Fleet:
+    """Find and read, folding each chunk of records into the fleet view as it arrives -> the Fleet.
+    The caller disables the cyclic GC (build and fleet_command do): see build."""
+    files, bad, ignored = find_reports(paths)
+    view = Fleet(max_age, now)
+    view.files, view.ignored = len(files), ignored
+    bar = progress_bar(len(files), show_progress)
+    try:
+        for part in read_chunks(files, workers, advance=bar.advance, pool_started=bar.start, keep=keep):
+            view.add_all(part)
+    finally:
+        bar.stop()
+    view.add_all(bad)
+    return view
+
+
+class _NoGC:
+    """Many small containers and no cycles: the cyclic GC would only rescan them again and again."""
+
+    def __enter__(self) -> None:
+        self.enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            gc.enable()
+
+
 def build(paths: Sequence[str], max_age: Optional[float] = 24.0, show_progress: bool = False,
           workers: Optional[int] = None, now: Optional[float] = None,
-          summaries: bool = True) -> Tuple[Dict[str, Any], Dict[str, Record]]:
-    """Find, read and aggregate: -> (fleet report, the kept record per host name).
+          keep: Sequence[str] = KEEP_ALL) -> Tuple[Dict[str, Any], Dict[str, Record]]:
+    """Find, read and aggregate: -> (fleet report with every list made, the kept record per host name).
+    For the API and the tests; fleet_command writes a big fleet out as it makes it instead."""
+    with _NoGC():
+        view = collect(paths, max_age, show_progress, workers, now, keep)
+        return materialize(view.report()), view.newest
 
-    summaries=False drops the summaries of pass and skip results while reading (the csv view needs them)."""
-    files, bad, ignored = find_reports(paths)
-    bar = progress_bar(len(files), show_progress)
-    enabled = gc.isenabled()
-    gc.disable()  # many small containers and no cycles: the cyclic GC would only rescan them again and again
-    try:
-        try:
-            records = read_all(files, workers, advance=bar.advance, pool_started=bar.start,
-                               summaries=summaries)
-        finally:
-            bar.stop()
-        records.extend(bad)
-        fleet = aggregate(records, max_age, now=now, files=len(files), ignored=ignored)
-        names = {h["file"]: h["host"] for h in fleet["hosts"]}
-        kept = {names[r.path]: r for r in records if type(r) is HostRecord and r.path in names}
-    finally:
-        if enabled:
-            gc.enable()
-    return fleet, kept
+
+def template_pieces(fleet: Dict[str, Any], fmt: str, color: bool = False) -> Iterator[str]:
+    """render_template's text in pieces, as Jinja makes it (Template.generate)."""
+    from kvmcheck import reports_dir
+    from kvmcheck.core.render import _environment
+    from kvmcheck.core.terminal import one_line
+
+    env = _environment(color, reports_dir(), terminal=fmt == "text")  # text: every value sanitized (finalize)
+    env.filters["plain"] = one_line  # one line: a hostile hostname's newline or ESC shown escaped, not obeyed
+    name = {"text": "fleet.txt.j2", "html": "fleet.html.j2"}[fmt]
+    pieces = env.get_template(name).generate(fleet=fleet, totals=fleet["totals"], chart=chart(fleet),
+                                             limit=TEXT_HOSTS)
+    batch: List[str] = []
+    size = 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= PIECE:
+            yield "".join(batch)
+            size, batch = 0, []
+    yield "".join(batch)
 
 
 def fleet_command(paths: Sequence[str], fmt: str = "text", output: Optional[str] = None,
                   max_age: Optional[float] = 24.0, show_progress: bool = True,
-                  workers: Optional[int] = None) -> int:
-    """Aggregate JSON reports into a fleet view in fmt (text, json, csv, html), on stdout or into output.
+                  workers: Optional[int] = None, now: Optional[float] = None) -> int:
+    """Aggregate JSON reports into a fleet view in fmt (text, json, csv, html), on stdout or into output;
+    now (Unix seconds, default the current time) is what report ages are measured from.
+
+    Streamed: each report is folded in as it is read (Fleet), and the output is written piece by piece as
+    it is made (the hosts and causes of the report are never all held as dicts, nor the text as a whole);
+    only what fmt prints is kept of each report (FORMAT_KEEPS).
 
     Exit status (model.ExitStatus):
       0  every host is ready, and no report is stale, from the future or unreadable;
@@ -752,28 +973,34 @@ def fleet_command(paths: Sequence[str], fmt: str = "text", output: Optional[str]
     if fmt not in ("text", "json", "csv", "html"):
         sys.stderr.write(f"kvmcheck fleet: unknown format {fmt!r} (text, json, csv, html)\n")
         return int(ExitStatus.USAGE)
-    fleet, kept = build(paths, max_age, show_progress=show_progress, workers=workers, summaries=fmt == "csv")
-    if not fleet["totals"]["files"] and not fleet["unreadable"]:
-        sys.stderr.write("kvmcheck fleet: no JSON report found in " + ", ".join(paths) + "\n")
-        return int(ExitStatus.USAGE)
-    report_refused(fleet["unreadable"])
-    if fmt == "json":
-        text = render_json(fleet)
-    elif fmt == "csv":
-        text = render_csv(fleet, kept)
-    else:
-        color = (fmt == "text" and output is None and "NO_COLOR" not in os.environ and sys.stdout.isatty()
-                 and os.environ.get("TERM") != "dumb")
-        text = render_template(fleet, fmt, color)
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        from kvmcheck.core.output import write_text
-
-        try:
-            write_text(output, text)  # atomic and link-safe, like every file kvmcheck writes
-        except OSError as exc:
-            sys.stderr.write(f"kvmcheck fleet: cannot write {output}: {exc.strerror or exc}\n")
+    with _NoGC():
+        view = collect(paths, max_age, show_progress=show_progress, workers=workers, now=now,
+                       keep=FORMAT_KEEPS[fmt])
+        fleet = view.report()
+        if not fleet["totals"]["files"] and not fleet["unreadable"]:
+            sys.stderr.write("kvmcheck fleet: no JSON report found in " + ", ".join(paths) + "\n")
             return int(ExitStatus.USAGE)
-    return exit_code(fleet)
+        report_refused(fleet["unreadable"])
+        if fmt == "json":
+            pieces = json_pieces(fleet)
+        elif fmt == "csv":
+            pieces = fleet_csv_pieces(view, fleet)
+        else:
+            color = (fmt == "text" and output is None and "NO_COLOR" not in os.environ and sys.stdout.isatty()
+                     and os.environ.get("TERM") != "dumb")
+            pieces = template_pieces(fleet, fmt, color)
+        if output is None:
+            for piece in pieces:
+                sys.stdout.write(piece)
+            sys.stdout.flush()
+        else:
+            from kvmcheck.core.output import atomic_writer
+
+            try:
+                with atomic_writer(output) as fh:  # atomic and link-safe, like every file kvmcheck writes
+                    for piece in pieces:
+                        fh.write(piece.encode("utf-8"))
+            except OSError as exc:
+                sys.stderr.write(f"kvmcheck fleet: cannot write {output}: {exc.strerror or exc}\n")
+                return int(ExitStatus.USAGE)
+        return exit_code(fleet)
