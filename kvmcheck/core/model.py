@@ -79,6 +79,15 @@ class ExitStatus(enum.IntEnum):
     UNKNOWN = 3  # check: no evidence for a verdict; with -f nagios also every usage error and crash
 
 
+# A change that is configured but not yet in effect, by what makes it effective (issue 20): a module
+# option written to modprobe.d while the module stays loaded, a kernel argument in the boot loader's
+# configuration before the reboot, a user added to a group who has not logged in again.  The result keeps
+# its status (the host still runs without the change); the report, the fix list and the fleet say which
+# step is pending.  In the order an operator would take them (the last ones the most disruptive).
+PENDING_KINDS: Tuple[str, ...] = ("service-restart", "module-reload", "relogin", "regenerate-bootloader",
+                                  "reboot", "power-cycle")
+
+
 # Nagios plugin states by verdict: a ready host with warnings is WARNING (1).
 NAGIOS_STATES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
 
@@ -98,6 +107,19 @@ class Outcome:
     # The checks whose finding would explain this one (kvm.acceleration fails because cpu.virt-flags
     # found no VT-x): the runner keeps those that really found a problem in this run as caused_by.
     caused_by: Tuple[str, ...] = ()
+    # A configured change not yet in effect (one of PENDING_KINDS) and what makes it effective, in words:
+    # "configured, not yet in effect: reload kvm_intel (no guest may be running) or reboot".
+    pending: Optional[str] = None
+    pending_note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.pending is not None and self.pending not in PENDING_KINDS:
+            raise ValueError(f"pending must be one of {', '.join(PENDING_KINDS)}, not {self.pending!r}")
+
+    def awaiting(self, kind: str, note: str) -> "Outcome":
+        """This outcome, with a change that is configured but not yet in effect: kind is what makes it
+        effective (PENDING_KINDS), note says which change and how ("configured, not yet in effect: ...")."""
+        return replace(self, pending=kind, pending_note=note)
 
     def keyed(self, cause: str) -> "Outcome":
         """This outcome with a stable cause key (see cause)."""
@@ -174,6 +196,8 @@ class Result:
     cause: Optional[str] = None  # stable key of the finding (not for pass)
     caused_by: List[str] = field(default_factory=list)  # failing checks this finding follows from
     blocked_by: List[str] = field(default_factory=list)  # failed prerequisites: the probe did not run
+    pending: Optional[str] = None  # a configured change not yet in effect (PENDING_KINDS), see Outcome
+    pending_note: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
         data = {
@@ -197,6 +221,9 @@ class Result:
             data["caused_by"] = list(self.caused_by)
         if self.blocked_by:
             data["blocked_by"] = list(self.blocked_by)
+        if self.pending is not None:
+            data["pending"] = self.pending
+            data["pending_note"] = self.pending_note
         return data
 
 
@@ -272,7 +299,7 @@ class Report:
             roots = self.fix_first
             n = len(self.blocking)
             return (f"{n} finding{'s block' if n != 1 else ' blocks'} KVM here; "
-                    f"fix {', '.join(roots) if roots else 'the failures'} first")
+                    f"fix {', '.join(roots) if roots else 'the failures'} first" + self._pending_clause())
         if verdict == Verdict.UNKNOWN.value:
             if self.no_system:
                 return self.no_system
@@ -281,8 +308,12 @@ class Report:
                 return "no evidence from " + ", ".join(f"{r.id} ({r.status.value}: {r.summary})" for r in gaps)
             return "no check found anything to judge"
         essentials = [r.id for r in self.checks if r.id in self.essential and r.status is not Status.SKIP]
-        return ("nothing blocks KVM; evidence from " + ", ".join(essentials)) if essentials else \
-            "nothing blocks KVM in the selected checks"
+        return (("nothing blocks KVM; evidence from " + ", ".join(essentials)) if essentials else
+                "nothing blocks KVM in the selected checks") + self._pending_clause()
+
+    def _pending_clause(self) -> str:
+        """"; pending reboot: iommu.enabled" for the configured changes not yet in effect, or ""."""
+        return "".join(f"; pending {kind}: {', '.join(ids)}" for kind, ids in self.pending.items())
 
     @property
     def fix_first(self) -> List[str]:
@@ -293,6 +324,17 @@ class Report:
         if self.verdict == Verdict.UNKNOWN.value:
             return [r.id for r in self.undecided]
         return []
+
+    @property
+    def pending(self) -> Dict[str, List[str]]:
+        """The checks whose change is configured but not yet in effect, by what makes it effective
+        (PENDING_KINDS order): {"reboot": ["iommu.enabled"], ...}; ignored results too (they are shown)."""
+        out: Dict[str, List[str]] = {}
+        for kind in PENDING_KINDS:
+            ids = [r.id for r in self.checks if r.pending == kind]
+            if ids:
+                out[kind] = ids
+        return out
 
     @property
     def exit_status(self) -> "ExitStatus":
@@ -326,6 +368,9 @@ class Report:
             "summary": self.summary,
             "checks": [r.to_dict() for r in self.checks],
         }
+        pending = self.pending
+        if pending:
+            data["pending"] = pending
         if self.config is not None:
             data["config"] = self.config
         return data

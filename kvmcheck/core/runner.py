@@ -118,7 +118,8 @@ def run_check(check: Check, ctx: Context, timeout: float, debug: bool = False,
         o = value
         return Result(check.id, check.title, o.status, o.summary, o.detail, o.remediation,
                       bounded_evidence(o.evidence), elapsed, cause=o.cause or cause_key(o.summary),
-                      caused_by=[c for c in dict.fromkeys(o.caused_by) if c != check.id])  # candidates, see run()
+                      caused_by=[c for c in dict.fromkeys(o.caused_by) if c != check.id],  # candidates, see run()
+                      pending=o.pending, pending_note=o.pending_note)
     result = _failed_run(check, kind, value, timeout, elapsed, debug)
     return dataclasses.replace(result, cause=cause_key(result.summary))
 

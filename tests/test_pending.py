@@ -1,0 +1,70 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A change that is configured but not yet in effect (issue 20): the model, the report and its schema."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import SCHEMA, validate_json
+from kvmcheck.core.model import PENDING_KINDS, Outcome, Report, Result, Status
+
+
+def result(check_id: str, status: Status, pending=None, note="") -> Result:
+    return Result(check_id, check_id, status, f"{check_id} {status.value}", "", None if status is Status.PASS
+                  else "do something", {}, 1.0, pending=pending, pending_note=note)
+
+
+def report(*results: Result) -> Report:
+    from kvmcheck.core.runner import HOST_FIELDS
+
+    host = dict(dict.fromkeys(HOST_FIELDS), hostname="h", root="/", live=True, kvm_modules={}, unreadable=[])
+    del host["error"]  # present only when the host facts could not be gathered
+    return Report("0", "2026-12-05T00:00:00+00:00", host, list(results))
+
+
+def test_an_outcome_names_its_pending_step_and_keeps_its_status():
+    outcome = Outcome.passed("nested virtualization on").awaiting(
+        "module-reload", "configured, not yet in effect: reload kvm_intel (no guest may be running) or reboot")
+    assert (outcome.status, outcome.pending) == (Status.PASS, "module-reload")
+    assert outcome.pending_note.startswith("configured, not yet in effect: reload kvm_intel")
+
+
+def test_an_unknown_pending_step_is_refused():
+    with pytest.raises(ValueError, match="pending must be one of"):
+        Outcome.passed("x").awaiting("soon", "whenever")
+
+
+def test_the_report_lists_pending_checks_by_step_in_the_operators_order():
+    rep = report(result("iommu.enabled", Status.FAIL, "reboot", "configured, not yet in effect: reboot"),
+                 result("kvm.nested", Status.PASS, "module-reload", "configured, not yet in effect: reload"),
+                 result("kvm.device", Status.PASS),
+                 result("consumer.groups", Status.WARN, "relogin", "configured, not yet in effect: log in again"))
+    assert list(rep.pending.items()) == [("module-reload", ["kvm.nested"]), ("relogin", ["consumer.groups"]),
+                                         ("reboot", ["iommu.enabled"])]
+    assert list(rep.pending) == [k for k in PENDING_KINDS if k in rep.pending]
+    assert rep.verdict == "not-ready"
+    assert rep.verdict_reason == ("1 finding blocks KVM here; fix iommu.enabled first; pending module-reload: "
+                                  "kvm.nested; pending relogin: consumer.groups; pending reboot: iommu.enabled")
+    data = rep.to_dict()
+    assert data["pending"] == {"module-reload": ["kvm.nested"], "relogin": ["consumer.groups"],
+                               "reboot": ["iommu.enabled"]}
+    assert [(c["id"], c.get("pending")) for c in data["checks"]] == [
+        ("iommu.enabled", "reboot"), ("kvm.nested", "module-reload"), ("kvm.device", None),
+        ("consumer.groups", "relogin")]
+    validate_json(SCHEMA, data)
+
+
+def test_a_report_without_pending_changes_has_no_pending_field():
+    data = report(result("kvm.device", Status.PASS)).to_dict()
+    assert "pending" not in data and "pending" not in data["checks"][0]
+    assert data["verdict_reason"] == "nothing blocks KVM; evidence from kvm.device"
+
+
+def test_the_schema_refuses_a_pending_step_it_does_not_know_and_a_pending_without_its_note():
+    import jsonschema
+
+    data = report(result("kvm.nested", Status.PASS, "module-reload", "reload")).to_dict()
+    for broken in ({"pending": "someday"}, {"pending_note": None}):
+        bad = dict(data, checks=[dict(data["checks"][0], **broken)])
+        bad["checks"][0] = {k: v for k, v in bad["checks"][0].items() if v is not None}
+        with pytest.raises(jsonschema.ValidationError):
+            validate_json(SCHEMA, bad)
