@@ -60,11 +60,15 @@ def test_a_report_without_pending_changes_has_no_pending_field():
 
 
 def test_the_schema_refuses_a_pending_step_it_does_not_know_and_a_pending_without_its_note():
+    import json
+
     import jsonschema
 
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
     data = report(result("kvm.nested", Status.PASS, "module-reload", "reload")).to_dict()
-    for broken in ({"pending": "someday"}, {"pending_note": None}):
-        bad = dict(data, checks=[dict(data["checks"][0], **broken)])
-        bad["checks"][0] = {k: v for k, v in bad["checks"][0].items() if v is not None}
-        with pytest.raises(jsonschema.ValidationError):
-            validate_json(SCHEMA, bad)
+    assert not list(validator.iter_errors(data))
+    unknown = dict(data, checks=[dict(data["checks"][0], pending="someday")])
+    without_note = dict(data, checks=[{k: v for k, v in data["checks"][0].items() if k != "pending_note"}])
+    unknown_step = dict(data, pending={"someday": ["kvm.nested"]})
+    for bad in (unknown, without_note, unknown_step):
+        assert list(validator.iter_errors(bad)), bad
