@@ -72,3 +72,47 @@ def test_the_schema_refuses_a_pending_step_it_does_not_know_and_a_pending_withou
     unknown_step = dict(data, pending={"someday": ["kvm.nested"]})
     for bad in (unknown, without_note, unknown_step):
         assert list(validator.iter_errors(bad)), bad
+
+
+def pending_report() -> Report:
+    return report(
+        result("iommu.enabled", Status.FAIL, "reboot",
+               "configured, not yet in effect: intel_iommu=on is in the boot loader's default entry: reboot"),
+        result("kvm.nested", Status.PASS, "module-reload",
+               "configured, not yet in effect: reload kvm_intel (no guest may be running) or reboot"),
+        result("kvm.device", Status.WARN))
+
+
+def test_every_format_says_which_change_is_pending_and_drops_the_fix_already_made():
+    from kvmcheck.core.render import render
+
+    text = render(pending_report(), "text")
+    assert "FAIL   iommu.enabled  iommu.enabled fail [pending reboot]" in text
+    assert "- iommu.enabled: pending reboot: configured, not yet in effect: intel_iommu=on" in text
+    assert "Pending reboot: configured, not yet in effect: intel_iommu=on" in text
+    assert "Fix: do something" in text  # kvm.device's fix is still to make
+    assert text.count("Fix: ") == 1  # iommu.enabled's configuration is made: only its reboot is left
+    assert "Configured, not yet in effect:\n  kvm.nested: pending module-reload: configured" in text
+    markdown = render(pending_report(), "markdown")
+    assert "| FAIL | `iommu.enabled` | iommu.enabled fail (pending reboot) |" in markdown
+    assert "**Pending reboot:** configured, not yet in effect" in markdown
+    assert "FAIL iommu.enabled: iommu.enabled fail (pending reboot)" in render(pending_report(), "nagios")
+    assert "Pending reboot: configured, not yet in effect" in render(pending_report(), "junit")
+    prom = render(pending_report(), "prometheus")
+    assert 'kvmcheck_pending{host="h",step="reboot"} 1' in prom
+    assert 'kvmcheck_pending{host="h",step="module-reload"} 1' in prom
+    assert 'kvmcheck_pending{host="h",step="relogin"} 0' in prom
+    html = render(pending_report(), "html")
+    assert '<span class="pending" title="configured, not yet in effect: intel_iommu=on' in html
+    assert "<strong>Pending reboot:</strong>" in html
+
+
+def test_promtool_accepts_the_pending_family():
+    import subprocess
+
+    from test_consumers import need
+    from kvmcheck.core.render import render
+
+    proc = subprocess.run([need("promtool"), "check", "metrics"], input=render(pending_report(), "prometheus"),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

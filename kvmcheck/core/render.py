@@ -23,7 +23,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from kvmcheck.core.model import PROBLEMS, Report, severity
+from kvmcheck.core.model import PENDING_KINDS, PROBLEMS, Report, severity
 from kvmcheck.parsers import pattern
 
 PROBLEM_VALUES = frozenset(s.value for s in PROBLEMS)  # the statuses listed under "what to do"
@@ -296,6 +296,7 @@ def template_context(report: Report, quiet: bool = False, columns: int = 80, ver
         "report": data, "host": data["host"], "checks": data["checks"], "summary": data["summary"],
         "verdict": data["verdict"], "nagios": {"code": code, "state": NAGIOS_STATES[code]},
         "width": max([len(c["id"]) for c in data["checks"]] + [10]),
+        "pending_kinds": PENDING_KINDS,
     }
 
 
