@@ -188,7 +188,7 @@ def test_prometheus_families_and_samples(host_root):
     report = golden_report(golden_root(host_root))
     families = prom_families(render(report, "prometheus"))
     assert list(families) == ["kvmcheck_check_status", "kvmcheck_ready", "kvmcheck_verdict", "kvmcheck_checks",
-                              "kvmcheck_last_run_timestamp_seconds", "kvmcheck_build_info"]
+                              "kvmcheck_pending", "kvmcheck_last_run_timestamp_seconds", "kvmcheck_build_info"]
     host = {"host": GOLDEN_HOSTNAME}
     expected = {(r.id, s): float(r.status.value == s) for r in report.checks for s in STATUSES}
     got = {}
@@ -200,6 +200,10 @@ def test_prometheus_families_and_samples(host_root):
     assert {s.labels["verdict"]: s.value for s in families["kvmcheck_verdict"].samples} == {
         "ready": 0, "not-ready": 1, "unknown": 0}  # a state set over the three verdicts
     assert {s.labels["status"]: s.value for s in families["kvmcheck_checks"].samples} == report.summary
+    # one series per step, 0 where nothing waits for it (a rule can alert on any step without absent())
+    from kvmcheck.core.model import PENDING_KINDS
+
+    assert {s.labels["step"]: s.value for s in families["kvmcheck_pending"].samples} == dict.fromkeys(PENDING_KINDS, 0)
     assert [(s.labels, s.value) for s in families["kvmcheck_last_run_timestamp_seconds"].samples] == [(host, 1767225600)]
     assert [(s.labels, s.value) for s in families["kvmcheck_build_info"].samples] == [
         ({"host": GOLDEN_HOSTNAME, "strict": "false", "version": report.tool_version}, 1)]
