@@ -30,7 +30,7 @@ import stat
 import sys
 from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from kvmcheck.core.model import CRASHES_FIRST, FLEET_SCHEMA_VERSION, READ_REPORT_VERSIONS, SEVERITY, ExitStatus, \
+from kvmcheck.core.model import PENDING_KINDS, CRASHES_FIRST, FLEET_SCHEMA_VERSION, READ_REPORT_VERSIONS, SEVERITY, ExitStatus, \
     cause_key, severity
 
 STATUSES = ("pass", "warn", "fail", "skip", "error")
@@ -86,12 +86,26 @@ class HostRecord(NamedTuple):
     codes: str  # one STATUS_CODE letter per check
     texts: Optional[Tuple[str, ...]]  # every check's summary, only when kept ("texts" in keep: csv), else None
     problems: Tuple[Any, ...]  # the warn, fail and error results, flat: see Problem and problems()
+    # The results with a change configured but not yet in effect, flat (index, step) pairs in report order:
+    # the fleet counts the hosts waiting for a reboot, a relogin...  Nearly always the one empty tuple.
+    waiting: Tuple[Any, ...] = ()
 
 
 def problems(record: HostRecord) -> Iterator[Tuple[int, str, str, Tuple[Tuple[str, Any], ...], Tuple[str, ...]]]:
     """A record's problems as (index, cause, summary, values, follows) tuples (Problem's fields)."""
     fields = iter(record.problems)
     return zip(fields, fields, fields, fields, fields)
+
+
+PENDING_STEP = {step: step for step in PENDING_KINDS}  # a report's pending step -> this module's one string
+
+
+def waiting_by_step(record: HostRecord) -> Dict[str, List[str]]:
+    """A record's checks whose change waits for a step, by step (PENDING_KINDS order)."""
+    out: Dict[str, List[str]] = {}
+    for index, step in zip(record.waiting[::2], record.waiting[1::2]):
+        out.setdefault(step, []).append(record.layout[index])
+    return {step: out[step] for step in PENDING_KINDS if step in out}
 
 
 class Refused(NamedTuple):
@@ -111,6 +125,7 @@ class _CauseGroup(NamedTuple):
     texts: List[Optional[str]]  # their summaries
     values: List[Tuple[Tuple[str, Any], ...]]  # their measured values
     follows: Dict[str, None]  # what they follow from (ordered set)
+    waiting: Dict[str, List[str]]  # step -> the hosts of this group whose change waits for it
 
 
 class Refusal(Exception):
@@ -261,6 +276,7 @@ def summarize(path: str, doc: Any, keep: Sequence[str] = KEEP_ALL, cache: Option
         codes: List[str] = []
         texts: List[str] = []
         problems: List[Any] = []
+        waiting: Tuple[Any, ...] = ()
         try:
             for c in checks:
                 cid, status, summary = c["id"], c["status"], c["summary"]
@@ -269,6 +285,9 @@ def summarize(path: str, doc: Any, keep: Sequence[str] = KEEP_ALL, cache: Option
                     raise Malformed("bad id, status or summary")
                 ids.append(cid)
                 codes.append(code)
+                step = c.get("pending")
+                if step is not None and type(step) is str and step in PENDING_STEP:
+                    waiting += (len(ids) - 1, PENDING_STEP[step])
                 if summaries:
                     texts.append(cache.setdefault(summary, summary))
                 if code in "wfe" and details:
@@ -301,7 +320,7 @@ def summarize(path: str, doc: Any, keep: Sequence[str] = KEEP_ALL, cache: Option
     layout = tuple(ids)
     layout = cache.setdefault(layout, layout)
     return HostRecord(path, hostname or None, generated_at, when, VERDICT_NAME[verdict], layout, "".join(codes),
-                      tuple(texts) if summaries else None, tuple(problems))
+                      tuple(texts) if summaries else None, tuple(problems), waiting)
 
 
 def _worker_started() -> None:
@@ -522,6 +541,7 @@ class Fleet:
         self.verdicts = dict.fromkeys(VERDICTS, 0)
         self.counts: Dict[str, List[int]] = {}  # check id -> hosts per status, in STATUSES order
         self.pending: Dict[Tuple[str, ...], List[str]] = {}  # layout -> status strings not counted yet
+        self.waiting = dict.fromkeys(PENDING_KINDS, 0)  # step -> hosts with a change waiting for it
 
     def add(self, rec: Record) -> None:
         """Fold one record in."""
@@ -541,6 +561,8 @@ class Fleet:
             self.dropped.setdefault(name, []).append(old.path)
         self.newest[name] = rec
         self.verdicts[rec.verdict] += 1
+        for step in set(rec.waiting[1::2]):
+            self.waiting[step] += 1
         rows = self.pending.get(rec.layout)
         if rows is None:
             rows = self.pending[rec.layout] = []
@@ -572,6 +594,8 @@ class Fleet:
         """Undo what add counted of a record a newer report of its host replaces (its letters may still wait
         in pending: they are added when counted, so the sum comes right either way)."""
         self.verdicts[old.verdict] -= 1
+        for step in set(old.waiting[1::2]):
+            self.waiting[step] -= 1
         for cid, code in zip(old.layout, old.codes):
             self._counts(cid)[CODE_INDEX[code]] -= 1
 
@@ -610,8 +634,12 @@ class Fleet:
                     failing.setdefault(cid, {}).setdefault(status, []).append(name)
                 group = causes.get((cid, status, key))
                 if group is None:
-                    group = causes[(cid, status, key)] = _CauseGroup([], [], [], {})
+                    group = causes[(cid, status, key)] = _CauseGroup([], [], [], {}, {})
                 group.hosts.append(name)
+                if rec.waiting:
+                    steps = dict(zip(rec.waiting[::2], rec.waiting[1::2]))
+                    if index in steps:
+                        group.waiting.setdefault(steps[index], []).append(name)
                 group.texts.append(text)
                 group.values.append(values)
                 if follows:
@@ -635,20 +663,34 @@ class Fleet:
                 problem_map: Dict[str, str] = {}
                 for index, *_ in problems(rec):
                     problem_map[layout[index]] = CODE_STATUS[codes[index]]
-                yield {"host": name, "file": rec.path, "generated_at": rec.generated_at,
+                row = {"host": name, "file": rec.path, "generated_at": rec.generated_at,
                        "age_hours": round((now - rec.when) / 3600.0, 2), "verdict": rec.verdict,
                        "stale": self.stale(rec), "future": rec.when > horizon,
                        "summary": {status: codes.count(code) for status, code in STATUS_CODE.items()},
                        "problems": problem_map}
+                if rec.waiting:
+                    row["pending"] = waiting_by_step(rec)
+                yield row
 
         def make_causes() -> Iterator[Dict[str, Any]]:
             for cid, status, key in order:
-                names_seen, texts_seen, values_seen, follows_seen = causes[(cid, status, key)]
-                yield _cause(cid, status, key, names_seen, texts_seen, values_seen, follows_seen)
+                names_seen, texts_seen, values_seen, follows_seen, waiting_seen = causes[(cid, status, key)]
+                cause = _cause(cid, status, key, names_seen, texts_seen, values_seen, follows_seen)
+                if waiting_seen:  # how many of its hosts have the fix configured, waiting for a step
+                    cause["pending"] = {step: waiting_seen[step] for step in PENDING_KINDS if step in waiting_seen}
+                yield cause
 
         self.unreadable.sort(key=lambda u: u["file"])
         duplicates = [{"host": name, "kept": newest[name].path, "dropped": sorted(paths)}
                       for name, paths in sorted(self.dropped.items())]
+        totals = {
+            "files": self.files, "hosts": len(names), "ready": self.verdicts["ready"],
+            "not_ready": self.verdicts["not-ready"], "unknown": self.verdicts["unknown"],
+            "stale": len(stale), "future": len(future), "unreadable": len(self.unreadable),
+            "duplicates": sum(len(p) for p in self.dropped.values()), "ignored": self.ignored,
+        }
+        if any(self.waiting.values()):  # hosts waiting for a reboot, a relogin...: present when there are
+            totals["pending"] = {step: n for step, n in self.waiting.items() if n}
         return {
             "kind": FLEET_KIND,
             "schema_version": FLEET_SCHEMA_VERSION,
@@ -656,12 +698,7 @@ class Fleet:
             "generated_at": _iso(now),
             "max_age_hours": self.max_age if self.limit is not None else None,
             "clock_skew_seconds": CLOCK_SKEW,
-            "totals": {
-                "files": self.files, "hosts": len(names), "ready": self.verdicts["ready"],
-                "not_ready": self.verdicts["not-ready"], "unknown": self.verdicts["unknown"],
-                "stale": len(stale), "future": len(future), "unreadable": len(self.unreadable),
-                "duplicates": sum(len(p) for p in self.dropped.values()), "ignored": self.ignored,
-            },
+            "totals": totals,
             "hosts": Lazy(len(names), make_hosts),
             "checks": list(checks.values()),
             "causes": Lazy(len(order), make_causes),
