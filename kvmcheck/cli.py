@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The command line (typer only): options -> runner -> renderer -> exit status.
 
-Exit status (kvmcheck.core.model.ExitStatus): 0 ready, 1 not ready, 2 usage or configuration error,
+Exit status (kvmcheck.core.status.ExitStatus): 0 ready, 1 not ready, 2 usage or configuration error,
 3 unknown (no evidence for a verdict; with -f nagios also every usage error and crash).
 """
 # No "from __future__ import annotations" here: typer on Python 3.9 reads Annotated only from real objects.
@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - Python < 3.9 is not supported, but be 
     from typing_extensions import Annotated  # type: ignore
 
 from kvmcheck import __version__
-from kvmcheck.core.model import ExitStatus
+from kvmcheck.core.status import ExitStatus
 from kvmcheck.core.record import Record
 
 EXIT_READY, EXIT_NOT_READY, EXIT_USAGE = ExitStatus.READY, ExitStatus.NOT_READY, ExitStatus.USAGE

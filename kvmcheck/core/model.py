@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from kvmcheck.core.status import ExitStatus  # noqa: F401 - defined apart: the CLI needs it without this module
 from kvmcheck.parsers import pattern
 
 # The schema versions, all in one place (reports/*.schema.json describe them).
@@ -68,15 +69,6 @@ class Verdict(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-class ExitStatus(enum.IntEnum):
-    """Every command's exit status (check, fleet, diff, snapshot, the Ansible module's rc)."""
-
-    READY = 0  # check: ready; fleet/diff/snapshot: done, nothing to report
-    NOT_READY = 1  # check: not ready; fleet: some host not ready; diff: something regressed
-    USAGE = 2  # a usage or configuration error: nothing was judged
-    UNKNOWN = 3  # check: no evidence for a verdict; with -f nagios also every usage error and crash
 
 
 # A change that is configured but not yet in effect, by what makes it effective (issue 20): a module

@@ -92,7 +92,7 @@ def manpage() -> str:
             out += [".PP", "Options:", ".RS"] + params + [".RE"]
     exit_doc = (cli.__doc__ or "").split("Exit status", 1)
     if len(exit_doc) == 2:
-        text = " ".join(exit_doc[1].replace("(kvmcheck.core.model.ExitStatus)", "").split()).lstrip(": ")
+        text = " ".join(exit_doc[1].replace("(kvmcheck.core.status.ExitStatus)", "").split()).lstrip(": ")
         out += [".SH EXIT STATUS", roff(text[0].upper() + text[1:])]
     out += [".SH FILES"] + _tagged(FILES)
     out += [".SH ENVIRONMENT"] + _tagged(ENVIRONMENT)
