@@ -12,6 +12,13 @@ and prints the median wall time and the largest peak RSS (ru_maxrss of each chil
   --version, --help  `kvmcheck --version`, `kvmcheck --help`
   typer floor      a typer hello-world, on the typer that kvmcheck's CLI imports
   python floor     `PY -c pass`: the interpreter alone (what every Python tool pays first)
+  stdlib floor     `PY -c "import typing, dataclasses, json, subprocess, threading, re, datetime"`: the
+                   standard modules kvmcheck's run needs (typing for its records' annotations, dataclasses
+                   for the public plugin types, json for the output, subprocess for QEMU, threading for the
+                   time limits, re, datetime for the time stamp), and nothing of kvmcheck's own
+  I/O floor        a Python script that only opens and reads the files kvmcheck read on this host (the list
+                   is taken from one run's Host.reads) and forks once, as the guest probe does: the work no
+                   implementation in Python can skip, with the interpreter and without any import
   virt-host-validate qemu, kvm-ok   when installed
 
 kvm.acceleration is skipped (--all keeps it): it times a guest loop for 10 ms by design, and on an
@@ -26,6 +33,7 @@ compiles kvmcheck from source at every start and measures that instead.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -50,6 +58,37 @@ if __name__ == "__main__":
     app()
 '''
 SKIP = ["kvm.acceleration"]
+STDLIB = "import typing, dataclasses, json, subprocess, threading, re, datetime"
+READS = """import json, os, sys
+for path in json.load(open(sys.argv[1])):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        continue
+    try:  # a device (/dev/cpu/0/cpuid, /dev/kmsg) is read as kvmcheck reads it: a few bytes, not to its end
+        if not os.path.isfile(path):
+            os.pread(fd, 16, 0)
+        else:
+            while os.read(fd, 1 << 16):
+                pass
+    except OSError:
+        pass
+    os.close(fd)
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+LIST_READS = """import json, sys, kvmcheck.core.host as H, kvmcheck.core.runner as R
+hosts = []
+init = H.Host.__init__
+def record(self, *a, **k):
+    init(self, *a, **k)
+    hosts.append(self)
+H.Host.__init__ = record
+R.run(skip=SKIP)
+json.dump(hosts[0].reads, open(sys.argv[1], "w"))
+"""
 
 
 def run_once(argv: list, cwd: str) -> tuple:
@@ -82,6 +121,13 @@ def main() -> None:
         hello = os.path.join(work, "hello.py")
         with open(hello, "w") as fh:
             fh.write(HELLO)
+        reads = os.path.join(work, "reads.json")
+        subprocess.run([py, "-c", f"SKIP = {skip!r}\n" + LIST_READS, reads], check=True, cwd=work)
+        with open(reads) as fh:
+            nreads = len(json.load(fh))
+        floor = os.path.join(work, "io_floor.py")
+        with open(floor, "w") as fh:
+            fh.write(READS)
         subjects = {
             CLI: [exe, "check", "--format", "json"] + [a for s in skip for a in ("--skip", s)],
             API: [py, "-c", api],
@@ -89,6 +135,8 @@ def main() -> None:
             "kvmcheck --help": [exe, "--help"],
             f"typer {where[2]} hello-world": [py, hello],
             "python -c pass": [py, "-c", "pass"],
+            "stdlib floor (imports only)": [py, "-c", STDLIB],
+            f"I/O floor ({nreads} reads, one fork)": [py, floor, reads],
         }
         for name, argv in (("virt-host-validate qemu", ["virt-host-validate", "qemu"]), ("kvm-ok", ["kvm-ok"])):
             if shutil.which(argv[0]):
@@ -127,6 +175,13 @@ def main() -> None:
     verdict("CLI / typer floor", cli / typer_floor, 1.5, 1.25)
     verdict("--version / typer floor", median["kvmcheck --version"] / typer_floor, 1.1)
     verdict("--help / typer floor", median["kvmcheck --help"] / typer_floor, 1.1)
+    if "virt-host-validate qemu" in median:
+        vhv = median["virt-host-validate qemu"]
+        io_floor = next(v for k, v in median.items() if k.startswith("I/O floor"))
+        python = median["python -c pass"]
+        stdlib = median["stdlib floor (imports only)"] - python
+        print(f"  {'(floors) python, I/O / vhv':30} = {python / vhv:5.2f}, {io_floor / vhv:.2f}; "
+              f"I/O floor + stdlib imports ({stdlib * 1000:.1f} ms) = {(io_floor + stdlib) / vhv:.2f} x vhv")
     mem = max(peak[CLI], peak[API]) / 2**20
     print(f"  {'peak RSS (CLI, API)':30} = {mem:5.1f} MB (target <= 30)  {'met' if mem <= 30 else 'NOT met'}")
 
