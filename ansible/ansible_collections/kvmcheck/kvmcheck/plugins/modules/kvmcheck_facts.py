@@ -166,6 +166,13 @@ ansible_facts:
           description: The checks to act on first (root causes of a not-ready verdict, or what an unknown one lacks).
           type: list
           elements: str
+        pending:
+          description:
+            - Changes configured but not yet in effect, by the step that makes them effective (V(reboot),
+              V(relogin), V(module-reload), V(regenerate-bootloader), V(service-restart), V(power-cycle)), each with its check ids.
+            - Absent when nothing is pending.
+          type: dict
+          sample: {"reboot": ["iommu.enabled"]}
         strict:
           description: Whether warnings counted as blocking.
           type: bool
@@ -199,6 +206,14 @@ fix_first:
   type: list
   elements: str
   sample: ["firmware.vt-enabled"]
+pending:
+  description:
+    - Changes configured but not yet in effect, by the step that makes them effective, the same as
+      RV(ansible_facts.kvmcheck.pending), or an empty dict.
+    - "A play can reboot the hosts that wait for it: C(when: result.pending.reboot is defined)."
+  returned: when kvmcheck ran
+  type: dict
+  sample: {"reboot": ["iommu.enabled"], "relogin": ["kvm.device"]}
 summary:
   description: Number of checks per status, the same as RV(ansible_facts.kvmcheck.summary).
   returned: when kvmcheck ran
@@ -292,6 +307,7 @@ def main():
         ready=data["verdict"] == "ready",
         failed_checks=failed_checks,
         fix_first=data.get("fix_first", failed_checks),
+        pending=data.get("pending", {}),  # older kvmcheck releases have no pending changes
         summary=data["summary"],
     )
     if stray.getvalue().strip():
