@@ -30,6 +30,22 @@ def _hidden_flag(flag: str, raw: object, fix: str, evidence: dict) -> object:
     return None
 
 
+POWER_CYCLE_NOTE = ("configured in firmware, not yet in effect: power the machine off and on; a warm reboot may not "
+                    "apply it")
+
+
+def _enabled_since(vt_msrs, flag: str, evidence: dict) -> bool:
+    """Whether CPU 0's MSR, read now, says VT enabled and locked although the kernel log says firmware disabled
+    it: the switch was turned on in the setup, and the lock (kept across a warm reset) still holds the old
+    state elsewhere until the machine is powered off.  vt_msrs is empty offline: then this is never said."""
+    msr = vt_msrs.get("vm_cr" if flag == "svm" else "feature_control")
+    if msr is None:
+        return False
+    state = amd_vm_cr(msr) if flag == "svm" else intel_feature_control(msr)
+    evidence.update(msr=hex(msr), msr_state=state.explanation)
+    return state.locked and not state.disabled
+
+
 def _undecided(live: bool, log_sources: tuple, evidence: dict) -> Outcome:
     reasons = ["offline root: MSRs and CPUID belong to the running kernel"] if not live else []
     reasons += ["no kernel log was readable"] if not log_sources else []
@@ -49,6 +65,9 @@ def vt_enabled(family, arch, cpuinfo, kernel_log, virt, vt_msrs, modules, raw_cp
     kernel's flags (Linux >= 5.6 hides vmx when firmware locked it off).
     Offline roots: only the log files they hold.
 
+    When the log says disabled but the MSR, read now, says enabled and
+    locked, the change is pending a power cycle.
+
     Why: with VT off in firmware, no kernel setting can turn it on.
 
     Fix: enable the option in the firmware setup and power-cycle.
@@ -63,8 +82,10 @@ def vt_enabled(family, arch, cpuinfo, kernel_log, virt, vt_msrs, modules, raw_cp
     evidence = {"flag": flag, "flag_present": has_flag, "log_sources": list(kernel_log.sources)}
     if kernel_log.facts.firmware_disabled:
         evidence["log_lines"] = list(kernel_log.facts.firmware_disabled)
-        return Outcome.failed("the kernel log says firmware disabled VT", "The kernel reported at boot: "
-                              + " | ".join(kernel_log.facts.firmware_disabled), _fix(vendor), **evidence)
+        pending = not virt.in_guest and _enabled_since(vt_msrs, flag, evidence)
+        outcome = Outcome.failed("the kernel log says firmware disabled VT", "The kernel reported at boot: "
+                                 + " | ".join(kernel_log.facts.firmware_disabled), _fix(vendor), **evidence)
+        return outcome.awaiting("power-cycle", POWER_CYCLE_NOTE) if pending else outcome
     if virt.in_guest:
         evidence["hypervisor"] = virt.vendor
         return Outcome.skipped(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from kvmcheck.checks.kvm import block_lines, expected_vendor_modules
+from kvmcheck.checks.kvm import block_lines, expected_vendor_modules, unload_advice
 from kvmcheck.facts import kvm as _facts  # noqa: F401 - the facts judged here
 from kvmcheck.facts.system import quoted
 from kvmcheck.core.model import Outcome
@@ -119,8 +119,27 @@ def _blacklist_fix(wheres: List[str]) -> str:
             "('dracut -f' or 'update-initramfs -u') and reboot.")
 
 
+def _blocked_module(line: str) -> str:
+    """The module of a block_lines line: "PATH:LINE: blacklist MODULE" -> MODULE."""
+    return line.split(": ", 1)[1].split()[1]
+
+
+def _loaded_anyway(modprobe_lines, states, holders) -> str:
+    """The pending note of modprobe.d lines ("PATH:LINE: blacklist MODULE") that block modules loaded now ("" when
+    none): they take effect when the module is unloaded, or at the next boot.  (A kernel parameter is in effect
+    already: it is not pending.)"""
+    loaded = [line for line in modprobe_lines if states.get(_blocked_module(line)) == "loaded"]
+    if not loaded:
+        return ""
+    lines = "; ".join(f"{line.split(': ', 1)[1]} in {line.split(': ', 1)[0].rsplit(':', 1)[0]}" for line in loaded)
+    modules = dict.fromkeys(_blocked_module(line) for line in loaded)
+    steps = "; ".join(unload_advice(m, holders.get(m, ())) for m in modules)
+    return f"configured, not yet in effect: {lines}; {steps}"
+
+
 @check("kernel.modules-blacklist", "KVM modules not blacklisted")
-def kernel_modules_blacklist(modprobe_d, cmdline, family, cpuinfo, arch, watched_module_states, modules) -> Outcome:
+def kernel_modules_blacklist(modprobe_d, cmdline, family, cpuinfo, arch, watched_module_states, modules,
+                             module_holders) -> Outcome:
     """No modprobe.d line or kernel parameter keeps the KVM, vhost, tun or VFIO modules from loading.
 
     What: 'blacklist MODULE' and 'install MODULE /bin/false' (or /bin/true)
@@ -130,7 +149,8 @@ def kernel_modules_blacklist(modprobe_d, cmdline, family, cpuinfo, arch, watched
     tun and vfio*.  Blocking kvm or this CPU's vendor module fails; the other
     vendor's module is noted only; vhost/tun/VFIO, rd.driver.blacklist=
     (initramfs only) or a built-in module warns.  No modprobe.d and no
-    /proc/cmdline: skip.
+    /proc/cmdline: skip.  A modprobe.d line that blocks a module loaded now
+    is pending: it takes effect when the module is unloaded or at the next boot.
 
     Why: udev loads kvm_intel/kvm_amd at boot through the CPU's modalias; a
     blacklist stops exactly that, so /dev/kvm is missing after every reboot.
@@ -141,9 +161,8 @@ def kernel_modules_blacklist(modprobe_d, cmdline, family, cpuinfo, arch, watched
     (GRUB_CMDLINE_LINUX, or grubby on RHEL), then rebuild the initramfs.
     """
     watched = list(KVM_CORE_MODULES + KVM_HELPER_MODULES)
-    blocks = []  # (module, where, initramfs-only)
-    for line in block_lines(modprobe_d, watched):  # "PATH:LINE: blacklist MODULE" or "PATH:LINE: install MODULE CMD"
-        blocks.append((line.split(": ", 1)[1].split()[1], line, False))
+    modprobe_lines = block_lines(modprobe_d, watched)  # "PATH:LINE: blacklist MODULE", "PATH:LINE: install MODULE CMD"
+    blocks = [(_blocked_module(line), line, False) for line in modprobe_lines]  # (module, where, initramfs-only)
     blocks.extend(_cmdline_blocks(cmdline, watched))
     cmdline_read = cmdline is not None
     if not blocks and not cmdline_read and not modprobe_d.dirs:
@@ -161,6 +180,12 @@ def kernel_modules_blacklist(modprobe_d, cmdline, family, cpuinfo, arch, watched
     fatal, warn, noted = _sort_blocks(blocks, vendor, cpu_known, watched_module_states)
     evidence = {"blocked_by": [w for _, w, _ in blocks], "fatal": fatal, "warnings": warn, "noted": noted,
                 "cmdline_read": cmdline_read, "vendor_modules": vendor}
+    outcome = _blocked_verdict(fatal, warn, noted, modules, evidence)
+    pending = _loaded_anyway(modprobe_lines, watched_module_states, module_holders)
+    return outcome.awaiting("module-reload", pending) if pending else outcome
+
+
+def _blocked_verdict(fatal, warn, noted, modules, evidence) -> Outcome:
     fix = _blacklist_fix(fatal + warn)
     note = (" Not a problem: " + "; ".join(noted) + ".") if noted else ""
     if fatal:

@@ -34,6 +34,30 @@ def block_lines(modprobe_d, names) -> List[str]:
             for path, b in modprobe_d.blocks(names)]
 
 
+def reload_advice(module: str, holders) -> str:
+    """How to reload MODULE safely: the modules using it go out first and come back with it."""
+    users = list(holders)
+    load = f"modprobe -a {' '.join(users)}" if len(users) > 1 else f"modprobe {users[0] if users else module}"
+    return (f"reload {module} (no guest may be running: modprobe -r {' '.join(users + [module])} && {load}) "
+            "or reboot")
+
+
+def reload_note(params) -> str:
+    """The pending note of module parameters configured in modprobe.d and loaded with another value (one
+    module's): "configured, not yet in effect: nested=1 for kvm_intel in /etc/modprobe.d/kvm.conf; reload
+    kvm_intel (...) or reboot", and how to set the ones that are writable at run time now."""
+    module = params[0].module
+    settings = "; ".join(f"{p.word} for {p.module} in {p.path}" for p in params)
+    now = [f"echo {p.configured} > /sys/module/{module}/parameters/{p.name}" for p in params if p.writable]
+    return (f"configured, not yet in effect: {settings}; {reload_advice(module, params[0].holders)}"
+            + (f"; or set it now: {'; '.join(now)}" if len(now) == len(params) else ""))
+
+
+def unload_advice(module: str, holders) -> str:
+    """How to unload MODULE, the modules using it first."""
+    return f"unload {module} (no guest may be running: modprobe -r {' '.join(list(holders) + [module])}) or reboot"
+
+
 PVM_DETAIL = ("kvm_pvm is a software KVM vendor module (Pagetable-based Virtual Machine) that cannot coexist with "
               "kvm_intel/kvm_amd; /dev/kvm works without VT, but only PVM guest kernels run fast (see "
               "cpu.virt-flags and kvm.acceleration).")
@@ -71,15 +95,30 @@ def _missing_verdict(missing, blocked, family, cpuinfo, evidence) -> Outcome:
         "cpu.virt-flags", "firmware.vt-enabled")
 
 
+# kvm's parameters that no check judges but whose modprobe.d value kvm.modules compares with the running one.
+KVM_TUNABLES = ("halt_poll_ns", "ignore_msrs")
+
+
+def _configured_tunables(module_parameters, evidence) -> list:
+    """KVM_TUNABLES that modprobe.d sets, configured against effective, in evidence; returns the pending ones."""
+    configured = [p for p in (module_parameters.get("kvm", n) for n in KVM_TUNABLES) if p and p.word is not None]
+    if configured:
+        evidence["parameters"] = {p.name: {"configured": p.configured, "effective": p.effective, "where": p.where}
+                                  for p in configured}
+    return [p for p in configured if p.pending]
+
+
 @check("kvm.modules", "KVM kernel modules")
-def kvm_modules(modules, family, cpuinfo, sys_module, installed_kvm_modules, modprobe_d) -> Outcome:
+def kvm_modules(modules, family, cpuinfo, sys_module, installed_kvm_modules, modprobe_d, module_parameters) -> Outcome:
     """The KVM core and the vendor part for this CPU are in the running kernel.
 
     What: kvm plus kvm_intel or kvm_amd (x86), kvm_hv (POWER), or KVM built in
     (arm64, s390, RISC-V, LoongArch), or a software provider (kvm_pvm), read
     from /sys/module, which shows built-in modules too (/proc/modules does not,
     and some kernels have no /proc/modules at all).  Blacklists and
-    'install ... /bin/false' lines in modprobe.d are reported.
+    'install ... /bin/false' lines in modprobe.d are reported, and kvm's
+    halt_poll_ns and ignore_msrs as modprobe.d sets them against the running
+    values (pending a reload of kvm when they differ).
 
     Why: without the vendor module there is no /dev/kvm.
 
@@ -91,6 +130,13 @@ def kvm_modules(modules, family, cpuinfo, sys_module, installed_kvm_modules, mod
         return _installed_verdict(installed_kvm_modules.get(), wanted, evidence)
     blocked = block_lines(modprobe_d, ["kvm", "kvm_intel", "kvm_amd", "kvm_hv"])
     evidence["blocked_by"] = blocked
+    pending = _configured_tunables(module_parameters, evidence)
+    outcome = _loaded_verdict(modules, wanted, blocked, family, cpuinfo, evidence)
+    return outcome.awaiting("module-reload", reload_note(pending)) if pending else outcome
+
+
+def _loaded_verdict(modules, wanted, blocked, family, cpuinfo, evidence) -> Outcome:
+    """kvm.modules from /sys/module: the core and a vendor part or provider, or what is missing and why."""
     provider = next((m for m in wanted + ["kvm_pvm", "kvm_pr"] if m in modules), None)
     how = ", ".join(f"{m} ({state})" for m, state in modules.items())
     if "kvm" in modules and (provider or not wanted):
@@ -305,15 +351,16 @@ def _no_nested_module(candidates, mods, sys_module, modprobe_d, evidence) -> Out
 
 
 @check("kvm.nested", "Nested virtualization")
-def kvm_nested(family, modules, cmdline, sys_module, nested_parameters, modprobe_d) -> Outcome:
+def kvm_nested(family, modules, cmdline, sys_module, nested_parameters, modprobe_d, module_parameters) -> Outcome:
     """Whether guests may run hypervisors of their own (informational).
 
     What: the nested parameter of kvm_intel or kvm_amd (x86: Y/N or 1/0),
     kvm_hv (POWER) or kvm (s390), and kvm-arm.mode=nested on the arm64 kernel
-    command line; 'options ... nested=' lines in modprobe.d are shown too.  It
-    passes either way: enabled, or disabled (fine unless guests run
-    hypervisors).  Skipped when no vendor module is there (kvm_pvm, for
-    example, has no nested switch).
+    command line; 'options ... nested=' lines in modprobe.d are shown too, and
+    one the loaded module does not have yet is pending a reload.  It passes
+    either way: enabled, or disabled (fine unless guests run hypervisors).
+    Skipped when no vendor module is there (kvm_pvm, for example, has no
+    nested switch).
 
     Why: only guests that run KVM, Hyper-V (WSL2, VBS/Credential Guard),
     Android emulators or test hypervisors need it; other guests do not care.
@@ -346,13 +393,17 @@ def kvm_nested(family, modules, cmdline, sys_module, nested_parameters, modprobe
                                "damaged.", **dict(evidence, value=value[:200]))
     enabled = value.upper() in ("Y", "1")
     note = f" modprobe.d: {'; '.join(configured)}." if configured else ""
+    param = module_parameters.get(module, "nested")
+    pending = [param] if param is not None and param.pending else []
+    if pending:
+        note += f" The setting is configured but not in effect: {param.word} in {param.where}."
     if enabled:
-        return Outcome.passed(f"enabled ({module} nested={value})",
-                              "Guests may run hypervisors of their own (give them the vmx/svm flag with "
-                              "host-passthrough or host-model CPUs)." + note, **evidence)
-    if any(line.endswith(("nested=1", "nested=Y", "nested=y")) for line in configured[-1:]):
-        note += f" The setting is configured but not in effect: reload {module} (or reboot)."
-    return Outcome.passed(
-        f"disabled (fine unless guests run hypervisors) ({module} nested={value})",
-        "Only guests that run KVM, Hyper-V/WSL2 or other hypervisors need nested virtualization. To enable: "
-        + _nested_fix(module, mods.get(module, "loaded")) + note, **evidence)
+        outcome = Outcome.passed(f"enabled ({module} nested={value})",
+                                 "Guests may run hypervisors of their own (give them the vmx/svm flag with "
+                                 "host-passthrough or host-model CPUs)." + note, **evidence)
+    else:
+        outcome = Outcome.passed(
+            f"disabled (fine unless guests run hypervisors) ({module} nested={value})",
+            "Only guests that run KVM, Hyper-V/WSL2 or other hypervisors need nested virtualization. To enable: "
+            + _nested_fix(module, mods.get(module, "loaded")) + note, **evidence)
+    return outcome.awaiting("module-reload", reload_note(pending)) if pending else outcome

@@ -13,7 +13,7 @@ from kvmcheck.checks.kvm import kvm_modules, kvm_nested
 from kvmcheck.core.host import Host
 from kvmcheck.core.settings import Settings
 from kvmcheck.facts import Later, Readout
-from kvmcheck.facts.kvm import Accounts, ModprobeD, accounts, modprobe_d
+from kvmcheck.facts.kvm import Accounts, ModprobeD, ModuleParameters, accounts, modprobe_d
 from kvmcheck.facts.system import Arch
 from kvmcheck.parsers.cpuinfo import parse_cpuinfo
 from kvmcheck.parsers.modprobe import Option, parse_modprobe_options
@@ -22,6 +22,7 @@ from conftest import as_nobody
 
 INTEL = parse_cpuinfo("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vmx\n")
 NO_MODPROBE = ModprobeD((), (), ())
+NO_PARAMETERS = ModuleParameters(())
 
 
 def _modprobe(root, files):
@@ -49,7 +50,8 @@ def test_modprobe_d_applies_shadowing_and_continuations_the_old_inline_parse_did
     assert [(p, b.module, b.how) for p, b in conf.blocks(["kvm", "kvm_amd"])] == [
         ("/run/modprobe.d/b.conf", "kvm_amd", "install /bin/false")]
     nested = kvm_nested.func(family="x86", modules={"kvm": "loaded", "kvm_intel": "loaded"}, cmdline=None,
-                             sys_module=True, nested_parameters={"kvm_intel": "N"}, modprobe_d=conf)
+                             sys_module=True, nested_parameters={"kvm_intel": "N"}, modprobe_d=conf,
+                             module_parameters=NO_PARAMETERS)
     assert (nested.status.value, nested.evidence["configured"]) == ("pass", ["/etc/modprobe.d/kvm.conf:1: nested=0"])
 
 
@@ -98,7 +100,8 @@ MODULES = {"kvm": "loaded", "kvm_intel": "loaded"}
 ])
 def test_kvm_modules_judge(modules, sys_module, installed, want):
     r = kvm_modules.func(modules=modules, family="x86", cpuinfo=INTEL, sys_module=sys_module,
-                         installed_kvm_modules=Later(lambda: installed), modprobe_d=NO_MODPROBE)
+                         installed_kvm_modules=Later(lambda: installed), modprobe_d=NO_MODPROBE,
+                         module_parameters=NO_PARAMETERS)
     assert (r.status.value, r.summary) == want
 
 
@@ -118,7 +121,8 @@ def test_kernel_version_judge(osrelease, text, installed, want):
 def test_kernel_modules_blacklist_judge(tmp_path):
     conf = _modprobe(tmp_path, {"/etc/modprobe.d/x.conf": "blacklist kvm_intel\nblacklist kvm_amd\nblacklist tun\n"})
     states = {"tun": "built-in"}
-    args = dict(cmdline=None, family="x86", cpuinfo=INTEL, arch=Arch("x86_64", "uname"), modules={})
+    args = dict(cmdline=None, family="x86", cpuinfo=INTEL, arch=Arch("x86_64", "uname"), modules={},
+                module_holders={})
     r = kernel_modules_blacklist.func(modprobe_d=conf, watched_module_states=states, **args)
     assert (r.status.value, r.evidence["fatal"], r.evidence["noted"], r.evidence["warnings"]) == (
         "fail", ["/etc/modprobe.d/x.conf:1: blacklist kvm_intel"],
