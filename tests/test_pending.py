@@ -116,3 +116,11 @@ def test_promtool_accepts_the_pending_family():
     proc = subprocess.run([need("promtool"), "check", "metrics"], input=render(pending_report(), "prometheus"),
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_an_unknown_verdict_names_pending_changes_too():
+    rep = report(result("kvm.device", Status.SKIP),
+                 result("kvm.nested", Status.PASS, "module-reload", "configured, not yet in effect: reload"))
+    rep.essential = ("kvm.device",)
+    assert rep.verdict == "unknown"
+    assert rep.verdict_reason == "no evidence from kvm.device (skip: kvm.device skip); pending module-reload: kvm.nested"

@@ -297,8 +297,9 @@ class Report:
                 return self.no_system
             gaps = self.undecided
             if gaps:
-                return "no evidence from " + ", ".join(f"{r.id} ({r.status.value}: {r.summary})" for r in gaps)
-            return "no check found anything to judge"
+                return "no evidence from " + ", ".join(f"{r.id} ({r.status.value}: {r.summary})"
+                                                       for r in gaps) + self._pending_clause()
+            return "no check found anything to judge" + self._pending_clause()
         essentials = [r.id for r in self.checks if r.id in self.essential and r.status is not Status.SKIP]
         return (("nothing blocks KVM; evidence from " + ", ".join(essentials)) if essentials else
                 "nothing blocks KVM in the selected checks") + self._pending_clause()
