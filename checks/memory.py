@@ -132,6 +132,12 @@ def _pool_notes(reserved: Dict[str, Dict[str, int]], meminfo: Meminfo, thp: Thp)
     return notes
 
 
+def _shown(value: str) -> str:
+    """A sysctl value as a report shows it: as is when plain (a number, a word), else quoted (a file may hold
+    anything)."""
+    return value if value and len(value) <= 40 and all(c.isalnum() or c in "._-" for c in value) else quoted(value, 40)
+
+
 def _sysctl_value(text: str) -> object:
     """A sysctl value to compare: a number as a number, else its words (sysctl(8) ignores the spacing)."""
     words = " ".join(text.split())
@@ -152,7 +158,7 @@ def awaiting_sysctl(outcome: Outcome, found, shortfall: str = "") -> Outcome:  #
         seen[key] = {"configured": setting.value, "at": f"{setting.path}:{setting.line}", "running": now,
                      "pending": differs and not applied}
         if differs and not applied:
-            steps.append(f"{key}={setting.value} in {setting.path}, {quoted(now, 40)} now")
+            steps.append(f"{key}={_shown(setting.value)} in {setting.path}, {_shown(now)} now")
     if not seen:
         return outcome
     outcome = replace(outcome, evidence=dict(outcome.evidence, sysctl=seen))

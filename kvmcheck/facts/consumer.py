@@ -471,12 +471,12 @@ def _login_user(user) -> bool:  # type: ignore[no-untyped-def]
     return user.uid >= 1000 and user.uid != 65534 and not user.shell.endswith(("nologin", "false"))
 
 
-def groups_in_effect(host, accounts, gid: Optional[int], invoking, processes) -> GroupsInEffect:  # type: ignore[no-untyped-def]
+def groups_in_effect(accounts, gid: Optional[int], invoking, processes) -> GroupsInEffect:  # type: ignore[no-untyped-def]
     """The configured members of group gid (listed in /etc/group, or with it as primary group in
     /etc/passwd; root aside) against the groups their processes hold: kvmcheck's own for the invoking
     user, /proc/PID/status for the other login users."""
     if gid is None:
-        return GroupsInEffect(None, False, "no group grants access")
+        return GroupsInEffect(None, False, "no group is given read/write access")
     group = accounts.groups.get(gid)
     name = shown_name(group.name) if group else str(gid)
     if invoking is None:
@@ -498,24 +498,24 @@ def groups_in_effect(host, accounts, gid: Optional[int], invoking, processes) ->
 
 
 @fact(uses=("accounts", "kvm_node", "invoking_identity", "running_processes"))
-def kvm_group_in_effect(host, facts) -> Later:
+def kvm_group_in_effect(facts) -> Later:
     """Later: GroupsInEffect of the group /dev/kvm's mode gives read/write access (udev's kvm)."""
     def compare() -> GroupsInEffect:
         node = facts.get("kvm_node")
         gid = node.gid if node is not None and node.kind == "char" and node.mode & 0o060 == 0o060 else None
-        return groups_in_effect(host, facts.get("accounts"), gid, facts.get("invoking_identity"),
+        return groups_in_effect(facts.get("accounts"), gid, facts.get("invoking_identity"),
                                 facts.get("running_processes"))
 
     return Later(compare)
 
 
 @fact(uses=("accounts", "invoking_identity", "running_processes"))
-def libvirt_group_in_effect(host, facts) -> Later:
+def libvirt_group_in_effect(facts) -> Later:
     """Later: GroupsInEffect of the libvirt group (the read/write socket's unix_sock_group)."""
     def compare() -> GroupsInEffect:
         accounts = facts.get("accounts")
         gid = next((g.gid for g in accounts.groups.values() if g.name == LIBVIRT_SOCKET_GROUP), None)
-        return groups_in_effect(host, accounts, gid, facts.get("invoking_identity"), facts.get("running_processes"))
+        return groups_in_effect(accounts, gid, facts.get("invoking_identity"), facts.get("running_processes"))
 
     return Later(compare)
 
