@@ -459,8 +459,9 @@ def running_processes(host) -> Later:
             except OSError:  # gone, or hidden (hidepid=invisible answers ENOENT, =noaccess EACCES)
                 continue
             status = parse_status(text or "")
-            if status is not None:
-                found.append(ProcessInfo(int(pid), status.name, status.uid, status.gid, status.groups))
+            if status is not None:  # the kernel escapes only some control characters of a name
+                name = status.name if status.name.isprintable() else quoted(status.name, 40)
+                found.append(ProcessInfo(int(pid), name, status.uid, status.gid, status.groups))
         return tuple(found)
 
     return Later(scan)
@@ -530,6 +531,8 @@ def libvirt_stale_config(host, facts) -> Later:
 
         if not host.live:
             return None
+        if not any(host.exists(f"/etc/libvirt/{c}") for c in ("qemu.conf", "libvirtd.conf", "virtqemud.conf")):
+            return ()  # no libvirt configuration: no process needs looking at
         boot = parse_btime(host.read_optional("/proc/stat", limit=1 << 20) or "")
         ticks_per_second = os.sysconf("SC_CLK_TCK")  # USER_HZ, the unit of starttime (100; 1024 on alpha)
         stale = []
