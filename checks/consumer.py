@@ -7,9 +7,11 @@ libvirt as its own user (qemu, libvirt-qemu), perhaps in a container: these chec
 from __future__ import annotations
 
 import errno
+import time
 from typing import TYPE_CHECKING, Dict, List, Optional
 
-from kvmcheck.core.model import Outcome
+from kvmcheck.checks.kvm import awaiting_login
+from kvmcheck.core.model import PENDING_KINDS, Outcome
 from kvmcheck.core.registry import check
 from kvmcheck.facts import consumer, packages  # noqa: F401 - the facts judged here (qemu.accel names qemu_packages)
 from kvmcheck.facts.consumer import QEMU_CONF, Identity, LibvirtAnswers, Proof, QemuIdentity, QemuRun
@@ -105,8 +107,36 @@ def _judged_statically(who: Identity, label: str, kvm: dict, note: str, fix: str
                           f"{how}: {label} has no read/write access.{note}", fix, **evidence)
 
 
+def _restarted_when(stale, files=None) -> Dict[str, str]:  # type: ignore[no-untyped-def]
+    """"/etc/libvirt/qemu.conf changed after virtqemud started at ..." -> its restart, for each stale file
+    (only those among files, when given)."""
+    out: Dict[str, str] = {}
+    for found in stale or ():
+        if files is None or found.path in files:
+            started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(found.started))
+            out[f"{found.path} changed after {found.daemon} (pid {found.pid}) started at {started}"] = \
+                f"systemctl restart {found.daemon}"
+    return out
+
+
+def awaiting_restart(outcome: Outcome, stale, files=None) -> Outcome:  # type: ignore[no-untyped-def]
+    """The outcome, pending service-restart when a configuration file it depends on changed after the
+    running daemon read it."""
+    changes = _restarted_when(stale, files)
+    if not changes:
+        return outcome
+    steps = "; ".join(f"{what}: {how}" for what, how in changes.items())
+    return outcome.awaiting("service-restart", f"configured, not yet in effect: {steps}")
+
+
+def _qemu_conf_pending(outcome: Outcome, stale) -> Outcome:  # type: ignore[no-untyped-def]
+    """A finding of kvm.consumer waits for the daemon to read a changed qemu.conf (user, group)."""
+    return awaiting_restart(outcome, stale, (QEMU_CONF,)) if outcome.status.value in ("fail", "warn") else outcome
+
+
 @check("kvm.consumer", "QEMU's user can use KVM", requires=("kvm.device",))
-def kvm_consumer(libvirt_daemon_installed, qemu_identity, consumer_devices, consumer_proof, live) -> Outcome:
+def kvm_consumer(libvirt_daemon_installed, qemu_identity, consumer_devices, consumer_proof, live,
+                 libvirt_stale_config) -> Outcome:
     """The user libvirt runs QEMU as can open /dev/kvm and create a VM.
 
     What: QEMU's user and group from libvirt's qemu.conf ('user =', 'group =';
@@ -122,12 +152,16 @@ def kvm_consumer(libvirt_daemon_installed, qemu_identity, consumer_devices, cons
     Why: root can open /dev/kvm, but QEMU under libvirt runs as its own user
     and fails with "Could not access KVM kernel module: Permission denied".
 
+    Live, a qemu.conf changed after the running daemon started makes a
+    finding pending a restart of the daemon (it reads qemu.conf once).
+
     Fix: udev's rule makes /dev/kvm 0660 root:kvm; QEMU's user must be in
     kvm ('usermod -aG kvm libvirt-qemu' or qemu), then restart libvirt.
     """
+    stale = libvirt_stale_config.get()
     unresolved = _unresolved(qemu_identity, libvirt_daemon_installed)
     if unresolved:
-        return unresolved
+        return _qemu_conf_pending(unresolved, stale)
     who: Identity = qemu_identity.identity
     devices: Dict[str, Dict[str, object]] = consumer_devices
     groups = [qemu_identity.group_names.get(g, str(g)) for g in who.groups]
@@ -145,8 +179,9 @@ def kvm_consumer(libvirt_daemon_installed, qemu_identity, consumer_devices, cons
     note = (" " + "; ".join(notes) + ".") if notes else ""
     proof = consumer_proof.get()
     if proof is not None:
-        return _proved(proof, who, label, kvm, note, _kvm_fix(who, kvm, groups), evidence)
-    return _judged_statically(who, label, kvm, note, _kvm_fix(who, kvm, groups), live, evidence)
+        return _qemu_conf_pending(_proved(proof, who, label, kvm, note, _kvm_fix(who, kvm, groups), evidence), stale)
+    return _qemu_conf_pending(_judged_statically(who, label, kvm, note, _kvm_fix(who, kvm, groups), live, evidence),
+                              stale)
 
 
 # -- QEMU ----------------------------------------------------------------------------------------------
@@ -316,8 +351,38 @@ def _slow(seconds: float, note: str, evidence: dict) -> Outcome:
                           f"user cannot open /dev/kvm.{note}", "See kvm.consumer.", **evidence).because("kvm.consumer")
 
 
+def _libvirt_verdict(got: LibvirtAnswers, note: str, evidence: dict) -> Outcome:
+    """libvirt.daemon once the daemon listens: its answers judged."""
+    unanswered = _libvirt_unanswered(got, note, evidence)
+    if unanswered:
+        return unanswered
+    arches = evidence["kvm_guest_arches"]
+    problems, fixes = _libvirt_setup(got, evidence)
+    if round(got.seconds, 3) > SLOW_SECONDS:
+        return _slow(got.seconds, note, evidence)
+    if problems:
+        return Outcome.warned(f"libvirt offers KVM ({', '.join(arches)}); " + "; ".join(problems[:2]),
+                              "; ".join(problems) + ".", "Run " + ", then ".join(fixes) + "." if fixes else
+                              "See the detail.", **evidence)
+    return Outcome.passed(f"libvirt offers KVM guests ({', '.join(arches)}), the default network and an images pool",
+                          **evidence)
+
+
+def _libvirt_pending(outcome: Outcome, stale, group) -> Outcome:  # type: ignore[no-untyped-def]
+    """The daemon's configuration changed after it started (service-restart), a user added to the libvirt
+    group still runs without it (relogin); both: the later step, with both in the note."""
+    restart, login = awaiting_restart(outcome, stale), awaiting_login(outcome, group)
+    pending = [o for o in (restart, login) if o.pending]
+    if len(pending) < 2:
+        return pending[0] if pending else outcome
+    steps = "; ".join(o.pending_note.split(": ", 1)[1] for o in pending)
+    return outcome.awaiting(max(restart.pending, login.pending, key=PENDING_KINDS.index),
+                            f"configured, not yet in effect: {steps}")
+
+
 @check("libvirt.daemon", "libvirt can start KVM guests", live_only=True, requires=("kvm.device",))
-def libvirt_daemon(libvirt_socket, libvirt_answers, consumer_lockout, live) -> Outcome:
+def libvirt_daemon(libvirt_socket, libvirt_answers, consumer_lockout, live, libvirt_stale_config,
+                   libvirt_group_in_effect) -> Outcome:
     """The running libvirt daemon offers KVM guests, its default network and an images pool.
 
     What: over the read-only socket, 'virsh -r capabilities' (a <guest> with
@@ -342,21 +407,8 @@ def libvirt_daemon(libvirt_socket, libvirt_answers, consumer_lockout, live) -> O
         return Outcome.skipped("no libvirt daemon is listening (no read-only socket under /run/libvirt)",
                                "See libvirt.layout for whether libvirt is installed and started.")
     note = _lockout_note(consumer_lockout.get())
-    got: LibvirtAnswers = libvirt_answers.get()
-    evidence: Dict[str, object] = {"socket": libvirt_socket}
-    unanswered = _libvirt_unanswered(got, note, evidence)
-    if unanswered:
-        return unanswered
-    arches = evidence["kvm_guest_arches"]
-    problems, fixes = _libvirt_setup(got, evidence)
-    if round(got.seconds, 3) > SLOW_SECONDS:
-        return _slow(got.seconds, note, evidence)
-    if problems:
-        return Outcome.warned(f"libvirt offers KVM ({', '.join(arches)}); " + "; ".join(problems[:2]),
-                              "; ".join(problems) + ".", "Run " + ", then ".join(fixes) + "." if fixes else
-                              "See the detail.", **evidence)
-    return Outcome.passed(f"libvirt offers KVM guests ({', '.join(arches)}), the default network and an images pool",
-                          **evidence)
+    verdict = _libvirt_verdict(libvirt_answers.get(), note, {"socket": libvirt_socket})
+    return _libvirt_pending(verdict, libvirt_stale_config.get(), libvirt_group_in_effect.get())
 
 
 # -- containers ------------------------------------------------------------------------------------------

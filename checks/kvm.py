@@ -8,6 +8,7 @@ from typing import Dict, List
 from kvmcheck.core.model import Outcome
 from kvmcheck.core.registry import check
 from kvmcheck.facts.system import quoted
+from kvmcheck.facts import consumer as _consumer_facts  # noqa: F401 - kvm_group_in_effect
 from kvmcheck.facts import kvm as _facts  # noqa: F401 - the facts judged here
 from kvmcheck.facts.kvm import DEVTMPFS_NODES, MODPROBE_DIRS  # noqa: F401 - kept importable
 
@@ -265,14 +266,40 @@ def _live_verdict(kvm_open, access, evidence) -> Outcome:
                           **evidence)
 
 
+def _membership_evidence(found) -> Dict[str, object]:  # type: ignore[no-untyped-def]
+    """What the comparison of /etc/group with the running processes found, for the evidence."""
+    if not found.compared:
+        return {"group": found.group, "compared": False, "why": found.why}
+    return {"group": found.group, "compared": True, "not_in_effect": [
+        {"user": s.user, "this_process": s.invoking, "processes": [f"{name} ({pid})" for pid, name in s.processes]}
+        for s in found.stale]}
+
+
+def awaiting_login(outcome: Outcome, found) -> Outcome:  # type: ignore[no-untyped-def]
+    """The outcome, pending relogin when /etc/group puts a user in the group whose processes lack it."""
+    if not found.compared or not found.stale:
+        return outcome
+    steps = []
+    for s in found.stale:
+        running = ", ".join(f"{name} ({pid})" for pid, name in s.processes[:3])
+        more = f" and {len(s.processes) - 3} more" if len(s.processes) > 3 else ""
+        held = f" ({running}{more} still run without it)" if running else ""
+        steps.append(f"{s.user} was added to {s.group} in /etc/group; log out and in again (or run 'newgrp "
+                     f"{s.group}'), and restart services running as {s.user}{held}")
+    return outcome.awaiting("relogin", "configured, not yet in effect: " + "; ".join(steps))
+
+
 @check("kvm.device", "/dev/kvm device node")
-def kvm_device(kvm_node, live, devtmpfs_nodes, accounts, kvm_open) -> Outcome:
+def kvm_device(kvm_node, live, devtmpfs_nodes, accounts, kvm_open, kvm_group_in_effect) -> Outcome:
     """/dev/kvm exists, is a character device, and the invoking user can open it.
 
     What: the node's type, owner and mode; read/write access for the user
     running kvmcheck; when run as root, whether its group can use it and which
     QEMU and login users would be locked out.  The device is opened once (no
-    ioctl) to prove a driver stands behind it.
+    ioctl) to prove a driver stands behind it.  Live, the members /etc/group
+    gives the device's group are compared with the groups their processes
+    hold (kvmcheck's own, other login users' /proc/PID/status): a member
+    still running without it is pending a new login.
 
     Why: QEMU (and libvirt's qemu user) open /dev/kvm; a node they cannot open
     means software emulation or a failed start.
@@ -293,8 +320,10 @@ def kvm_device(kvm_node, live, devtmpfs_nodes, accounts, kvm_open) -> Outcome:
     evidence["rdev"] = f"{st.major}:{st.minor}"
     access = _group_access(accounts, st)
     evidence.update(access)
+    in_effect = kvm_group_in_effect.get()
+    evidence["membership"] = _membership_evidence(in_effect)
     if live:
-        return _live_verdict(kvm_open, access, evidence)
+        return awaiting_login(_live_verdict(kvm_open, access, evidence), in_effect)
     if access.get("locked_out"):
         return Outcome.warned(f"/dev/kvm {evidence['mode']} group {access.get('group')}: users locked out",
                               f"Locked out: {_locked_out_text(access)}.", _access_fix(access),

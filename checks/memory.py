@@ -2,6 +2,7 @@
 """Host memory features for guests: Kernel Samepage Merging and huge pages (static pools and THP)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Dict, List
 
 from kvmcheck.core.model import Outcome
@@ -131,14 +132,55 @@ def _pool_notes(reserved: Dict[str, Dict[str, int]], meminfo: Meminfo, thp: Thp)
     return notes
 
 
+def _shown(value: str) -> str:
+    """A sysctl value as a report shows it: as is when plain (a number, a word), else quoted (a file may hold
+    anything)."""
+    return value if value and len(value) <= 40 and all(c.isalnum() or c in "._-" for c in value) else quoted(value, 40)
+
+
+def _sysctl_value(text: str) -> object:
+    """A sysctl value to compare: a number as a number, else its words (sysctl(8) ignores the spacing)."""
+    words = " ".join(text.split())
+    return int(words) if words.lstrip("-").isdigit() else words
+
+
+def awaiting_sysctl(outcome: Outcome, found, shortfall: str = "") -> Outcome:  # type: ignore[no-untyped-def]
+    """The outcome, pending reboot when sysctl.d sets a key to another value than the running kernel holds
+    and its file is not older than this boot (then it was applied, and the value changed since)."""
+    steps, seen = [], {}
+    for key, setting in found.configured.items():
+        running = found.running[key]
+        if not running.ok:
+            continue
+        now = (running.text or "").strip()
+        applied = found.booted is not None and found.changed.get(setting.path, found.booted + 1) <= found.booted
+        differs = _sysctl_value(setting.value) != _sysctl_value(now)
+        seen[key] = {"configured": setting.value, "at": f"{setting.path}:{setting.line}", "running": now,
+                     "pending": differs and not applied}
+        if differs and not applied:
+            steps.append(f"{key}={_shown(setting.value)} in {setting.path}, {_shown(now)} now")
+    if not seen:
+        return outcome
+    outcome = replace(outcome, evidence=dict(outcome.evidence, sysctl=seen))
+    if not steps:
+        return outcome
+    return outcome.awaiting("reboot", f"configured, not yet in effect: {'; '.join(steps)}: run 'sysctl --system'"
+                            f"{shortfall} or reboot")
+
+
+HUGEPAGE_SHORTFALL = " (allocation may fall short on fragmented memory)"
+
+
 @check("memory.hugepages", "Huge pages for guest memory")
-def memory_hugepages(hugepage_pools, meminfo, thp, sysfs_mm) -> Outcome:
+def memory_hugepages(hugepage_pools, meminfo, thp, sysfs_mm, hugepage_sysctl) -> Outcome:
     """Static huge page pools (2 MiB, 1 GiB, ...) and the transparent huge page (THP) mode.
 
     What: each /sys/kernel/mm/hugepages/hugepages-SIZE pool, the HugePages_* lines of /proc/meminfo,
     and transparent_hugepage/enabled and defrag.  THP "always" or "madvise" pass (QEMU asks with
     madvise(MADV_HUGEPAGE)); "never" warns unless a static pool exists for hugetlbfs backing.  A
     kernel without THP passes with a note; a root without /sys/kernel/mm is a skip.
+    vm.nr_hugepages (and vm.nr_overcommit_hugepages, vm.hugetlb_shm_group) set by sysctl.d to
+    another value than /proc/sys holds is pending ('sysctl --system' or a reboot).
 
     Why: huge pages cut the two-level (guest and host) page-walk cost of TLB misses; without them
     memory-heavy guests lose several to tens of percent of performance.
@@ -147,6 +189,11 @@ def memory_hugepages(hugepage_pools, meminfo, thp, sysfs_mm) -> Outcome:
     transparent_hugepage=madvise on the kernel command line.  Static pools: 'sysctl
     vm.nr_hugepages=N', or hugepagesz=1G hugepages=N on the command line.
     """
+    return awaiting_sysctl(_hugepages(hugepage_pools, meminfo, thp, sysfs_mm), hugepage_sysctl, HUGEPAGE_SHORTFALL)
+
+
+def _hugepages(hugepage_pools, meminfo, thp, sysfs_mm) -> Outcome:  # type: ignore[no-untyped-def]
+    """memory.hugepages as the pools and the THP mode show it."""
     pools = {k: dict(p) for k, p in hugepage_pools.items()}  # the fact stays as it was gathered
     lines = _hugepage_lines(meminfo)
     evidence: Dict[str, object] = {"pools": pools, "meminfo": lines, "thp": thp.mode, "thp_defrag": thp.defrag}
@@ -213,8 +260,15 @@ def memory_overcommit(overcommit, settings) -> Outcome:
     Fix: 'sysctl -w vm.overcommit_memory=0' now, and keep it at boot with
     'vm.overcommit_memory = 0' in /etc/sysctl.d/99-kvm-overcommit.conf (or
     remove the line that sets 2); where strict accounting is policy, raise
-    vm.overcommit_ratio or add swap.
+    vm.overcommit_ratio or add swap.  A value sysctl.d sets that the
+    running kernel does not hold yet is pending ('sysctl --system' or a
+    reboot).
     """
+    return awaiting_sysctl(_overcommit(overcommit, settings), overcommit)
+
+
+def _overcommit(overcommit, settings) -> Outcome:  # type: ignore[no-untyped-def]
+    """memory.overcommit as the running mode (else the configured one) and the commit room show it."""
     running = overcommit.running["vm.overcommit_memory"]
     if running.state in ("denied", "unreadable"):
         return Outcome.skipped(f"cannot read {running.path}: {running.reason}")

@@ -19,7 +19,8 @@ from kvmcheck.checks import consumer, packages
 from kvmcheck.core.host import Host
 from kvmcheck.core.settings import Settings
 from kvmcheck.facts import Facts, Later
-from kvmcheck.facts.consumer import ContainerKvm, Identity, LibvirtAnswers, Proof, QemuIdentity, QemuRun
+from kvmcheck.facts.consumer import (ContainerKvm, GroupsInEffect, Identity, LibvirtAnswers, Proof, QemuIdentity,
+                                     QemuRun)
 from kvmcheck.facts.packages import InstalledPackages, KvmStack, PackageSources, PackageTooling, SystemDirs
 from kvmcheck.facts.system import Arch
 from kvmcheck.parsers.container import ContainerFacts
@@ -187,7 +188,7 @@ def identity(who=QEMU, why="", passwd=True):
 def test_kvm_consumer_judges(installed, found, kvm, proof, live, expected):
     out = consumer.kvm_consumer.func(libvirt_daemon_installed=installed, qemu_identity=found,
                                      consumer_devices=devices(kvm) if found.identity else {}, consumer_proof=proof,
-                                     live=live)
+                                     live=live, libvirt_stale_config=later(None))
     assert got(out) == expected
 
 
@@ -239,6 +240,7 @@ def test_qemu_accel_offline_names_the_package_and_a_locked_out_user_is_the_cause
 
 
 # -- libvirt.daemon ----------------------------------------------------------------------------------------
+IN_EFFECT = later(GroupsInEffect("libvirt", True, ""))  # every member of libvirt holds it
 NONE = LibvirtAnswers(False, False, 0.02, (0, ""), ("x86_64",), None, {"domain": "kvm"}, None, None,
                       VirshNetwork("default", True, True, True), True, {"default": "/var/lib/libvirt/images"}, False)
 
@@ -263,14 +265,15 @@ NONE = LibvirtAnswers(False, False, 0.02, (0, ""), ("x86_64",), None, {"domain":
 ])
 def test_libvirt_daemon_judges(live, socket, answers, expected):
     out = consumer.libvirt_daemon.func(libvirt_socket=socket, libvirt_answers=answers, consumer_lockout=later(None),
-                                       live=live)
+                                       live=live, libvirt_stale_config=later(()), libvirt_group_in_effect=IN_EFFECT)
     assert got(out) == expected
 
 
 def test_libvirt_daemon_that_stopped_answering_says_so():
     out = consumer.libvirt_daemon.func(
         libvirt_socket="/run/libvirt/libvirt-sock-ro", consumer_lockout=later(None), live=True,
-        libvirt_answers=later(NONE._replace(pools=None, stopped=True)))
+        libvirt_answers=later(NONE._replace(pools=None, stopped=True)), libvirt_stale_config=later(()),
+        libvirt_group_in_effect=IN_EFFECT)
     assert got(out) == ("warn", "libvirt offers KVM (x86_64); libvirt stopped answering within the check's time")
     assert "pools" not in out.evidence and out.evidence["default_network"]["name"] == "default"
 

@@ -25,6 +25,7 @@ from kvmcheck.core.settings import Settings
 from kvmcheck.facts import Facts, Later
 from kvmcheck.facts.memory import Ksm, Meminfo, OnlineCpus, Thp
 from kvmcheck.facts.storage import PoolPath, Probe, Probes, San, StorageMounts
+from kvmcheck.facts.sysctl import SysctlKeys
 from kvmcheck.parsers.meminfo import MemInfo
 from kvmcheck.parsers.mounts import Mount
 
@@ -87,6 +88,7 @@ def thp(mode, defrag="madvise", present=True):
 
 
 MEM = Meminfo("ok", MemInfo({"MemTotal": 16 * GIB, "MemAvailable": 8 * GIB}))
+NO_SYSCTL = SysctlKeys({}, {}, None, {})  # sysctl.d sets no huge page key
 POOL_1G = {"1G": {"kib": 1 << 20, "total": 16, "free": 12}}
 
 
@@ -108,14 +110,16 @@ POOL_1G = {"1G": {"kib": 1 << 20, "total": 16, "free": 12}}
      ("pass", "THP madvise (defrag madvise); no static pool")),
 ])
 def test_hugepages_judge(pools, meminfo, thp_, sysfs_mm, expected):
-    out = memory_hugepages.func(hugepage_pools=pools, meminfo=meminfo, thp=thp_, sysfs_mm=sysfs_mm)
+    out = memory_hugepages.func(hugepage_pools=pools, meminfo=meminfo, thp=thp_, sysfs_mm=sysfs_mm,
+                                hugepage_sysctl=NO_SYSCTL)
     assert (out.status.value, out.summary) == expected
 
 
 def test_hugepages_judge_leaves_the_fact_as_it_was():
     pools = {}
     meminfo = Meminfo("ok", MemInfo({"MemTotal": GIB, "HugePages_Total": 4, "Hugepagesize": 2 << 20}))
-    out = memory_hugepages.func(hugepage_pools=pools, meminfo=meminfo, thp=thp("madvise"), sysfs_mm=True)
+    out = memory_hugepages.func(hugepage_pools=pools, meminfo=meminfo, thp=thp("madvise"), sysfs_mm=True,
+                                hugepage_sysctl=NO_SYSCTL)
     assert out.evidence["pools"] == {"2M": {"kib": 2048, "total": 4, "free": 0}} and pools == {}
 
 

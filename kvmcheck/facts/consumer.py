@@ -8,12 +8,13 @@ runs only when the judgement reaches the branch that needs it, and at most once 
 from __future__ import annotations
 
 import errno
+import os
 import time
 from typing import Dict, Optional, Tuple
 
 from kvmcheck.core.record import Record
 from kvmcheck.facts import Later, fact
-from kvmcheck.facts import system  # noqa: F401 - the facts these are computed from
+from kvmcheck.facts import kvm, system  # noqa: F401 - the facts these are computed from (kvm: accounts, kvm_node)
 from kvmcheck.facts.system import quoted
 from kvmcheck.parsers import ParseError, pattern
 
@@ -378,3 +379,178 @@ def container_kvm(host) -> ContainerKvm:
     return ContainerKvm(node.kind if node else None, host.is_dir("/sys/fs/cgroup/devices"),
                         Later(lambda: host.read_optional(DEVICES_LIST, limit=1 << 20)),
                         Later(lambda: host.device_open_error("/dev/kvm")))
+
+
+# -- configured versus in effect: group memberships and the daemon's configuration (issue 20) ------------
+# A process gets its supplementary groups at login (initgroups) and keeps them: a user added to a group in
+# /etc/group holds it only in sessions and services started after that.  libvirt's daemon reads qemu.conf and
+# its own configuration once, when it starts.  Both comparisons need the running kernel's /proc: live only.
+PROC = "/proc"
+STATUS_LIMIT = 16384
+# The system daemons that read qemu.conf and their own configuration at start (a session daemon, run by a
+# user, reads ~/.config/libvirt instead).  Network XML under /etc/libvirt/qemu/networks is not compared:
+# the daemon writes it itself (net-define, net-edit, the default network on first start), so a file newer
+# than the daemon is no sign of a change it has not read.
+LIBVIRT_CONFIGS = {"libvirtd": ("libvirtd.conf", "qemu.conf"), "virtqemud": ("virtqemud.conf", "qemu.conf")}
+LIBVIRT_SOCKET_GROUP = "libvirt"  # unix_sock_group of the read/write socket (Debian, Ubuntu; polkit's rule on Fedora)
+
+
+class ProcessInfo(Record):
+    pid: int
+    name: str
+    uid: int  # effective
+    gid: int  # effective
+    groups: Tuple[int, ...]  # supplementary
+
+
+class StaleMembership(Record):
+    """A user /etc/group puts in a group who still runs without it."""
+
+    user: str
+    group: str
+    invoking: bool  # kvmcheck's own process lacks it
+    processes: Tuple[Tuple[int, str], ...]  # (pid, name) of the user's other processes that lack it
+
+
+class GroupsInEffect(Record):
+    """Whether a group's configured members hold it in their running processes."""
+
+    group: Optional[str]  # the group compared (None: no group to compare)
+    compared: bool
+    why: str  # why nothing was compared
+    stale: Tuple[StaleMembership, ...] = ()
+
+
+class StaleConfig(Record):
+    """A libvirt configuration file changed after the running daemon that reads it started."""
+
+    path: str
+    daemon: str
+    pid: int
+    started: float  # seconds since the epoch
+    changed: float  # the file's mtime
+
+
+@fact()
+def invoking_identity(host) -> Optional[Tuple[int, Tuple[int, ...]]]:
+    """(euid, groups with the egid) of the process running kvmcheck, on the live host; None for an offline
+    root, whose processes are not this one."""
+    if not host.live:
+        return None
+    euid, groups = host.invoking_user()
+    return euid, tuple(groups)
+
+
+@fact(reads=(PROC, f"{PROC}/*/status"))
+def running_processes(host) -> Later:
+    """Later: ProcessInfo of every process whose /proc/PID/status can be read (a process that exits
+    meanwhile, or one hidden by hidepid=, is left out), a tuple; None for an offline root."""
+    def scan() -> Optional[Tuple[ProcessInfo, ...]]:
+        from kvmcheck.parsers.procfs import parse_status
+
+        if not host.live:
+            return None
+        found = []
+        for pid in host.listdir(PROC):
+            if not pid.isdigit():
+                continue
+            try:
+                text = host.read_optional(f"{PROC}/{pid}/status", limit=STATUS_LIMIT)
+            except OSError:  # gone, or hidden (hidepid=invisible answers ENOENT, =noaccess EACCES)
+                continue
+            status = parse_status(text or "")
+            if status is not None:  # the kernel escapes only some control characters of a name
+                name = status.name if status.name.isprintable() else quoted(status.name, 40)
+                found.append(ProcessInfo(int(pid), name, status.uid, status.gid, status.groups))
+        return tuple(found)
+
+    return Later(scan)
+
+
+def _login_user(user) -> bool:  # type: ignore[no-untyped-def]
+    """A person's account (uid >= 1000, a real shell), as kvm.device counts the users who would want KVM."""
+    return user.uid >= 1000 and user.uid != 65534 and not user.shell.endswith(("nologin", "false"))
+
+
+def groups_in_effect(accounts, gid: Optional[int], invoking, processes) -> GroupsInEffect:  # type: ignore[no-untyped-def]
+    """The configured members of group gid (listed in /etc/group, or with it as primary group in
+    /etc/passwd; root aside) against the groups their processes hold: kvmcheck's own for the invoking
+    user, /proc/PID/status for the other login users."""
+    if gid is None:
+        return GroupsInEffect(None, False, "no group is given read/write access")
+    group = accounts.groups.get(gid)
+    name = shown_name(group.name) if group else str(gid)
+    if invoking is None:
+        return GroupsInEffect(name, False, "an offline root: the groups of its processes cannot be read")
+    listed = set(group.members) if group else set()
+    members = [u for u in accounts.users if u.uid != 0 and (u.name in listed or u.gid == gid)]
+    euid, own_groups = invoking
+    stale = []
+    running = processes.get() if any(u.uid != euid and _login_user(u) for u in members) else ()
+    for user in members:
+        mine = user.uid == euid
+        if not mine and not _login_user(user):
+            continue
+        lacking = tuple((p.pid, p.name) for p in running or () if p.uid == user.uid and p.uid != euid
+                        and gid not in p.groups and gid != p.gid)
+        if (mine and gid not in own_groups) or lacking:
+            stale.append(StaleMembership(shown_name(user.name), name, mine and gid not in own_groups, lacking))
+    return GroupsInEffect(name, True, "", tuple(stale))
+
+
+@fact(uses=("accounts", "kvm_node", "invoking_identity", "running_processes"))
+def kvm_group_in_effect(facts) -> Later:
+    """Later: GroupsInEffect of the group /dev/kvm's mode gives read/write access (udev's kvm)."""
+    def compare() -> GroupsInEffect:
+        node = facts.get("kvm_node")
+        gid = node.gid if node is not None and node.kind == "char" and node.mode & 0o060 == 0o060 else None
+        return groups_in_effect(facts.get("accounts"), gid, facts.get("invoking_identity"),
+                                facts.get("running_processes"))
+
+    return Later(compare)
+
+
+@fact(uses=("accounts", "invoking_identity", "running_processes"))
+def libvirt_group_in_effect(facts) -> Later:
+    """Later: GroupsInEffect of the libvirt group (the read/write socket's unix_sock_group)."""
+    def compare() -> GroupsInEffect:
+        accounts = facts.get("accounts")
+        gid = next((g.gid for g in accounts.groups.values() if g.name == LIBVIRT_SOCKET_GROUP), None)
+        return groups_in_effect(accounts, gid, facts.get("invoking_identity"), facts.get("running_processes"))
+
+    return Later(compare)
+
+
+@fact(reads=("/proc/stat", f"{PROC}/*/stat", QEMU_CONF, "/etc/libvirt/libvirtd.conf", "/etc/libvirt/virtqemud.conf"),
+      uses=("running_processes",))
+def libvirt_stale_config(host, facts) -> Later:
+    """Later: StaleConfig of each libvirt configuration file changed (mtime) after the running system
+    daemon that reads it started (/proc/PID/stat's starttime after /proc/stat's btime); None offline."""
+    def compare() -> Optional[Tuple[StaleConfig, ...]]:
+        from kvmcheck.parsers.procfs import parse_btime, parse_stat_starttime
+
+        if not host.live:
+            return None
+        if not any(host.exists(f"/etc/libvirt/{c}") for c in ("qemu.conf", "libvirtd.conf", "virtqemud.conf")):
+            return ()  # no libvirt configuration: no process needs looking at
+        boot = parse_btime(host.read_optional("/proc/stat", limit=1 << 20) or "")
+        ticks_per_second = os.sysconf("SC_CLK_TCK")  # USER_HZ, the unit of starttime (100; 1024 on alpha)
+        stale = []
+        for proc in facts.get("running_processes").get() or ():
+            if proc.uid != 0 or proc.name not in LIBVIRT_CONFIGS or boot is None:
+                continue
+            try:
+                ticks = parse_stat_starttime(host.read_optional(f"{PROC}/{proc.pid}/stat", limit=4096) or "")
+            except OSError:  # it exited meanwhile
+                continue
+            if ticks is None:
+                continue
+            started = boot + ticks / ticks_per_second
+            for conf in LIBVIRT_CONFIGS[proc.name]:
+                st = host.stat(f"/etc/libvirt/{conf}")
+                # btime is whole seconds: a file written within a second of the start is not taken as newer
+                if st is not None and st.st_mtime > started + 1.0:
+                    stale.append(StaleConfig(f"/etc/libvirt/{conf}", proc.name, proc.pid, started, st.st_mtime))
+        return tuple(stale)
+
+    return Later(compare)
