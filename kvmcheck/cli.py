@@ -9,7 +9,7 @@ Exit status (kvmcheck.core.status.ExitStatus): 0 ready, 1 not ready, 2 usage or 
 import enum
 import os
 import sys
-from typing import Dict, FrozenSet, List, NoReturn, Optional
+from typing import Dict, FrozenSet, List, NoReturn, Optional, Tuple
 
 import typer
 
@@ -390,13 +390,21 @@ def fleet(
     max_age: Annotated[float, typer.Option("--max-age", metavar="HOURS",
                                            help="Reports older than this are listed as stale.")] = 24.0,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar on a terminal.")] = False,
+    migration: Annotated[bool, typer.Option(
+        "--migration", help="Add the live-migration pools: hosts of one CPU vendor, each pool's baseline CPU model, "
+                            "common machine types and shared storage, what each host costs its pool.")] = False,
+    explain: Annotated[Optional[Tuple[str, str]], typer.Option(
+        "--explain", metavar="HOST_A HOST_B", help="Instead of the fleet view: can a guest move from HOST_A to "
+        "HOST_B (host-model and the pool's baseline model), and if not, why (text or json; implies --migration; "
+        "exit 0 yes in both modes, 1 not in one).")] = None,
 ) -> None:
     """Aggregate many JSON reports into a fleet view: ready hosts, failures per check and cause, stale reports."""
     from kvmcheck.tools.fleet import fleet_command
 
     if output is not None:
         _check_output(output)
-    raise typer.Exit(fleet_command(paths, fmt.value, output, max_age, show_progress=not no_progress))
+    raise typer.Exit(fleet_command(paths, fmt.value, output, max_age, show_progress=not no_progress,
+                                   migration=migration, explain=explain))
 
 
 class DiffFormat(str, enum.Enum):

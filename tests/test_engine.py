@@ -77,7 +77,7 @@ def test_report_schema_and_verdict(tmp_path):
     report = kvmcheck.run(str(tmp_path), only=["kernel.version"])
     data = report.to_dict()
     assert list(data) == ["schema_version", "tool", "generated_at", "host", "verdict", "verdict_reason", "strict",
-                          "essential", "undecided", "fix_first", "summary", "checks"]
+                          "essential", "undecided", "fix_first", "summary", "checks", "migration"]
     assert data["schema_version"] == 2 and data["tool"]["name"] == "kvmcheck"
     assert data["summary"] == {"pass": 0, "warn": 0, "fail": 0, "skip": 1, "error": 0}
     assert data["verdict"] == "unknown" and data["verdict_reason"].startswith("this root holds no installed system")

@@ -237,6 +237,8 @@ class Report:
     no_system: Optional[str] = None
     live: bool = True
     live_only: Tuple[str, ...] = ()  # checks that need the running kernel (exempt offline)
+    # What live migration depends on (kvmcheck.facts.migration.migration_block), or None when not gathered.
+    migration: Optional[Dict[str, Any]] = None
 
     @property
     def summary(self) -> Dict[str, int]:
@@ -366,4 +368,6 @@ class Report:
             data["pending"] = pending
         if self.config is not None:
             data["config"] = self.config
+        if self.migration is not None:
+            data["migration"] = self.migration
         return data

@@ -249,6 +249,16 @@ def host_facts(ctx: Context, timeout: float, worker: Optional[Worker] = None) ->
     return facts
 
 
+def migration_facts(ctx: Context, results: Dict[str, Result], timeout: float,
+                    worker: Optional[Worker] = None) -> Optional[dict]:
+    """The report's migration block (kvmcheck.facts.migration), or None when it could not be gathered in time
+    or a fact it rests on raised (a damaged root): the report is never lost for it."""
+    from kvmcheck.facts.migration import report_block
+
+    kind, value = (worker or Worker()).call(lambda: report_block(ctx.facts, results), timeout)
+    return value if kind == "ok" else None
+
+
 # What marks a root as holding a system to judge: the top directories of an installed system, or of a
 # capture of one (kvmcheck snapshot, the lscpu corpus, a tree of a few captured files).  An empty directory,
 # /tmp or a home directory given by mistake has none of them.
@@ -330,4 +340,5 @@ def run(
                   config=None if cfg.empty else cfg.to_dict(),
                   essential=tuple(cfg.essential) if cfg.essential is not None else DEFAULT_ESSENTIAL,
                   no_system=no_system(host), live=host.live,
-                  live_only=tuple(c.id for c in checks if c.live_only))
+                  live_only=tuple(c.id for c in checks if c.live_only),
+                  migration=migration_facts(ctx, done, limit, worker))

@@ -11,7 +11,11 @@ without the features /proc/cpuinfo cannot show or that say nothing about a guest
 - speculation-control bits (spec-ctrl, ssbd, ibpb, ibrs, amd-stibp, amd-ssbd): Linux hides some of them
   (X86_FEATURE_SPEC_CTRL prints no name) and shows others as synthetic flags, so /proc/cpuinfo cannot
   decide them;
-- mpx: removed from Linux 5.6's flags, so newer kernels never show it although the CPU has it.
+- mpx: removed from Linux 5.6's flags, so newer kernels never show it although the CPU has it;
+- monitor and x2apic: QEMU sets them for every model under KVM whatever the host has (kvm_default_props in
+  target/i386/cpu.c, later target/i386/kvm/kvm-cpu.c: "monitor" off, KVM does not pass MONITOR/MWAIT to
+  guests; "x2apic" on, KVM emulates it), so a host without them runs the model all the same (a KVM guest
+  such as this project's EPYC Genoa VM lists no monitor).
 
 Each vendor's models are listed oldest first; the baseline of a pool is the newest model of its vendor
 whose flags all hosts offer.
@@ -28,7 +32,7 @@ LINUX_NAME = {
     "cr8legacy": "cr8_legacy",
 }
 NOT_JUDGED = frozenset({"svm", "npt", "nrip-save", "svme-addr-chk", "spec-ctrl", "ssbd", "ibpb", "ibrs",
-                        "amd-stibp", "amd-ssbd", "mpx"})
+                        "amd-stibp", "amd-ssbd", "mpx", "monitor", "x2apic"})
 
 _BASE = "apic clflush cmov cx16 cx8 de fpu fxsr lm mca mce mmx msr mtrr nx pae pat pge pni pse pse36 sep sse sse2 " \
         "syscall tsc"

@@ -59,6 +59,9 @@ STDERR_REFUSED = 20  # refused files named on stderr before "... and N more"
 # problems, the hosts per check and the causes of json, text and html); "values", their measured numbers
 # (only json prints them).  Whatever a format does not print is dropped in the worker, never sent.
 KEEP_ALL = ("texts", "problems", "values")
+# "migration" (kept only when --migration asks): the report's migration block, compact and interned
+# (kvmcheck.tools.migration.compact): hosts of one generation share one flag set.
+MIGRATION = "migration"
 FORMAT_KEEPS = {"csv": ("texts",), "json": ("problems", "values"), "text": ("problems",), "html": ("problems",)}
 
 
@@ -86,6 +89,7 @@ class HostRecord(NamedTuple):
     codes: str  # one STATUS_CODE letter per check
     texts: Optional[Tuple[str, ...]]  # every check's summary, only when kept ("texts" in keep: csv), else None
     problems: Tuple[Any, ...]  # the warn, fail and error results, flat: see Problem and problems()
+    migration: Any = None  # the compact migration block (tools.migration.MigrationHost), when "migration" is kept
     # The results with a change configured but not yet in effect, flat (index, step) pairs in report order:
     # the fleet counts the hosts waiting for a reboot, a relogin...  Nearly always the one empty tuple.
     waiting: Tuple[Any, ...] = ()
@@ -319,8 +323,13 @@ def summarize(path: str, doc: Any, keep: Sequence[str] = KEEP_ALL, cache: Option
         return Refused(path, f"malformed report: {exc}")
     layout = tuple(ids)
     layout = cache.setdefault(layout, layout)
+    migration = None
+    if MIGRATION in keep:
+        from kvmcheck.tools.migration import compact
+
+        migration = compact(doc.get("migration"), host.get("arch") if isinstance(host, dict) else None, cache)
     return HostRecord(path, hostname or None, generated_at, when, VERDICT_NAME[verdict], layout, "".join(codes),
-                      tuple(texts) if summaries else None, tuple(problems), waiting)
+                      tuple(texts) if summaries else None, tuple(problems), migration, waiting)
 
 
 def _worker_started() -> None:
@@ -528,7 +537,7 @@ class Fleet:
     now is fixed when the fleet view starts: a report is "future" when it was generated more than CLOCK_SKEW
     after it, and any report with a believable time wins over a future one, whatever the order of arrival."""
 
-    def __init__(self, max_age: Optional[float] = 24.0, now: Optional[float] = None) -> None:
+    def __init__(self, max_age: Optional[float] = 24.0, now: Optional[float] = None, migration: bool = False) -> None:
         self.now = datetime.datetime.now(datetime.timezone.utc).timestamp() if now is None else now
         self.max_age = max_age
         self.limit = max_age * 3600.0 if max_age is not None and max_age > 0 else None
@@ -542,6 +551,9 @@ class Fleet:
         self.counts: Dict[str, List[int]] = {}  # check id -> hosts per status, in STATUSES order
         self.pending: Dict[Tuple[str, ...], List[str]] = {}  # layout -> status strings not counted yet
         self.waiting = dict.fromkeys(PENDING_KINDS, 0)  # step -> hosts with a change waiting for it
+        # --migration: the report gets the pools section; compact blocks from every chunk interned here
+        self.migration = migration
+        self.interned: Dict[Any, Any] = {}
 
     def add(self, rec: Record) -> None:
         """Fold one record in."""
@@ -559,6 +571,8 @@ class Fleet:
                 return
             self._take_back(old)
             self.dropped.setdefault(name, []).append(old.path)
+        if rec.migration is not None:  # one object per kind of host across chunks (each worker interned its own)
+            rec = rec._replace(migration=self._intern(rec.migration))
         self.newest[name] = rec
         self.verdicts[rec.verdict] += 1
         for step in set(rec.waiting[1::2]):
@@ -569,6 +583,21 @@ class Fleet:
         rows.append(rec.codes)
         if len(rows) >= COUNT_BATCH:
             self._count(rec.layout, rows)
+
+    def _intern(self, block: Any) -> Any:
+        found = self.interned.get(block)
+        if found is None:
+            intern = self.interned.setdefault
+            block = block._replace(flags=intern(block.flags, block.flags), storage=intern(block.storage, block.storage),
+                                   machine_types=block.machine_types and intern(block.machine_types, block.machine_types))
+            found = self.interned[block] = block
+        return found
+
+    def migration_hosts(self) -> List[Any]:
+        """Every host's migration data with its name (tools.migration.MigrationHost), in host-name order."""
+        from kvmcheck.tools.migration import named
+
+        return named((name, self.newest[name].migration) for name in sorted(self.newest))
 
     def add_all(self, records: Iterable[Record]) -> "Fleet":
         for rec in records:
@@ -691,7 +720,7 @@ class Fleet:
         }
         if any(self.waiting.values()):  # hosts waiting for a reboot, a relogin...: present when there are
             totals["pending"] = {step: n for step, n in self.waiting.items() if n}
-        return {
+        report = {
             "kind": FLEET_KIND,
             "schema_version": FLEET_SCHEMA_VERSION,
             "tool": {"name": "kvmcheck", "version": __version__},
@@ -707,6 +736,11 @@ class Fleet:
             "unreadable": self.unreadable,
             "duplicates": duplicates,
         }
+        if self.migration:
+            from kvmcheck.tools.migration import section
+
+            report["migration"] = section(self.migration_hosts())
+        return report
 
 
 def _cause(cid: str, status: str, key: str, names: List[str], texts: List[str],
@@ -933,7 +967,7 @@ def collect(paths: Sequence[str], max_age: Optional[float] = 24.0, show_progress
     """Find and read, folding each chunk of records into the fleet view as it arrives -> the Fleet.
     The caller disables the cyclic GC (build and fleet_command do): see build."""
     files, bad, ignored = find_reports(paths)
-    view = Fleet(max_age, now)
+    view = Fleet(max_age, now, migration=MIGRATION in keep)
     view.files, view.ignored = len(files), ignored
     bar = progress_bar(len(files), show_progress)
     try:
@@ -967,8 +1001,10 @@ def build(paths: Sequence[str], max_age: Optional[float] = 24.0, show_progress: 
         return materialize(view.report()), view.newest
 
 
-def template_pieces(fleet: Dict[str, Any], fmt: str, color: bool = False) -> Iterator[str]:
-    """render_template's text in pieces, as Jinja makes it (Template.generate)."""
+def template_pieces(fleet: Dict[str, Any], fmt: str, color: bool = False,
+                    pools_picture: Optional[Dict[str, Any]] = None) -> Iterator[str]:
+    """render_template's text in pieces, as Jinja makes it (Template.generate); pools_picture: the geometry of
+    the HTML view's migration pools (tools.migration.picture), with --migration."""
     from kvmcheck import reports_dir
     from kvmcheck.core.render import _environment
     from kvmcheck.core.terminal import one_line
@@ -977,7 +1013,7 @@ def template_pieces(fleet: Dict[str, Any], fmt: str, color: bool = False) -> Ite
     env.filters["plain"] = one_line  # one line: a hostile hostname's newline or ESC shown escaped, not obeyed
     name = {"text": "fleet.txt.j2", "html": "fleet.html.j2"}[fmt]
     pieces = env.get_template(name).generate(fleet=fleet, totals=fleet["totals"], chart=chart(fleet),
-                                             limit=TEXT_HOSTS)
+                                             limit=TEXT_HOSTS, pools=pools_picture)
     batch: List[str] = []
     size = 0
     for piece in pieces:
@@ -991,7 +1027,8 @@ def template_pieces(fleet: Dict[str, Any], fmt: str, color: bool = False) -> Ite
 
 def fleet_command(paths: Sequence[str], fmt: str = "text", output: Optional[str] = None,
                   max_age: Optional[float] = 24.0, show_progress: bool = True,
-                  workers: Optional[int] = None, now: Optional[float] = None) -> int:
+                  workers: Optional[int] = None, now: Optional[float] = None, migration: bool = False,
+                  explain: Optional[Sequence[str]] = None) -> int:
     """Aggregate JSON reports into a fleet view in fmt (text, json, csv, html), on stdout or into output;
     now (Unix seconds, default the current time) is what report ages are measured from.
 
@@ -1006,26 +1043,45 @@ def fleet_command(paths: Sequence[str], fmt: str = "text", output: Optional[str]
          old, forged or missing data is not all-clear, so a cron job alerts on it;
       2  nothing to aggregate (no report found), an unknown format, or the output cannot be written.
     Duplicates (two reports of one host) are not an error: the newest is kept and the others are listed.
+
+    migration: add the live-migration pools (kvmcheck.tools.migration) to the report: its "migration"
+    section in json, a section of text and html (with a picture).  explain (two host names, implies
+    migration): instead of the fleet view, whether a guest can move from the first host to the second, in
+    text or json; exit 0 when it can in both CPU modes, 1 when it cannot in one, 2 for a host not found.
     """
     if fmt not in ("text", "json", "csv", "html"):
         sys.stderr.write(f"kvmcheck fleet: unknown format {fmt!r} (text, json, csv, html)\n")
         return int(ExitStatus.USAGE)
+    migration = migration or bool(explain)
+    if explain and fmt not in ("text", "json"):
+        sys.stderr.write(f"kvmcheck fleet: --explain answers in text or json, not {fmt}\n")
+        return int(ExitStatus.USAGE)
     with _NoGC():
-        view = collect(paths, max_age, show_progress=show_progress, workers=workers, now=now,
-                       keep=FORMAT_KEEPS[fmt])
+        keep = FORMAT_KEEPS[fmt] + ((MIGRATION,) if migration else ())
+        view = collect(paths, max_age, show_progress=show_progress, workers=workers, now=now, keep=keep)
         fleet = view.report()
         if not fleet["totals"]["files"] and not fleet["unreadable"]:
             sys.stderr.write("kvmcheck fleet: no JSON report found in " + ", ".join(paths) + "\n")
             return int(ExitStatus.USAGE)
         report_refused(fleet["unreadable"])
-        if fmt == "json":
+        status = None
+        if explain:
+            from kvmcheck.tools.migration import explain_fleet
+
+            status, pieces = explain_fleet(view.migration_hosts(), explain[0], explain[1], fmt)
+        elif fmt == "json":
             pieces = json_pieces(fleet)
         elif fmt == "csv":
             pieces = fleet_csv_pieces(view, fleet)
         else:
             color = (fmt == "text" and output is None and "NO_COLOR" not in os.environ and sys.stdout.isatty()
                      and os.environ.get("TERM") != "dumb")
-            pieces = template_pieces(fleet, fmt, color)
+            picture = None
+            if migration and fmt == "html":
+                from kvmcheck.tools.migration import picture as pools_picture
+
+                picture = pools_picture(view.migration_hosts(), fleet["migration"])
+            pieces = template_pieces(fleet, fmt, color, picture)
         if output is None:
             for piece in pieces:
                 sys.stdout.write(piece)
@@ -1040,4 +1096,4 @@ def fleet_command(paths: Sequence[str], fmt: str = "text", output: Optional[str]
             except OSError as exc:
                 sys.stderr.write(f"kvmcheck fleet: cannot write {output}: {exc.strerror or exc}\n")
                 return int(ExitStatus.USAGE)
-        return exit_code(fleet)
+        return exit_code(fleet) if status is None else status
