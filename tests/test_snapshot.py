@@ -256,8 +256,25 @@ def test_deny_list():
                  "/var/lib/libvirt/qemu/domain-1-vm/master-key.aes", "/sys/class/dmi/id/product_serial"):
         assert snapshot.denied(path), path
     for path in ("/etc/passwd", "/etc/group", "/etc/libvirt/qemu.conf", "/sys/class/dmi/id/sys_vendor",
-                 "/proc/cpuinfo", "/sys/module/kvm/parameters/nested"):
+                 "/proc/cpuinfo", "/sys/module/kvm/parameters/nested", "/proc/1/cgroup", "/proc/stat"):
         assert snapshot.denied(path) is None, path
+
+
+def test_other_processes_are_never_captured_and_the_migration_block_is(host_root, tmp_path):
+    """kvm.device compares /etc/group with the groups of running processes (/proc/PID/status), live only:
+    a snapshot would hold every process's name, user and groups and prove nothing offline.  The report's
+    migration block reads the NUMA layout: the snapshot has it, so an offline audit sees the same block."""
+    assert "/proc/*/status" in snapshot.declared_reads()  # declared: the deny list is what keeps them out
+    root = host_root("libvirt-fedora-modular")
+    (root / "proc/4242").mkdir(parents=True)
+    (root / "proc/4242/status").write_text("Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nGroups:\t1000\n")
+    (root / "proc/4242/stat").write_text("4242 (bash) S 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 5000\n")
+    (root / "sys/devices/system/node").mkdir(parents=True, exist_ok=True)
+    (root / "sys/devices/system/node/online").write_text("0-1\n")
+    got = members(take(root, tmp_path))
+    # /proc's listing keeps the process ids as names (kvm.device lists /proc to find login users' processes)
+    assert not [name for name in got if name.startswith("proc/4242/")]
+    assert "sys/devices/system/node/online" in got
 
 
 # -- unsafe archives -----------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 """Snapshots: the files kvmcheck reads, in one archive, to audit a host offline later.
 
 ``kvmcheck snapshot --output FILE.tar.gz`` captures an allowlist: the paths and
-patterns each check declares in ``reads=(...)``, plus the few files the run's
-report's host block reads (``kvmcheck.facts.reads_of(["host_block"])``).  Nothing else, and never secrets:
+patterns each check declares in ``reads=(...)``, plus the few files the report's
+host and migration blocks read (``reads_of(["host_block", "migration_profile"])``).
+Nothing else, and never secrets:
 :func:`denied` refuses password hashes, keys, ssh and private-key directories
 and a few identifiers even when a declared pattern or a symlink leads there.
 The archive holds a ``MANIFEST`` (every captured path, its size, and what was
@@ -112,6 +113,10 @@ _DENY_PATHS = (
     ("/sys/devices/virtual/dmi/id/*asset_tag*", "identifiers"),
     ("/sys/class/dmi/id/*serial*", "serial numbers"), ("/sys/class/dmi/id/*uuid*", "identifiers"),
     ("/sys/class/dmi/id/*asset_tag*", "identifiers"),
+    # Other processes' status (names, users, groups) is compared only on the running host (a pending
+    # relogin): a capture would hold every process of the machine and prove nothing offline.
+    ("/proc/[0-9]*/status", "other processes"), ("/proc/[0-9]*/stat", "other processes"),
+    ("/proc/[*]/status", "other processes"), ("/proc/[*]/stat", "other processes"),
 )
 _DENY_COMPONENTS = (".ssh", ".gnupg", "ssh", "secrets", "swtpm")
 _DENY_NAMES = ("*.key", "*.pem", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.keytab", "*.aes", "*.gpg",
@@ -155,16 +160,17 @@ def denied(path: str) -> Optional[str]:
 
 def declared_reads() -> List[str]:
     """Exactly the union of what every registered check reads (Check.reads: its facts' reads, or what a
-    check not yet written as a judge declares) and what the report's host block reads.
+    check not yet written as a judge declares) and what the report's host and migration blocks read.
 
     Placeholders such as ``<release>`` become ``*``: the snapshot keeps every installed kernel's copy.
     """
     from kvmcheck.core.registry import load_checks
     from kvmcheck.facts import reads_of
+    import kvmcheck.facts.migration  # noqa: F401 - registers migration_profile, the report's migration block
 
     checks, _ = load_checks()
     found: Dict[str, None] = {}
-    for item in [r for c in checks for r in c.reads] + list(reads_of(["host_block"])):
+    for item in [r for c in checks for r in c.reads] + list(reads_of(["host_block", "migration_profile"])):
         if not item.startswith("/"):
             continue  # not a path (a command, a note): nothing to capture
         found[re.sub(r"<[^/>]*>", "*", item)] = None
@@ -513,6 +519,10 @@ class _Capture:
             pattern = pattern[:-3] or "/"
         last = pattern.rstrip("/").rsplit("/", 1)[-1]
         wildcard = any(ch in last for ch in "*?[")
+        why = denied(pattern)
+        if why:  # a whole pattern the deny list names (/proc/*/status): not even its directories are walked
+            self.skip(pattern, why)
+            return
         try:
             matches = self.expand(pattern)
         except OSError as exc:
