@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import io
 import json
 import os
@@ -499,7 +500,10 @@ def test_every_file_a_live_run_reads_is_in_its_snapshot(tmp_path):
     snapshot.write_archive(snap, str(archive))
     with open_archive(str(archive)) as unpacked:
         copy = Host(unpacked)
+        # a pattern the deny list names is left out whole (/proc/*/status): its paths are accounted for
+        left_out = [p for p in snap.skipped if any(ch in p for ch in "*?[")]
         missing = [path for path in sorted(set(live.reads))
                    if not path.startswith("/dev/") and path not in snapshot.OFFLINE_LOGS and path not in snap.skipped
+                   and not any(fnmatch.fnmatchcase(path, p) for p in left_out)
                    and live.node(path) is not None and copy.node(path) is None]
     assert not missing, f"read live but not captured (declare them in the check's reads=...): {missing}"
