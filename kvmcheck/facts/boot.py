@@ -73,7 +73,8 @@ class BootCmdline(Record):
     reboot: Tuple[ArgChange, ...]  # /proc/cmdline (before) against the next boot (after)
     regenerate: Tuple[ArgChange, ...]  # the next boot (before) against the configuration (after)
     configured_in: str  # where the configuration compared is ("GRUB_CMDLINE_LINUX in /etc/default/grub")
-    command: str  # what turns the configuration into the boot loader's ("update-grub", "grubby ...")
+    command: str  # what turns the configuration into the boot loader's ("update-grub"; "grubby": its edit is
+    # made from the changes pending() reports)
     where: Tuple[Tuple[str, str], ...] = ()  # (key, the variable and file that configure it), when one does
 
     def pending(self, keys: Iterable[str]) -> Optional[Tuple[str, str]]:
@@ -89,8 +90,9 @@ class BootCmdline(Record):
             said = [describe([c for c in regen if where.get(c.key, self.configured_in) == place],
                              self.next_boot.source, place) for place in places]
             unknown = "" if self.next_boot.cmdline is not None else f" ({self.next_boot.why})"
+            command = _grubby(regen) if self.command == "grubby" else self.command
             return ("regenerate-bootloader",
-                    PENDING + "; ".join(said + words) + f"{unknown}: run {self.command}, then reboot")
+                    PENDING + "; ".join(said + words) + f"{unknown}: run {command}, then reboot")
         if boot:
             return "reboot", PENDING + words[0] + ": reboot"
         return None
@@ -123,7 +125,7 @@ def _bls_entries(host, directory: str, unreadable: List[str]) -> List[BlsEntry]:
 
 def _unknown(loader: str, config: str, why: str, unreadable: List[str]) -> NextBoot:
     if unreadable:
-        why = f"{why} ({'; '.join(unreadable)})"
+        why = f"{why}: {'; '.join(unreadable)}"
     return NextBoot(loader, config, None, "", why, None, bool(unreadable))
 
 
@@ -186,7 +188,9 @@ def next_boot(host) -> NextBoot:
             return _systemd_boot(host, path, conf, unreadable)
     cfg_path, text = _grub_cfg(host, unreadable)
     if text is None:
-        return _unknown("", "", "no boot loader configuration in this root (grub.cfg, loader.conf)", unreadable)
+        why = ("the boot loader's configuration is unreadable" if unreadable else
+               "no boot loader configuration in this root (grub.cfg, loader.conf)")
+        return _unknown("", "", why, unreadable)
     return _grub(host, cfg_path, text, unreadable)
 
 
@@ -264,11 +268,10 @@ def boot_cmdline(cmdline, next_boot, boot_config, distro_family) -> BootCmdline:
     generated = next_boot.cmdline
     reboot = differences(cmdline, generated) if cmdline is not None and generated is not None else ()
     regenerate: Tuple[ArgChange, ...] = ()
-    if configured is not None and (generated is not None or next_boot.blocked):
+    special = next_boot.choice is not None and next_boot.choice.special
+    if configured is not None and not special and (generated is not None or next_boot.blocked):
         base = generated if generated is not None else cmdline
         regenerate = differences(base, configured) if base is not None else ()
-    if command == "grubby":
-        command = _grubby(regenerate)
     if generated is None and regenerate:
         next_boot = next_boot._replace(source="/proc/cmdline")  # what the configuration was compared with
     keys = _grub_keys(boot_config.grub) if boot_config.grub is not None and "GRUB" in where else ()

@@ -53,12 +53,13 @@ def _word(name: str, value: Optional[str]) -> str:
 
 
 def tracked(cmdline: KernelCmdline) -> Dict[str, Tuple[str, ...]]:
-    """key -> the judged parameters under it, as written, in command-line order."""
+    """key -> the judged parameters under it, in command-line order, named the kernel's way (kvm-intel.nested=1
+    is kvm_intel.nested=1: both spellings set the same parameter)."""
     found: Dict[str, List[str]] = {}
     for name, value in cmdline.params:
         key = tracked_key(name)
         if key is not None:
-            found.setdefault(key, []).append(_word(name, value))
+            found.setdefault(key, []).append(_word(name.replace("-", "_"), value))
     return {k: tuple(v) for k, v in found.items()}
 
 
@@ -450,6 +451,13 @@ class Choice(Record):
     bls_id: str = ""  # the BLS entry's id when the entry is one
     from_env: Tuple[str, ...] = ()  # grubenv variables its arguments were expanded from (RHEL 8: kernelopts)
     unresolved: Tuple[str, ...] = ()  # variables with no value (expanded as empty, as GRUB does)
+    once: bool = False  # grub-reboot's next_entry: this boot only, then the default again
+
+    @property
+    def special(self) -> bool:
+        """A one-shot boot or a recovery/rescue entry: grub-mkconfig gives it other arguments than the default
+        entry's (GRUB_CMDLINE_LINUX without _DEFAULT, 'single'), so the configuration is not compared with it."""
+        return self.once or any(w in self.entry_id for w in ("-recovery-", "-rescue"))
 
 
 def _menu(cfg: GrubConfig, bls: Sequence[BlsEntry]) -> List[MenuItem]:
@@ -518,7 +526,8 @@ def grub_next_boot(cfg: GrubConfig, env: Dict[str, str], bls: Sequence[BlsEntry]
     words = split_words(found.linux, variables)
     from_env = tuple(v for v in env if f"${v}" in found.linux or f"${{{v}}}" in found.linux)
     bls_id = found.id if found.kind == "bls" else ""
-    return Choice(words.words, found.title, found.id, how, "", bls_id, from_env, words.unresolved)
+    return Choice(words.words, found.title, found.id, how, "", bls_id, from_env, words.unresolved,
+                  how.startswith("next_entry"))
 
 
 def parse_loader_conf(text: str) -> Dict[str, str]:
