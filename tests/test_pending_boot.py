@@ -224,6 +224,8 @@ def test_unreadable_grub_cfg_compares_the_configuration_with_proc_cmdline(public
         path.chmod(0o755 if path.is_dir() else 0o644)
     (root / "boot/grub2/grub.cfg").chmod(0o600)
     (root / "boot/grub2/grubenv").chmod(0o600)
+    (root / "boot/efi/EFI/redhat").mkdir(parents=True)
+    (root / "boot/efi").chmod(0o700)  # vfat mounted umask=0077
     proc = subprocess.run(as_nobody([sys.executable, "-c", NOBODY_RUN, str(root)]), capture_output=True, text=True,
                           timeout=120, cwd="/")
     assert proc.returncode == 0, proc.stderr
@@ -231,5 +233,7 @@ def test_unreadable_grub_cfg_compares_the_configuration_with_proc_cmdline(public
     assert (check_id, status, pending) == ("iommu.enabled", "warn", "regenerate-bootloader")
     assert note == (
         "configured, not yet in effect: GRUB_CMDLINE_LINUX in /etc/default/grub has intel_iommu=on where "
-        "/proc/cmdline has intel_iommu=off (the boot loader's configuration is unreadable: /boot/grub2/grub.cfg: "
-        "Permission denied): run grubby --update-kernel=ALL --args='intel_iommu=on', then reboot")
+        "/proc/cmdline has intel_iommu=off (the boot loader's configuration is unreadable: "
+        "/boot/efi/loader/loader.conf: Permission denied; /boot/efi/EFI/*/grub.cfg: Permission denied; "
+        "/boot/grub2/grub.cfg: Permission denied): run grubby --update-kernel=ALL --args='intel_iommu=on', "
+        "then reboot")

@@ -144,7 +144,11 @@ def _systemd_boot(host, conf_path: str, conf: str, unreadable: List[str]) -> Nex
 def _grub_cfg(host, unreadable: List[str]) -> Tuple[str, Optional[str]]:
     """The grub.cfg GRUB reads: the first real one (stubs that only load another are passed over), those on
     the EFI partition first when the running system was booted by UEFI."""
-    efi = host.glob(EFI_GRUB_CFGS)
+    try:
+        efi = host.glob(EFI_GRUB_CFGS)
+    except OSError as exc:  # the EFI partition is mounted umask=0077 on the RHEL family: root only
+        unreadable.append(f"{EFI_GRUB_CFGS}: {exc.strerror or exc}")
+        efi = []
     order = efi + list(GRUB_CFGS) if host.exists(EFI_FIRMWARE) else list(GRUB_CFGS) + efi
     for path in order:
         text = _text(host, path, unreadable)
