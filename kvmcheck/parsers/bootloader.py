@@ -576,7 +576,9 @@ def parse_shell_assignments(files: Iterable[Tuple[str, str]]) -> ShellAssignment
     """NAME=value statements of shell files sourced in this order (grub-mkconfig sources /etc/default/grub,
     then, on Debian and Ubuntu only, /etc/default/grub.d/*.cfg).  Quoting as sh reads it; $NAME and ${NAME}
     take what an earlier assignment gave (GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT x" in a
-    drop-in), the environment's are unknown and stay empty; nothing is run."""
+    drop-in), the environment's are unknown and stay empty; nothing is run.  Control flow is not followed: an
+    assignment on a line of its own inside a multi-line 'if' counts as if unconditional (generated and
+    packaged files have none)."""
     values: Dict[str, str] = {}
     where: Dict[str, str] = {}
     unresolved: List[str] = []
