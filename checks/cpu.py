@@ -6,10 +6,11 @@ kvmcheck.facts.cpu (vulnerabilities, smt, kernel_bits, ...).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from kvmcheck.core.model import Outcome
 from kvmcheck.core.registry import check
+from kvmcheck.facts import boot as _boot  # noqa: F401 - boot_cmdline, judged here
 from kvmcheck.facts import cpu as _facts  # noqa: F401 - the facts judged here
 from kvmcheck.facts.cpu import VULN_DIR, Smt, VulnerabilityFiles
 from kvmcheck.parsers import vulnerabilities as vuln
@@ -402,7 +403,7 @@ def _attack_vectors(mitigations: Optional[str]) -> List[str]:
 
 
 @check("cpu.vulnerabilities", "CPU vulnerabilities mitigated for untrusted guests")
-def cpu_vulnerabilities(vulnerabilities, smt, cmdline, distro_family, cpu_vendor_id) -> Outcome:
+def cpu_vulnerabilities(vulnerabilities, smt, cmdline, distro_family, cpu_vendor_id, boot_cmdline=None) -> Outcome:
     """The kernel reports every CPU vulnerability as not affecting this CPU or mitigated.
 
     What: each file in /sys/devices/system/cpu/vulnerabilities (l1tf, mds,
@@ -410,7 +411,9 @@ def cpu_vulnerabilities(vulnerabilities, smt, cmdline, distro_family, cpu_vendor
     'Vulnerable' (or a 'VMX: vulnerable' / 'KVM: Vulnerable' part) and 'SMT
     vulnerable' warn; mitigations=off or the no_guest_host / no_guest_guest
     attack-vector opt-outs on the command line warn too (they declare guests
-    trusted).  SMT state is evidence.
+    trusted).  SMT state is evidence.  A mitigations= that the boot loader's
+    default entry or /etc/default/grub sets (or drops) differently from
+    /proc/cmdline is reported as pending.
 
     Why: a host running untrusted guests relies on these mitigations to keep a
     guest from reading host or other guests' memory (L1TF, MDS, Retbleed, SRSO,
@@ -420,6 +423,13 @@ def cpu_vulnerabilities(vulnerabilities, smt, cmdline, distro_family, cpu_vendor
     per-bug '=off' options, and turn SMT off (nosmt) where the text says
     'SMT vulnerable'.
     """
+    outcome = _vulnerabilities(vulnerabilities, smt, cmdline, distro_family, cpu_vendor_id)
+    pending = boot_cmdline.pending(("mitigations",)) if boot_cmdline is not None else None  # None: judged alone
+    return outcome.awaiting(*pending) if pending else outcome
+
+
+def _vulnerabilities(vulnerabilities: VulnerabilityFiles, smt: Smt, cmdline: Any, distro_family: Optional[str],
+                     cpu_vendor_id: Any) -> Outcome:
     unreadable = [f"{VulnerabilityFiles.name(r)}: {r.reason}" for r in vulnerabilities.unreadable]
     if not vulnerabilities.found and unreadable:
         return Outcome.skipped(f"{VULN_DIR}: {len(unreadable)} file(s) unreadable ({unreadable[0]})",

@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from kvmcheck.core.model import Outcome
 from kvmcheck.core.registry import check
+from kvmcheck.facts import boot as _boot  # noqa: F401 - boot_cmdline, judged here
 from kvmcheck.facts.iommu import AcpiTables, IommuGroups, VfioPci
 from kvmcheck.facts.system import quoted
 from kvmcheck.parsers.cmdline import KernelCmdline
@@ -27,6 +28,7 @@ FIRMWARE_OPTION = {
             "not Auto)",
 }
 MAX_EVIDENCE_GROUPS = 64
+IOMMU_ARGS = ("intel_iommu", "amd_iommu", "iommu")  # the parameters whose pending change this check reports
 
 
 REGENERATE_GRUB = {"debian": "update-grub", "ubuntu": "update-grub", "suse": "grub2-mkconfig -o /boot/grub2/grub.cfg",
@@ -213,7 +215,7 @@ def _no_groups_x86(vendor: Optional[str], tables: AcpiTables, virt: Any, evidenc
 
 @check("iommu.enabled", "IOMMU enabled for device assignment")
 def iommu_enabled(cpuinfo, family, cmdline, virt, iommu_units, iommu_groups, acpi_iommu_tables, vfio_pci,
-                  device_tree_iommus, intel_iommu_default_on, distro_family) -> Outcome:
+                  device_tree_iommus, intel_iommu_default_on, distro_family, boot_cmdline=None) -> Outcome:
     """The IOMMU is on, so PCI devices (GPUs, NICs, NVMe) can be assigned to guests with VFIO.
 
     What: the firmware table for the CPU vendor (Intel DMAR, AMD IVRS, arm64
@@ -221,6 +223,9 @@ def iommu_enabled(cpuinfo, family, cmdline, virt, iommu_units, iommu_groups, acp
     the IOMMU options on /proc/cmdline (intel_iommu=, amd_iommu=, iommu=), and
     the vfio-pci driver.  Each GPU must sit in an IOMMU group of its own
     (bridges and its own audio/USB functions aside) to be assigned alone.
+    Options the boot loader's default entry or /etc/default/grub sets
+    differently from /proc/cmdline are reported as pending (reboot, or
+    regenerate the boot loader's configuration first).
 
     Why: device assignment needs the IOMMU to confine the device's DMA to the
     guest's memory.  It is optional: guests run fine without it, so a missing
@@ -230,6 +235,15 @@ def iommu_enabled(cpuinfo, family, cmdline, virt, iommu_units, iommu_groups, acp
     intel_iommu=on to the kernel command line (AMD-Vi is on by default, so
     remove amd_iommu=off or iommu=off if present); reboot.
     """
+    outcome = _iommu(cpuinfo, family, cmdline, virt, iommu_units, iommu_groups, acpi_iommu_tables, vfio_pci,
+                     device_tree_iommus, intel_iommu_default_on, distro_family)
+    pending = boot_cmdline.pending(IOMMU_ARGS) if boot_cmdline is not None else None  # None: judged alone
+    return outcome.awaiting(*pending) if pending else outcome
+
+
+def _iommu(cpuinfo: Any, family: str, cmdline: Optional[KernelCmdline], virt: Any, iommu_units: Tuple[str, ...],
+           iommu_groups: IommuGroups, acpi_iommu_tables: AcpiTables, vfio_pci: VfioPci, device_tree_iommus: Any,
+           intel_iommu_default_on: Any, distro_family: Optional[str]) -> Outcome:
     if cpuinfo is None:
         return Outcome.skipped("no /proc/cpuinfo in this root", "The CPU vendor decides which firmware table to look for.")
     vendor = cpuinfo.first("vendor_id")

@@ -7,6 +7,7 @@ from typing import Dict, List
 
 from kvmcheck.core.model import Outcome
 from kvmcheck.core.registry import check
+from kvmcheck.facts import boot as _boot  # noqa: F401 - boot_cmdline (memory.hugepages: command-line pools)
 from kvmcheck.facts import memory, sysctl  # noqa: F401 - the facts judged here (sysctl: memory.overcommit)
 from kvmcheck.facts.memory import KSM, THP, Ksm, Meminfo, Thp
 from kvmcheck.facts.system import quoted
@@ -172,7 +173,7 @@ HUGEPAGE_SHORTFALL = " (allocation may fall short on fragmented memory)"
 
 
 @check("memory.hugepages", "Huge pages for guest memory")
-def memory_hugepages(hugepage_pools, meminfo, thp, sysfs_mm, hugepage_sysctl) -> Outcome:
+def memory_hugepages(hugepage_pools, meminfo, thp, sysfs_mm, hugepage_sysctl, boot_cmdline=None) -> Outcome:
     """Static huge page pools (2 MiB, 1 GiB, ...) and the transparent huge page (THP) mode.
 
     What: each /sys/kernel/mm/hugepages/hugepages-SIZE pool, the HugePages_* lines of /proc/meminfo,
@@ -189,7 +190,10 @@ def memory_hugepages(hugepage_pools, meminfo, thp, sysfs_mm, hugepage_sysctl) ->
     transparent_hugepage=madvise on the kernel command line.  Static pools: 'sysctl
     vm.nr_hugepages=N', or hugepagesz=1G hugepages=N on the command line.
     """
-    return awaiting_sysctl(_hugepages(hugepage_pools, meminfo, thp, sysfs_mm), hugepage_sysctl, HUGEPAGE_SHORTFALL)
+    outcome = awaiting_sysctl(_hugepages(hugepage_pools, meminfo, thp, sysfs_mm), hugepage_sysctl, HUGEPAGE_SHORTFALL)
+    # hugepagesz=, hugepages=, default_hugepagesz= in the boot loader's entry or /etc/default/grub, not in effect
+    pending = boot_cmdline.pending(("hugepages",)) if boot_cmdline is not None else None  # None: judged alone
+    return outcome.awaiting(*pending) if pending else outcome
 
 
 def _hugepages(hugepage_pools, meminfo, thp, sysfs_mm) -> Outcome:  # type: ignore[no-untyped-def]

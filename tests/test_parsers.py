@@ -814,3 +814,138 @@ def test_amd_vm_cr_svmdis(value, disabled):
 def test_msr_value_needs_exactly_eight_bytes():
     assert msr_value(b"\x05" + b"\0" * 7) == 5
     assert msr_value(b"\x05\0\0") is None
+
+
+# --- kvmcheck/parsers/bootloader.py: the next boot's command line -----------------------------------------------
+from kvmcheck.parsers import bootloader as bl  # noqa: E402 - this section's parser
+from kvmcheck.parsers.cmdline import parse_cmdline  # noqa: E402
+
+GRUB_MENU = """
+if [ "${next_entry}" ] ; then
+   set default="${next_entry}"
+else
+   set default="${saved_entry}"
+fi
+if [ -n "${boot_counter}" -a "${boot_success}" = "0" ]; then
+  if  [ "${boot_counter}" = "0" -o "${boot_counter}" = "-1" ]; then
+    set default=1
+  fi
+fi
+function load_video {
+  insmod all_video
+}
+menuentry 'Ubuntu' --class ubuntu $menuentry_id_option 'gnulinux-simple-u' {
+	if [ x$grub_platform = xxen ]; then insmod xzio; insmod lzopio; fi
+	linux	/boot/vmlinuz-6.8.0-45-generic root=UUID=u ro  quiet splash $vt_handoff
+}
+submenu 'Advanced options for Ubuntu' $menuentry_id_option 'gnulinux-advanced-u' {
+	menuentry 'Ubuntu, with Linux 6.8.0-45-generic' $menuentry_id_option 'gnulinux-6.8.0-45-generic-advanced-u' {
+		linux	/boot/vmlinuz-6.8.0-45-generic root=UUID=u ro  quiet splash intel_iommu=on $vt_handoff
+	}
+	menuentry 'Ubuntu, with Linux 6.8.0-45-generic (recovery mode)' $menuentry_id_option 'gnulinux-6.8.0-45-generic-recovery-u' {
+		linux	/boot/vmlinuz-6.8.0-45-generic root=UUID=u ro recovery nomodeset dis_ucode_ldr
+	}
+}
+menuentry 'UEFI Firmware Settings' $menuentry_id_option 'uefi-firmware' {
+	fwsetup
+}
+"""
+
+
+def test_grub_words_quote_and_expand_like_grub_without_running_anything():
+    words = bl.split_words("""a 'b $x' "c $x" $x ${y} `uname -r` $(id) d\\ e""", {"x": "1 2"})
+    assert words.words == ("a", "b $x", "c 1 2", "1", "2", "`uname -r`", "$(id)", "d e")
+    assert words.unresolved == ("y", "`uname -r`", "$(id)")
+    # A shell assignment's value is never split; without variables nothing expands.
+    assert bl.split_words('"$x"', {"x": " a  b "}).words == (" a  b ",)
+    assert bl.split_words("${saved_entry}", None).words == ("${saved_entry}",)
+
+
+def test_grub_cfg_menu_default_paths_and_guards():
+    cfg = bl.parse_grub_cfg(GRUB_MENU)
+    assert [(i.kind, i.title) for i in cfg.items] == [("entry", "Ubuntu"), ("submenu", "Advanced options for Ubuntu"),
+                                                      ("entry", "UEFI Firmware Settings")]
+    assert cfg.defaults == (("next_entry", "${next_entry}"), ("", "${saved_entry}"), ("boot_counter", "1"))
+    # no saved_entry: the first entry; $vt_handoff unset in grubenv expands to nothing, as in GRUB
+    first = bl.grub_next_boot(cfg, {})
+    assert (first.title, first.args[-2:], first.unresolved) == ("Ubuntu", ("quiet", "splash"), ("vt_handoff",))
+    for saved in ("1>0", "gnulinux-advanced-u>gnulinux-6.8.0-45-generic-advanced-u",
+                  "Advanced options for Ubuntu>Ubuntu, with Linux 6.8.0-45-generic"):
+        choice = bl.grub_next_boot(cfg, {"saved_entry": saved, "vt_handoff": "vt.handoff=7"})
+        assert (choice.entry_id, choice.args[-2:]) == ("gnulinux-6.8.0-45-generic-advanced-u",
+                                                       ("intel_iommu=on", "vt.handoff=7")), saved
+    assert bl.grub_next_boot(cfg, {"saved_entry": "1>1"}).special  # a recovery entry
+    assert bl.grub_next_boot(cfg, {"next_entry": "0"}).once
+    assert bl.grub_next_boot(cfg, {"saved_entry": "gone"}).how.endswith("names no entry: GRUB boots the first")
+    assert bl.grub_next_boot(cfg, {"saved_entry": "1"}).why == "the default names a submenu, not an entry"
+    assert bl.grub_next_boot(cfg, {"saved_entry": "2"}).args is None  # the firmware menu has no linux line
+    # RHEL/Fedora 08_fallback_counting: a boot counter run out takes entry 1, otherwise it is ignored
+    assert bl.grub_next_boot(cfg, {"boot_counter": "0", "boot_success": "0"}).how.startswith("boot_counter")
+    assert bl.grub_next_boot(cfg, {"boot_counter": "2", "boot_success": "0"}).title == "Ubuntu"
+    # the EFI partition's stub on Ubuntu and RHEL >= 9 only loads the real grub.cfg
+    stub = "search.fs_uuid 0c4a-11d2 root\nset prefix=($root)'/boot/grub'\nconfigfile $prefix/grub.cfg\n"
+    assert bl.parse_grub_cfg(stub).stub and not bl.parse_grub_cfg(GRUB_MENU).stub
+
+
+def test_grubenv_block_and_escapes():
+    env = bl.parse_grubenv("# GRUB Environment Block\nsaved_entry=a>b\nkernelopts=root=/dev/sda1 ro \nx=1\\n2\n"
+                           + "#" * 900)
+    assert env == {"saved_entry": "a>b", "kernelopts": "root=/dev/sda1 ro ", "x": "1\n2"}
+
+
+def test_bls_versions_sort_newest_first_and_rescue_last():
+    assert bl.vercmp("5.14.0-427.16.1.el9_4", "5.14.0-427.13.1.el9_4") == 1
+    assert bl.vercmp("6.1.0-18-amd64", "6.1.0-9-amd64") == 1  # numbers, not text
+    assert bl.vercmp("1.0~rc1", "1.0") == -1 and bl.vercmp("1.0", "1.0") == 0
+    entries = [bl.parse_bls_entry(f"m-{v}.conf", f"title T\nversion {v}\nlinux /vmlinuz-{v}\noptions ro\n")
+               for v in ("0-rescue-m", "5.14.0-427.13.1.el9_4.x86_64", "5.14.0-427.16.1.el9_4.x86_64")]
+    assert [e.version for e in bl.grub_bls_order(entries)] == [
+        "5.14.0-427.16.1.el9_4.x86_64", "5.14.0-427.13.1.el9_4.x86_64", "0-rescue-m"]
+    two = bl.parse_bls_entry("x.conf", "options root=/dev/vda1 ro\noptions intel_iommu=on\n# options no\n")
+    assert (two.id, two.options) == ("x", "root=/dev/vda1 ro intel_iommu=on")
+
+
+def test_systemd_boot_sort_keys_and_default_glob():
+    def entry(name, version, sort_key=""):
+        return bl.BlsEntry(name, version=version, sort_key=sort_key, linux="/linux", options=f"v={version}")
+
+    # Without a sort-key, by file name in reverse version order: kernel-install's MACHINEID-VERSION names put
+    # the newest kernel first; a sort-key puts its entry before all of them.
+    entries = [entry("m-6.1.0-9", "6.1.0-9"), entry("m-6.1.0-18", "6.1.0-18"), entry("other", "")]
+    assert [e.id for e in bl.systemd_boot_order(entries)] == ["other", "m-6.1.0-18", "m-6.1.0-9"]
+    entries.append(entry("z-5.10", "5.10", "debian"))
+    assert bl.systemd_boot_order(entries)[0].id == "z-5.10"
+    assert bl.systemd_boot_next({"default": "m-*-9"}, entries).args == ("v=6.1.0-9",)
+    assert bl.systemd_boot_next({"default": "m-6.1.0-9.conf"}, entries).args == ("v=6.1.0-9",)
+    assert bl.systemd_boot_next({}, entries).entry_id == "z-5.10"
+    assert bl.systemd_boot_next({"default": "@saved"}, entries).args is None
+
+
+def test_default_grub_assignments_are_read_not_run():
+    files = [("/etc/default/grub", 'GRUB_DEFAULT=0\nGRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`\n'
+                                   '# GRUB_CMDLINE_LINUX="ignored"\nGRUB_CMDLINE_LINUX_DEFAULT="quiet splash"\n'
+                                   'GRUB_CMDLINE_LINUX=""\nif [ -e /x ]; then GRUB_CMDLINE_LINUX="never"; fi\n'),
+             ("/etc/default/grub.d/50-kvm.cfg", "export GRUB_CMDLINE_LINUX_DEFAULT=\"${GRUB_CMDLINE_LINUX_DEFAULT} "
+                                                "intel_iommu=on\"\nGRUB_CMDLINE_LINUX='$HOME kvm-intel.nested=1'\n")]
+    found = bl.parse_shell_assignments(files)
+    assert found.values["GRUB_CMDLINE_LINUX_DEFAULT"] == "quiet splash intel_iommu=on"
+    assert found.values["GRUB_CMDLINE_LINUX"] == "$HOME kvm-intel.nested=1"  # single quotes: literal
+    assert found.where["GRUB_CMDLINE_LINUX_DEFAULT"] == "/etc/default/grub.d/50-kvm.cfg"
+    assert found.unresolved == ("`lsb_release -i -s 2> /dev/null || echo Debian`",)
+    # 'if', 'then GRUB_CMDLINE_LINUX="never"' and 'fi' are statements kvmcheck does not evaluate
+    assert found.skipped == 3
+    assert bl.tracked(bl.grub_default_args(found)) == {"kvm_intel.nested": ("kvm_intel.nested=1",),
+                                                       "intel_iommu": ("intel_iommu=on",)}
+
+
+def test_differences_in_the_judged_parameters_only():
+    now = parse_cmdline("BOOT_IMAGE=/vmlinuz ro quiet kvm-intel.nested=1 hugepagesz=1G hugepages=4 mitigations=off")
+    later = parse_cmdline("BOOT_IMAGE=/vmlinuz-new ro kvm_intel.nested=1 hugepagesz=2M hugepages=4 intel_iommu=on")
+    changes = bl.differences(now, later)
+    assert changes == (bl.ArgChange("hugepages", ("hugepagesz=1G", "hugepages=4"), ("hugepagesz=2M", "hugepages=4")),
+                       bl.ArgChange("intel_iommu", (), ("intel_iommu=on",)),
+                       bl.ArgChange("mitigations", ("mitigations=off",), ()))
+    assert bl.describe(changes, "/proc/cmdline", "grub.cfg") == (
+        "intel_iommu=on is in grub.cfg, not in /proc/cmdline; mitigations=off is in /proc/cmdline, not in grub.cfg; "
+        "grub.cfg has hugepagesz=2M hugepages=4 where /proc/cmdline has hugepagesz=1G hugepages=4")
+    assert bl.tracked_key("kvm_amd.avic") == "kvm_amd.avic" and bl.tracked_key("kvmfoo.x") is None

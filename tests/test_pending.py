@@ -124,3 +124,14 @@ def test_an_unknown_verdict_names_pending_changes_too():
     rep.essential = ("kvm.device",)
     assert rep.verdict == "unknown"
     assert rep.verdict_reason == "no evidence from kvm.device (skip: kvm.device skip); pending module-reload: kvm.nested"
+
+
+def test_two_pending_changes_keep_the_later_step_and_both_notes():
+    outcome = Outcome.passed("pools").awaiting(
+        "reboot", "configured, not yet in effect: vm.nr_hugepages=512 in /etc/sysctl.d/h.conf, 0 now: run "
+        "'sysctl --system' or reboot").awaiting(
+        "regenerate-bootloader", "configured, not yet in effect: hugepages=512 in /etc/default/grub: run update-grub")
+    assert outcome.pending == "reboot"
+    assert outcome.pending_note == ("configured, not yet in effect: vm.nr_hugepages=512 in /etc/sysctl.d/h.conf, "
+                                    "0 now: run 'sysctl --system' or reboot; and hugepages=512 in /etc/default/grub: "
+                                    "run update-grub")

@@ -241,14 +241,20 @@ def test_only_declared_paths_are_captured(host_root, tmp_path):
 
 def test_boot_is_listed_not_captured(tmp_path):
     """cpu.64bit reads the listing of /boot (kernel_config globs /boot/config-*): the configs are captured,
-    not the kernels, grub's files or the password hash grub.cfg may hold."""
+    not the kernels.  grub.cfg is read for the next boot's command line (issue 20): it is captured with the
+    password hash it may hold replaced."""
     root = tmp_path / "root"
     (root / "boot/grub").mkdir(parents=True)
     (root / "boot/config-6.1.0").write_text("CONFIG_64BIT=y\n")
     (root / "boot/System.map-6.1.0").write_text("ffffffff81000000 T _text\n")
-    (root / "boot/grub/grub.cfg").write_text("password_pbkdf2 root grub.pbkdf2.sha512.10000.ABCDEF\n")
-    got = sorted(name for name in members(take(root, tmp_path)) if name.startswith("boot"))
-    assert got == ["boot", "boot/config-6.1.0"]
+    (root / "boot/grub/grub.cfg").write_text("set superusers=\"root\"\n"
+                                             "password_pbkdf2 root grub.pbkdf2.sha512.10000.ABCDEF\n"
+                                             "  password guest plain-text-secret\n")
+    found = members(take(root, tmp_path))
+    got = sorted(name for name in found if name.startswith("boot"))
+    assert got == ["boot", "boot/config-6.1.0", "boot/grub", "boot/grub/grub.cfg"]
+    assert found["boot/grub/grub.cfg"][1] == (b'set superusers="root"\npassword_pbkdf2 root REDACTED\n'
+                                              b"  password guest REDACTED\n")
 
 
 def test_deny_list():

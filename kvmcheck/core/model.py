@@ -78,6 +78,7 @@ class Verdict(str, enum.Enum):
 # step is pending.  In the order an operator would take them (the last ones the most disruptive).
 PENDING_KINDS: Tuple[str, ...] = ("service-restart", "module-reload", "relogin", "regenerate-bootloader",
                                   "reboot", "power-cycle")
+PENDING_PREFIX = "configured, not yet in effect: "  # how every pending note begins
 
 
 # Nagios plugin states by verdict: a ready host with warnings is WARNING (1).
@@ -110,7 +111,14 @@ class Outcome:
 
     def awaiting(self, kind: str, note: str) -> "Outcome":
         """This outcome, with a change that is configured but not yet in effect: kind is what makes it
-        effective (PENDING_KINDS), note says which change and how ("configured, not yet in effect: ...")."""
+        effective (PENDING_KINDS), note says which change and how ("configured, not yet in effect: ...").
+        On an outcome already pending (a sysctl.d value and a kernel argument), the later step is kept (a
+        reboot also reloads modules) and the notes are joined."""
+        if self.pending is not None and self.pending_note:
+            kind = max(self.pending, kind, key=PENDING_KINDS.index)
+            if note.startswith(PENDING_PREFIX):
+                note = note[len(PENDING_PREFIX):]
+            note = f"{self.pending_note}; and {note}"
         return replace(self, pending=kind, pending_note=note)
 
     def keyed(self, cause: str) -> "Outcome":

@@ -126,6 +126,11 @@ _PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----|PuTTY-User-Ke
 _SECRET_ASSIGNMENT = re.compile(
     r"^(?P<head>\s*[A-Za-z0-9_.-]*(?:password|passwd|passphrase|secret|token)[A-Za-z0-9_.-]*\s*=\s*)"
     r"(?P<value>\S.*?)\s*$", re.IGNORECASE | re.MULTILINE)
+# GRUB's own password commands (grub.cfg from 40_custom or 01_users): 'password_pbkdf2 USER HASH', 'password USER
+# PLAINTEXT'.  The boot loader's configuration is captured for the next boot's command line (issue 20).
+_GRUB_PASSWORD = re.compile(r"^(?P<head>[ \t]*password(?:_pbkdf2)?[ \t]+\S+[ \t]+)(?P<value>\S.*?)[ \t]*$",
+                            re.MULTILINE)
+_BOOT_REDACTED = ("/boot/",)  # besides /etc: GRUB's configuration on /boot and the EFI partition
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^\s/:@]+:)[^\s/@]+@", re.IGNORECASE)
 _NO_REDACTION = ("/etc/passwd", "/etc/group")
 
@@ -179,7 +184,8 @@ def declared_reads() -> List[str]:
 
 def redact(path: str, text: str) -> Tuple[str, int]:
     """(text with secrets in configuration replaced by REDACTED, how many replaced)."""
-    if not path.startswith("/etc/") or path in _NO_REDACTION:
+    boot = path.startswith(_BOOT_REDACTED)
+    if not (path.startswith("/etc/") or boot) or path in _NO_REDACTION:
         return text, 0
     count = 0
 
@@ -191,6 +197,8 @@ def redact(path: str, text: str) -> Tuple[str, int]:
         return f"{m.group('head')}{quote}REDACTED{quote}"
 
     text = _SECRET_ASSIGNMENT.sub(value, text)
+    if boot:
+        text = _GRUB_PASSWORD.sub(value, text)
 
     def url(m: "re.Match[str]") -> str:
         nonlocal count
@@ -380,7 +388,7 @@ class _Capture:
         if _PRIVATE_KEY.search(data):
             self.skip(path, "denied: holds a private key")
             return
-        if path.startswith("/etc/") and b"\0" not in data:
+        if path.startswith(("/etc/",) + _BOOT_REDACTED) and b"\0" not in data:
             text, count = redact(path, data.decode("utf-8", errors="surrogateescape"))
             if count:
                 data = text.encode("utf-8", errors="surrogateescape")
