@@ -8,6 +8,7 @@ from typing import Dict, List
 from kvmcheck.core.model import Outcome
 from kvmcheck.core.registry import check
 from kvmcheck.facts.system import quoted
+from kvmcheck.facts import boot as _boot_facts  # noqa: F401 - boot_cmdline (kvm_intel.nested= on the command line)
 from kvmcheck.facts import consumer as _consumer_facts  # noqa: F401 - kvm_group_in_effect
 from kvmcheck.facts import kvm as _facts  # noqa: F401 - the facts judged here
 from kvmcheck.facts.kvm import DEVTMPFS_NODES, MODPROBE_DIRS  # noqa: F401 - kept importable
@@ -380,7 +381,8 @@ def _no_nested_module(candidates, mods, sys_module, modprobe_d, evidence) -> Out
 
 
 @check("kvm.nested", "Nested virtualization")
-def kvm_nested(family, modules, cmdline, sys_module, nested_parameters, modprobe_d, module_parameters) -> Outcome:
+def kvm_nested(family, modules, cmdline, sys_module, nested_parameters, modprobe_d, module_parameters,
+               boot_cmdline=None) -> Outcome:
     """Whether guests may run hypervisors of their own (informational).
 
     What: the nested parameter of kvm_intel or kvm_amd (x86: Y/N or 1/0),
@@ -435,4 +437,7 @@ def kvm_nested(family, modules, cmdline, sys_module, nested_parameters, modprobe
             f"disabled (fine unless guests run hypervisors) ({module} nested={value})",
             "Only guests that run KVM, Hyper-V/WSL2 or other hypervisors need nested virtualization. To enable: "
             + _nested_fix(module, mods.get(module, "loaded")) + note, **evidence)
-    return outcome.awaiting("module-reload", reload_note(pending)) if pending else outcome
+    outcome = outcome.awaiting("module-reload", reload_note(pending)) if pending else outcome
+    # kvm_intel.nested=1 in the boot loader's next entry (or /etc/default/grub) and not on /proc/cmdline
+    boot = boot_cmdline.pending((f"{module}.nested",)) if boot_cmdline is not None else None  # None: judged alone
+    return outcome.awaiting(*boot) if boot else outcome

@@ -237,3 +237,28 @@ def test_unreadable_grub_cfg_compares_the_configuration_with_proc_cmdline(public
         "/boot/efi/loader/loader.conf: Permission denied; /boot/efi/EFI/*/grub.cfg: Permission denied; "
         "/boot/grub2/grub.cfg: Permission denied): run grubby --update-kernel=ALL --args='intel_iommu=on', "
         "then reboot")
+
+
+def test_kvm_nested_on_the_command_line_is_pending_a_reboot_and_joins_a_pending_reload(host_root):
+    """kvm_intel.nested=1 in the default BLS entry, nested=N loaded: kvm.nested passes (informational) and
+    waits for the reboot; with nested=1 also in modprobe.d, the reboot (the later step) covers both."""
+    root = host_root("pending-boot-rhel9-bls")
+    (root / "sys/module/kvm_intel/parameters").mkdir(parents=True)
+    (root / "sys/module/kvm").mkdir(parents=True)
+    (root / "sys/module/kvm_intel/parameters/nested").write_text("N\n")
+    for module in ("kvm", "kvm_intel"):  # loadable modules, loaded (a built-in one has no initstate)
+        (root / f"sys/module/{module}/initstate").write_text("live\n")
+    (root / "proc/modules").write_text("kvm_intel 409600 0 - Live 0x0000000000000000\n"
+                                       "kvm 1146880 1 kvm_intel, Live 0x0000000000000000\n")
+    assert triples(root, ["kvm.nested"]) == {("kvm.nested", "pass", "reboot")}
+    assert notes(root, ["kvm.nested"])["kvm.nested"] == (
+        f"configured, not yet in effect: kvm_intel.nested=1 is in {RHEL9_ENTRY} (GRUB's default entry), not in "
+        "/proc/cmdline: reboot")
+    (root / "etc/modprobe.d").mkdir(parents=True)
+    (root / "etc/modprobe.d/kvm.conf").write_text("options kvm_intel nested=1\n")
+    assert triples(root, ["kvm.nested"]) == {("kvm.nested", "pass", "reboot")}
+    note = notes(root, ["kvm.nested"])["kvm.nested"]
+    assert note.startswith("configured, not yet in effect: nested=1 for kvm_intel in /etc/modprobe.d/kvm.conf; "
+                           "reload kvm_intel")
+    assert note.endswith(f"; and kvm_intel.nested=1 is in {RHEL9_ENTRY} (GRUB's default entry), not in "
+                         "/proc/cmdline: reboot")
