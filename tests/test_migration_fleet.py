@@ -319,4 +319,7 @@ def test_browser_renders_the_pools(mixed, tmp_path):
     assert sum(1 for p in pixels if near(p, pool_orange)) > 50, "the AMD pool's colour is not on the page"
     dom = parse(chromium(tmp_path, "--dump-dom", page.as_uri()).stdout)
     assert len(dom.find_all("rect", cls="move-host-model")) == 2
+    # a cell where no guest moves is grey, inside a pool too (tl-1 -> old: the machine type, the storage)
+    nones = dom.find_all("rect", cls="move-none")
+    assert nones and all(r.attrs.get("fill") == "#d0d7de" for r in nones)
     assert len(dom.find_all("g", cls="pool")) == 2

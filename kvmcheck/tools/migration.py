@@ -420,7 +420,8 @@ def picture(hosts: Sequence[MigrationHost], migration: Dict[str, Any], width: in
     out: Dict[str, Any] = {"rows": rows, "label": label, "bar": bar, "width": label + width + 70,
                            "height": max(1, len(rows)) * (bar + gap), "matrix": None}
     if len(hosts) <= MATRIX_MAX and migration["pools"]:
-        out["matrix"] = _matrix(hosts, cell)
+        # cells as large as a 480-pixel square allows (36 at most): a matrix of a few hosts is read at a glance
+        out["matrix"] = _matrix(hosts, max(cell, min(36, 480 // max(1, len(hosts)))))
     return out
 
 
@@ -451,6 +452,7 @@ def _matrix(hosts: Sequence[MigrationHost], cell: int) -> Dict[str, Any]:
                     "baseline": f"only a guest with the {baseline.model} model moves; host-model: ",
                     "none": "no guest moves: "}[kind] + ("; ".join(why) if kind != "host-model" else "")
             cells.append({"x": label + c * cell, "y": label + r * cell, "kind": kind, "title": title[:600],
-                          "colour": PALETTE[i % len(PALETTE)] if pool is not None else "#d0d7de"})
+                          # grey when no guest moves, even inside a pool (the legend says so)
+                          "colour": PALETTE[i % len(PALETTE)] if pool is not None and kind != "none" else "#d0d7de"})
     return {"names": [{"name": h.name[:32], "at": label + i * cell + cell // 2} for i, h in enumerate(ordered)],
             "cells": cells, "cell": cell, "label": label, "size": label + len(ordered) * cell + 4}
