@@ -139,9 +139,10 @@ def shell_step(step: Step) -> List[str]:
             body = [argv_text(c) for c in commands]
         return _guarded(guard, body)
     if kind == "group":
-        user, group = args
+        user, group, restart = args
+        then = "".join(f"; systemctl try-restart {q(unit)}" for unit in restart)
         return [f"case \" $(id -nG {q(user)}) \" in", f"    *{q(' ' + group + ' ')}*) ;;",
-                f"    *) usermod -aG {q(group)} {q(user)} ;;", "esac"]
+                f"    *) usermod -aG {q(group)} {q(user)}{then} ;;", "esac"]
     if kind == "service":
         unit = q(args[0])
         return [f"if ! {{ systemctl is-enabled --quiet {unit} && systemctl is-active --quiet {unit}; }}; then",
@@ -171,7 +172,7 @@ def _tools(remedies: Sequence[Remedy]) -> List[str]:
                 if s.args[1] is not None:
                     found[s.args[1][0]] = None
             elif s.kind == "group":
-                found.update(dict.fromkeys(("id", "usermod")))
+                found.update(dict.fromkeys(("id", "usermod") + (("systemctl",) if s.args[2] else ())))
             elif s.kind == "service":
                 found["systemctl"] = None
             elif s.kind == "packages":
@@ -281,7 +282,8 @@ def _yaml(value: Any, indent: int) -> List[str]:
                 out.append(f"{pad}{key}:")
                 out += _yaml(item, indent + 2)
             else:
-                out.append(f"{pad}{key}: {_yaml_scalar(item) if item != [] else '[]'}")
+                scalar = _yaml_scalar(item) if item != [] else "[]"
+                out.append(f"{pad}{key}: {_folded(item, indent) if len(scalar) > 120 else scalar}")
         return out
     for item in value:
         if isinstance(item, dict):  # its comment lines first, then "- " on its first key
@@ -355,8 +357,14 @@ def _ansible_step(t: _Tasks, r: Remedy, step: Step, comments: List[str]) -> None
                 task["failed_when"] = False
             t.add(task, comments if i == 0 else ())
     elif kind == "group":
-        user, group = args
-        t.add({"name": name, "ansible.builtin.user": {"name": user, "groups": [group], "append": True}}, comments)
+        user, group, restart = args
+        task = {"name": name, "ansible.builtin.user": {"name": user, "groups": [group], "append": True}}
+        for unit in restart:
+            handler = f"Restart {unit}"
+            t.handlers[handler] = {"name": handler, "ansible.builtin.systemd_service": {"name": unit,
+                                                                                         "state": "restarted"}}
+            task["notify"] = handler
+        t.add(task, comments)
     elif kind == "service":
         t.add({"name": name, "ansible.builtin.systemd_service": {"name": args[0], "enabled": True,
                                                                  "state": "started"}}, comments)

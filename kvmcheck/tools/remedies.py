@@ -33,16 +33,17 @@ MODPROBE_ETC = re.compile(r"/etc/modprobe\.d/[A-Za-z0-9_.+@-]+\.conf")
 
 # Drop-ins are written whole under a name that sorts after the distribution's and the operator's files:
 # modprobe.d(5) and sysctl.d(5) apply files in lexical order and the last setting wins.
-MARKER = "# Written by 'kvmcheck fix' ({check}); kvmcheck owns this file: edits are overwritten."
+MARKER = "# Written by kvmcheck fix ({check}); kvmcheck owns this file: edits are overwritten."
 QEMU_USERS = ("libvirt-qemu", "qemu")
 
 
 class Step(Record):
     """One change.  kind says how it is rendered; args are validated values (see the module's docstring).
 
-    kinds: file (path, lines, mode, regenerates), uncomment-not (path, regex, why) comments out matching
-    lines, run (commands, unless, soft), group (user, group), service (unit), packages (manager, names),
-    kernel-args (tool, add, remove), manual (text)."""
+    kinds: file (path, lines, mode, regenerates); comment-out (path, regex, check id) comments out the lines
+    that match; run (commands, guard argv whose exit 0 means done or None, soft: a failure is reported, not
+    fatal); group (user, group, units to restart after a change); service (unit); packages (manager, names);
+    kernel-args (tool, add, remove, check id); manual (what says it)."""
 
     kind: str
     what: str  # one line for the comment above the step
@@ -120,8 +121,11 @@ def reload_module(module: str, param: str, values: str) -> Step:
                             ("grep", "-qxE", values, f"/sys/module/{module}/parameters/{param}"), True))
 
 
-def join_group(user: str, group: str, impact: str) -> Step:
-    return Step("group", f"add {user} to the {group} group", impact, (user, group))
+def join_group(user: str, group: str, impact: str, restart: Tuple[str, ...] = ()) -> Step:
+    """usermod -aG unless the user is in the group; restart: units to restart when it was not (a daemon that
+    starts processes as the user hands them its groups only from its next start)."""
+    then = f", then restart {', '.join(restart)}" if restart else ""
+    return Step("group", f"add {user} to the {group} group{then}", impact, (user, group, restart))
 
 
 def kernel_args(host: HostInfo, check_id: str, add: Sequence[str], remove: Sequence[str] = ()) -> Step:
@@ -271,7 +275,7 @@ def _device(result, host, results) -> List[Step]:
     users, bad = _users(ev.get("locked_out_login"))
     qemu, bad_qemu = _users(ev.get("locked_out_qemu"))
     steps += [join_group(u, group, "relogin") for u in users]
-    steps += [join_group(u, group, "service-restart") for u in qemu]
+    steps += [join_group(u, group, "service-restart", tuple(_libvirt_units(results))) for u in qemu]
     steps += [manual(f"add the user {one_line(u)!r} to the {group} group (a name kvmcheck does not pass to "
                      "usermod)") for u in bad + bad_qemu]
     return steps
@@ -297,10 +301,8 @@ def _consumer(result, host, results) -> List[Step]:
         group = "kvm"
     if not valid(USER, group) or group == "root":
         group = "kvm"
-    steps.append(join_group(user, group, "service-restart"))
-    # QEMU's user takes its groups when libvirt starts QEMU: restart the daemon (guests keep running).
-    steps += [Step("run", f"restart {unit} so that QEMU starts with the new groups", "service-restart",
-                   ((("systemctl", "try-restart", unit),), None, False)) for unit in _libvirt_units(results)]
+    # QEMU's user takes its groups when libvirt starts QEMU: restart the daemon (running guests keep going).
+    steps.append(join_group(user, group, "service-restart", tuple(_libvirt_units(results))))
     return steps
 
 
@@ -462,6 +464,7 @@ def remedies(report: Dict[str, Any], selected: Sequence[str], opted_in: Sequence
     chosen = [r for r in report.get("checks") or [] if isinstance(r, dict) and r.get("id") in selected]
     findings = {r.get("id") for r in chosen if r.get("status") in ("fail", "warn")}
     out: List[Remedy] = []
+    done: set = set()  # steps already taken for an earlier finding
     for r in chosen:
         check_id, status = str(r.get("id")), str(r.get("status"))
         pending = r.get("pending") if r.get("pending") in PENDING_KINDS else None
@@ -478,14 +481,21 @@ def remedies(report: Dict[str, Any], selected: Sequence[str], opted_in: Sequence
                               pending))
             continue
         causes = [c for c in r.get("caused_by") or [] if c in findings]
-        if causes:
+        build = REMEDIES.get(check_id)
+        # A finding that follows from another is fixed there, unless both have steps of their own (kvm.device
+        # follows from kvm.consumer, and also locks out login users that kvm.consumer does not name).
+        if causes and (build is None or not any(c in REMEDIES for c in causes)):
             out.append(Remedy(check_id, status, summary, (), f"follows from {', '.join(causes)}: fixed there"))
             continue
-        build = REMEDIES.get(check_id)
         if build is not None:
             steps = build(r, host, results)
         else:
             impact = "power-cycle" if check_id in FIRMWARE else "manual"
             steps = [manual(r.get("remediation") or "see 'kvmcheck explain " + check_id + "'", impact)]
-        out.append(Remedy(check_id, status, summary, tuple(steps)))
+        fresh = [s for s in steps if s.kind == "manual" or s not in done]
+        done.update(steps)
+        note = f"also follows from {', '.join(causes)}" if causes else ""
+        if len(fresh) < len(steps):
+            note += ("; " if note else "") + "some steps are taken above already"
+        out.append(Remedy(check_id, status, summary, tuple(fresh), note))
     return out
