@@ -122,7 +122,7 @@ def _guarded(guard: Optional[Sequence[str]], body: List[str]) -> List[str]:
 def shell_step(step: Step) -> List[str]:
     kind, args = step.kind, step.args
     if kind == "file":
-        path, lines, mode, _ = args
+        path, lines, mode = args
         return _put_file(path, mode, lines)
     if kind == "comment-out":
         path, regex, check_id = args
@@ -326,7 +326,7 @@ def _ansible_step(t: _Tasks, r: Remedy, step: Step, comments: List[str]) -> None
     name = f"Fix {r.check_id}: {step.what}"
     kind, args = step.kind, step.args
     if kind == "file":
-        path, lines, mode, _ = args
+        path, lines, mode = args
         t.add({"name": name, "ansible.builtin.copy": {"dest": path, "content": "\n".join(lines) + "\n",
                                                      "owner": "root", "group": "root", "mode": mode}}, comments)
     elif kind == "comment-out":

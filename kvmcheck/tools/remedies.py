@@ -40,7 +40,7 @@ QEMU_USERS = ("libvirt-qemu", "qemu")
 class Step(Record):
     """One change.  kind says how it is rendered; args are validated values (see the module's docstring).
 
-    kinds: file (path, lines, mode, regenerates); comment-out (path, regex, check id) comments out the lines
+    kinds: file (path, lines, mode); comment-out (path, regex, check id) comments out the lines
     that match; run (commands, guard argv whose exit 0 means done or None, soft: a failure is reported, not
     fatal); group (user, group, units to restart after a change); service (unit); packages (manager, names);
     kernel-args (tool, add, remove, check id); manual (what says it)."""
@@ -104,8 +104,8 @@ def manual(text: str, impact: str = "manual") -> Step:
 
 
 # -- building blocks -----------------------------------------------------------------------------------------
-def drop_in(path: str, check_id: str, lines: Sequence[str], what: str, impact: str, regenerates: str = "") -> Step:
-    return Step("file", what, impact, (path, (MARKER.format(check=check_id),) + tuple(lines), "0644", regenerates))
+def drop_in(path: str, check_id: str, lines: Sequence[str], what: str, impact: str) -> Step:
+    return Step("file", what, impact, (path, (MARKER.format(check=check_id),) + tuple(lines), "0644"))
 
 
 def load_module(module: str) -> Step:
