@@ -325,6 +325,59 @@ def _write_output(path: str, text: str) -> None:
     write_text(path, text)
 
 
+class FixFormat(str, enum.Enum):
+    shell = "shell"
+    ansible = "ansible"
+
+
+@app.command()
+def fix(
+    root: Annotated[str, typer.Option("--root", metavar="DIR", help="Fix the system under DIR.")] = "/",
+    fmt: Annotated[FixFormat, typer.Option("--format", "-f", help="A POSIX sh script or an Ansible play.")] = FixFormat.shell,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", metavar="FILE",
+                                                  help="Write the script to FILE instead of stdout.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", metavar="FILE", help="As for check.")] = None,
+    profile: Annotated[Optional[str], typer.Option("--profile", metavar="NAME", help="As for check.")] = None,
+    only: Annotated[Optional[List[str]], typer.Option("--only", metavar="PATTERN", help="Fix only the findings of "
+                    "checks whose id matches (glob, repeatable); an exact id also takes an optional change, such as "
+                    "kvm.nested's.")] = None,
+    skip: Annotated[Optional[List[str]], typer.Option("--skip", metavar="PATTERN",
+                                                      help="Leave the findings of these checks alone.")] = None,
+    explain_id: Annotated[Optional[str], typer.Option("--explain", metavar="ID",
+                                                      help="Why, the finding, the commands and their impact.")] = None,
+    from_report: Annotated[Optional[str], typer.Option("--from-report", metavar="FILE", help="Fix from a stored "
+                           "'kvmcheck check -f json' report instead of checking now.")] = None,
+) -> None:
+    """Print, never run, the changes that fix the findings: a reviewed, idempotent script (exit 0, even when
+    there is nothing to fix; 2 on a usage error)."""
+    from kvmcheck.core.config import ConfigError
+    from kvmcheck.core.runner import run
+    from kvmcheck.tools.fix import FixError, fix_text, load_report
+
+    if output is not None:
+        _check_output(output)
+    try:
+        if from_report is not None:
+            if root != "/" or config or profile:
+                raise FixError("--from-report fixes a stored report: --root, --config and --profile do not apply")
+            report = load_report(from_report)
+        else:
+            if not os.path.isdir(root):
+                raise typer.BadParameter(f"{root!r} is not a directory", param_hint="--root")
+            report = run(root, config=config, profile=profile).to_dict()
+        text = fix_text(report, fmt.value, only, skip, explain_id)
+    except (FixError, ConfigError) as exc:
+        _refuse(Format.text, "usage error", str(exc))
+    if output and explain_id is None:
+        try:
+            _write_output(output, text)
+        except OSError as exc:
+            _refuse(Format.text, "output error", f"cannot write {output}: {exc.strerror}")
+    else:
+        sys.stdout.write(text)
+    raise typer.Exit(EXIT_READY)
+
+
 @app.command("list")
 def list_checks(
     fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="Listing format.")] = ListFormat.text,

@@ -30,7 +30,7 @@ from fresh_systems import (DEBIAN_PYTHON, REPO, bounded, checkout_copy, debian_r
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux only")
 
 RUN_EXIT = {0, 1, 3}  # ready, not ready, could not decide: a run never exits 2 (usage) or crashes
-COMMANDS = ["check", "list", "explain", "profiles", "fleet", "diff", "snapshot", "schema"]
+COMMANDS = ["check", "list", "explain", "profiles", "fleet", "diff", "snapshot", "schema", "fix"]
 INSTALL_TIMEOUT = 600
 
 
