@@ -276,11 +276,7 @@ def test_rhel_nested_off_and_iommu_off_are_fixed(copy_of):
     assert results["iommu.enabled"]["status"] == "warn"  # /proc/cmdline is the running kernel's
 
 
-NEEDS_H2 = pytest.mark.xfail(strict=True, reason="needs the pending detection of the kernel command line the boot "
-                             "loader will use (issue 20 item 1, branch h2): remove this mark when it is merged")
 
-
-@NEEDS_H2
 def test_rhel_iommu_fix_is_pending_a_reboot(copy_of):
     """The kernel argument is configured for the next boot (the BLS entries): the check says a reboot is pending."""
     results = fixed_rhel(copy_of)
@@ -316,7 +312,6 @@ def test_a_pending_reboot_changes_nothing(copy_of):
     assert checked(root)["iommu.enabled"]["status"] == "warn"
 
 
-@NEEDS_H2
 def test_a_pending_reboot_root_is_reported_pending(tmp_path):
     results = {r["id"]: r for r in report_of(materialize("fix-pending-reboot", tmp_path))["checks"]}
     assert (results["iommu.enabled"]["status"], results["iommu.enabled"].get("pending")) == ("warn", "reboot")
