@@ -81,6 +81,9 @@ def test_kvmchecks_own_colours_survive_and_data_cannot_colour(tmp_path):
     escapes = re.findall("\x1b(.{0,6})", out)
     assert escapes and all(re.match(r"\[\d+m", e) for e in escapes)  # SGR colours only: kvmcheck's own
     assert "\x1b[31mFAIL \x1b[0m" in out  # the paint filter still colours a failure
+    # the verdict block is a macro: its colour must not be escaped a second time when the block is printed
+    assert "Verdict: \x1b[31mNOT READY\x1b[0m" in out
+    assert "\\x1b[31m" not in out and "\\x1b[0m" not in out
     assert FORBIDDEN.findall(re.sub(r"\x1b\[\d+m", "", out)) == []
 
 

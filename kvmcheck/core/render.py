@@ -246,6 +246,13 @@ def _environment(color: bool, search_path: str, xml: bool = False, terminal: boo
 
     env.filters["paint"] = paint
     env.filters["verdict_paint"] = lambda ok, text: paint("pass" if ok else "fail", text)
+    if not sandboxed:
+        from kvmcheck.core.terminal import Painted
+
+        # A built-in template's macro output: each value in it went through finalize already (and its colours
+        # are kvmcheck's own), so finalizing the whole again would show those colours as \x1b text.  Never
+        # offered to a user's template, where it would let a file's bytes reach the terminal raw.
+        env.filters["finalized"] = Painted
     env.filters["ljust"] = lambda s, n: str(s).ljust(n)
     env.filters["wrap"] = wrap
     env.filters["first_sentence"] = first_sentence
