@@ -381,3 +381,21 @@ def test_cli_usage_errors_exit_2_and_explain_prints_the_commands(tmp_path):
     assert explained.stdout.startswith("iommu.enabled (warn): Intel VT-d is in the firmware")
     assert "grubby --update-kernel=ALL --args=intel_iommu=on" in explained.stdout
     assert "[impact: reboot]" in explained.stdout
+
+
+def test_an_enabled_libvirt_daemon_that_is_not_running_is_started_before_virsh_needs_it(tmp_path):
+    """libvirtd enabled at boot but not running (no socket): the default network's virsh steps would fail under
+    set -eu, so the script starts the daemon first (guarded: nothing runs when it is enabled and active)."""
+    report = stored(tmp_path, "libvirt-debian-monolithic")
+    layout = next(r for r in report["checks"] if r["id"] == "libvirt.layout")
+    layout.update(status="warn", summary="libvirtd is not running", evidence=dict(
+        layout["evidence"], daemon=["libvirtd"], enabled=["libvirtd.service"], masked=[], sockets={}, problems=[]))
+    nat = next(r for r in report["checks"] if r["id"] == "network.default-nat")
+    nat.update(status="warn", summary="the default network is not running",
+               evidence={"defined": True, "autostart": True, "active": False})
+    script = fix_text(report, "shell", only=["libvirt.layout", "network.default-nat"])
+    start = script.index("    systemctl enable --now libvirtd.service")
+    assert "systemctl is-enabled --quiet libvirtd.service && systemctl is-active --quiet libvirtd.service" in script
+    assert start < script.index("virsh net-start default")
+    layout["evidence"]["sockets"] = {"libvirt-sock": "/run/libvirt/libvirt-sock"}  # running: nothing to start
+    assert "enable --now" not in fix_text(report, "shell", only=["libvirt.layout"])

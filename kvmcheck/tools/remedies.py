@@ -360,9 +360,10 @@ def _layout(result, host, results) -> List[Step]:
                           ((reinstall,), ("sh", "-c", 'for p; do [ -e "$p" ] || exit 1; done', "sh") + tuple(paths),
                            False)))
     daemons = [d for d in ev.get("daemon") or [] if d in ("libvirtd", "virtqemud")]
-    if daemons and not ev.get("enabled") and not ev.get("masked"):
-        # The units the check's remedy names: libvirtd's service (monolithic), virtqemud's socket (modular:
-        # the socket starts the daemon on the first connection).
+    if daemons and not ev.get("masked") and (not ev.get("enabled") or not ev.get("sockets")):
+        # Not enabled, or enabled and not running (no socket in /run/libvirt): the steps after this one (the
+        # default network's virsh) need the daemon.  The units the check's remedy names: libvirtd's service
+        # (monolithic), virtqemud's socket (modular: the socket starts the daemon on the first connection).
         unit = "virtqemud.socket" if daemons[0] == "virtqemud" else "libvirtd.service"
         steps.append(Step("service", f"enable and start {unit}", "runtime", (unit,)))
     if not steps:
