@@ -210,3 +210,18 @@ def test_cli_exit_codes(tmp_path, reports):
     assert run(a, b).returncode == 1
     assert run(b, a, "--format", "json").returncode == 0
     assert run(a, str(tmp_path / "nope.json")).returncode == 2
+
+
+def test_reports_of_two_hosts_and_of_no_hostname_are_named_so(tmp_path, reports, capsys):
+    """A report of a root without /etc/hostname has hostname null: the text says "(no hostname)", never
+    "None"; two reports of different hosts are compared, with a note that they are two machines."""
+    old = json.loads(json.dumps(reports["intel-baremetal-vmx"]))
+    new = json.loads(json.dumps(reports["intel-baremetal-vmx"]))
+    old["host"]["hostname"], new["host"]["hostname"] = "vm", None
+    drift.diff_command(write(tmp_path / "a.json", old), write(tmp_path / "b.json", new), "text")
+    text = capsys.readouterr().out
+    assert text.startswith("kvmcheck diff: host vm -> (no hostname) (")
+    assert "None" not in text and "note: the two reports name different hosts" in text
+    new["host"]["hostname"] = "vm"
+    drift.diff_command(write(tmp_path / "a.json", old), write(tmp_path / "b.json", new), "text")
+    assert "different hosts" not in capsys.readouterr().out

@@ -253,8 +253,13 @@ def render_text(d: Dict[str, Any]) -> str:
     add = lines.append
     if d["kind"] == "host":
         o, n = d["old"], d["new"]
-        host = n["host"] if n["host"] == o["host"] else f"{o['host']} -> {n['host']}"
-        add(f"kvmcheck diff: host {one_line(host)} ({one_line(o['generated_at'])} -> {one_line(n['generated_at'])})")
+        def named(host: Any) -> str:
+            return one_line(host) if host else "(no hostname)"
+
+        host = named(n["host"]) if n["host"] == o["host"] else f"{named(o['host'])} -> {named(n['host'])}"
+        add(f"kvmcheck diff: host {host} ({one_line(o['generated_at'])} -> {one_line(n['generated_at'])})")
+        if n["host"] != o["host"]:
+            add("note: the two reports name different hosts; this compares two machines, not one over time")
         v = d["verdict"]
         note = {"regression": " (regression)", "fix": " (fixed)",
                 "no-longer-checked": " (evidence lost: not a fix)"}.get(v["change"] or "", "")

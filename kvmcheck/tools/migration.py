@@ -352,8 +352,8 @@ def explain_text(a: MigrationHost, b: MigrationHost, pool: Optional[Pool], moves
         lines.append(f"  {mode}: {'yes' if m.possible else 'no'}")
         lines.extend(f"      {one_line(r)}" for r in move_reasons(m, a.name, b.name))
         if m.possible and m.machine_types is None:
-            lines.append(f"      (machine types not compared: a report does not list its QEMU's; QEMU {a.qemu} "
-                         f"on {name_a}, {b.qemu} on {name_b})")
+            lines.append(f"      (machine types not compared: a report does not list its QEMU's; QEMU "
+                         f"{one_line(a.qemu or 'unknown')} on {name_a}, {one_line(b.qemu or 'unknown')} on {name_b})")
     if pool is not None:
         lines.append(f"Pool: {pool.vendor}, {len(pool.hosts)} hosts, baseline model {pool.model or 'none'}")
     return "\n".join(lines) + "\n"
