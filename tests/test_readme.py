@@ -33,3 +33,15 @@ def test_checks_table_is_generated_from_the_registry():
     out = subprocess.run([sys.executable, "-c", "from kvmcheck.cli import main; main()", "list", "-f", "markdown"],
                          capture_output=True, text=True, check=True).stdout
     assert table.strip() == out.strip(), "regenerate with: kvmcheck list -f markdown"
+
+
+def test_the_json_sample_follows_the_schema_it_ships_with():
+    """README's JSON report sample is a real report of the current schema (it once showed version 1)."""
+    import json
+
+    from conftest import validate_report
+
+    text = README
+    start = text.index("```json\n", text.index("## JSON report")) + len("```json\n")
+    sample = json.loads(text[start:text.index("```\n", start)])
+    validate_report(sample)

@@ -113,7 +113,16 @@ def migration_block(profile: MigrationProfile, results: Dict[str, Any],
         "images_dir": (evidence("storage.images-dir").get("path") or None),
         "numa_nodes": profile.numa_nodes,
         "kvm_works": None if guest is None or guest.status.value in ("skip", "error") else guest.status.value == "pass",
+        "cpu_virtualizes": _decided(results.get("cpu.virt-flags")),
     }
+
+
+def _decided(result: Any) -> Optional[bool]:
+    """cpu.virt-flags: True when the CPU offers hardware virtualization (pass or warn), False when it failed,
+    None when it could not decide.  Offline, where no guest runs, this is what says a host cannot take guests."""
+    if result is None or result.status.value in ("skip", "error"):
+        return None
+    return result.status.value != "fail"
 
 
 def report_block(facts: Any, results: Dict[str, Any]) -> Dict[str, Any]:

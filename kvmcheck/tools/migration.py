@@ -60,6 +60,7 @@ class MigrationHost(NamedTuple):
     libvirt: Optional[str]
     storage: FrozenSet[Tuple[str, str]]  # (source, mount point) of shared storage
     kvm_works: Optional[bool]
+    virtualizes: Optional[bool] = None  # cpu.virt-flags decided the CPU offers hardware virtualization (or not)
 
 
 def host_from_report(report: Dict[str, Any], name: Optional[str] = None) -> MigrationHost:
@@ -75,7 +76,8 @@ def host_from_report(report: Dict[str, Any], name: Optional[str] = None) -> Migr
         name=name or host.get("hostname") or "?", arch=host.get("arch"), vendor=cpu.get("vendor"),
         flags=frozenset(cpu.get("flags") or ()), qemu=qemu.get("version"),
         machine_types=frozenset(machines) if isinstance(machines, list) else None,
-        libvirt=(block.get("libvirt") or {}).get("version"), storage=storage, kvm_works=block.get("kvm_works"))
+        libvirt=(block.get("libvirt") or {}).get("version"), storage=storage, kvm_works=block.get("kvm_works"),
+        virtualizes=block.get("cpu_virtualizes"))
 
 
 class Cost(NamedTuple):
@@ -108,6 +110,8 @@ def _why_outside(h: MigrationHost) -> Optional[str]:
         return "its report has no CPU flags (no /proc/cpuinfo, or a report older than the migration block)"
     if h.kvm_works is False:
         return "/dev/kvm did not run a guest (kvm.guest-run): it cannot take guests"
+    if h.virtualizes is False:
+        return "its CPU offers no hardware virtualization to this kernel (cpu.virt-flags failed): it cannot take guests"
     return None
 
 
@@ -304,10 +308,11 @@ def compact(block: Any, arch: Any, cache: Optional[Dict[Any, Any]] = None) -> Op
     storage = frozenset((m["source"][:4096], m["target"][:4096]) for m in mounts[:MAX_ITEMS]
                         if type(m) is dict and type(m.get("source")) is str and type(m.get("target")) is str) \
         if type(mounts) is list else frozenset()
-    works = block.get("kvm_works")
+    works, virtualizes = block.get("kvm_works"), block.get("cpu_virtualizes")
     host = MigrationHost("", text(arch), text(cpu.get("vendor")), intern(flags, flags), text(qemu.get("version")),
                          None if machines is None else intern(machines, machines), text(part("libvirt").get("version")),
-                         intern(storage, storage), works if type(works) is bool else None)
+                         intern(storage, storage), works if type(works) is bool else None,
+                         virtualizes if type(virtualizes) is bool else None)
     return intern(host, host)
 
 
