@@ -321,3 +321,15 @@ else:
                               suppress_health_check=_quiet)
     settings.register_profile("dev", max_examples=200, deadline=None, database=None, suppress_health_check=_quiet)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def public_tmp():
+    """A directory others (nobody, a second user) may traverse: pytest's own tmp_path is 0700."""
+    import shutil
+    import tempfile
+
+    where = Path(tempfile.mkdtemp(prefix="kvmcheck-public-"))
+    where.chmod(0o755)
+    yield where
+    shutil.rmtree(where, ignore_errors=True)

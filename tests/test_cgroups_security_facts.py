@@ -7,11 +7,8 @@ The permission-denied cases run as nobody (setpriv): root reads a file whatever 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -143,15 +140,6 @@ def test_cgroups_judge_v1_reason_comes_from_proc_cgroups():
 
 
 # --- cgroup facts on captured roots, as nobody --------------------------------------------------------------
-@pytest.fixture
-def public_tmp():
-    """A directory nobody may traverse (pytest's own tmp_path is 0700)."""
-    where = Path(tempfile.mkdtemp(prefix="kvmcheck-cgroups-"))
-    where.chmod(0o755)
-    yield where
-    shutil.rmtree(where, ignore_errors=True)
-
-
 def as_nobody_json(code, *args):
     proc = subprocess.run(as_nobody([sys.executable, "-c", code, *args]), capture_output=True, text=True,
                           timeout=120, cwd="/")

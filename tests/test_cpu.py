@@ -3,10 +3,8 @@ the facts keep a file that is absent apart from one that may not be read (as nob
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -247,15 +245,6 @@ def test_vulnerable_names_the_microcode_package(family, vendor, package):
 
 
 # --- the facts on captured roots, as root and as nobody -------------------------------------------------------
-@pytest.fixture
-def public_tmp():
-    """A directory nobody may traverse (pytest's own tmp_path is 0700)."""
-    where = Path(tempfile.mkdtemp(prefix="kvmcheck-cpu-"))
-    where.chmod(0o755)
-    yield where
-    shutil.rmtree(where, ignore_errors=True)
-
-
 FACTS_AS_JSON = """
 import json, sys
 from kvmcheck.core.host import Host

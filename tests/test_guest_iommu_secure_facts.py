@@ -11,8 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -288,15 +286,6 @@ def test_secure_guest_judge(name, changed, status, summary):
 
 
 # --- the facts on captured roots ---------------------------------------------------------------------------------
-@pytest.fixture
-def public_tmp():
-    """A directory nobody may traverse (pytest's own tmp_path is 0700)."""
-    where = Path(tempfile.mkdtemp(prefix="kvmcheck-facts-"))
-    where.chmod(0o755)
-    yield where
-    shutil.rmtree(where, ignore_errors=True)
-
-
 FACT_MODULES = "import kvmcheck.facts.guest, kvmcheck.facts.iommu, kvmcheck.facts.secure_guest"
 
 

@@ -398,15 +398,6 @@ def test_fifos_do_not_block(keep_os_release, tmp_path):
     assert_sane(run_cli(root))  # run_cli fails the test when the run outlives HANG_GUARD_S
 
 
-@pytest.fixture
-def public_tmp():
-    """A directory others may traverse (pytest's own tmp_path is 0700)."""
-    where = Path(tempfile.mkdtemp(prefix="kvmcheck-hostile-"))
-    where.chmod(0o755)
-    yield where
-    shutil.rmtree(where, ignore_errors=True)
-
-
 @pytest.mark.parametrize("what", ["files", "files-and-dirs"])
 def test_unreadable_as_nobody(what, public_tmp):
     """Root reads anything whatever its mode, so this one runs as nobody (setpriv)."""

@@ -9,8 +9,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -201,15 +199,6 @@ def test_systemd_boot_default_entry_and_etc_kernel_cmdline(host_root):
 
 
 # --- what an unprivileged user sees on RHEL: grub.cfg and grubenv are 0600 -----------------------------------
-@pytest.fixture
-def public_tmp():
-    """A directory nobody may traverse (pytest's own tmp_path is 0700)."""
-    where = Path(tempfile.mkdtemp(prefix="kvmcheck-boot-"))
-    where.chmod(0o755)
-    yield where
-    shutil.rmtree(where, ignore_errors=True)
-
-
 NOBODY_RUN = """
 import json, sys
 import kvmcheck
