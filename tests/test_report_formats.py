@@ -341,7 +341,7 @@ def test_markdown_table_rows_are_the_checks(host_root):
     assert header == ["Status", "Check", "Summary"]
     assert rows == [[r.status.value.upper(), f"`{r.id}`", r.summary] for r in report.checks]
     assert text.startswith(f"## kvmcheck: {GOLDEN_HOSTNAME} is **not ready** for KVM\n")
-    attention = text.split("### What to do, most severe first", 1)[1]
+    attention = text.split("### What to do, root causes first, most severe first", 1)[1]
     for r in report.checks:
         if r.status in (Status.FAIL, Status.WARN):
             assert f"#### {r.status.value.upper()} `{r.id}`" in attention
