@@ -291,8 +291,14 @@ def _spin_forever(kvm_fd: int) -> None:
 
 
 def _children_of_this_process() -> list:
-    return [int(pid) for task in os.listdir("/proc/self/task")
-            for pid in open(f"/proc/self/task/{task}/children").read().split()]
+    children = []
+    for task in os.listdir("/proc/self/task"):
+        try:  # a thread of an earlier test (a daemon worker left behind, a probe) may end between the two reads
+            with open(f"/proc/self/task/{task}/children") as f:
+                children += [int(pid) for pid in f.read().split()]
+        except FileNotFoundError:
+            continue
+    return sorted(children)
 
 
 @needs_kvm
